@@ -1,0 +1,8 @@
+//! Switchboard: a contact-center telephony appliance.
+//!
+//! One binary, thread-per-core: each shard (see [`shell`]) owns its sockets,
+//! SIP transactions and registrations; protocol logic lives in sans-IO engines
+//! ([`sip`]) driven with `now` and inputs, so the same code runs in
+//! production and in deterministic tests.
+
+pub mod sip;
