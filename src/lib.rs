@@ -5,4 +5,6 @@
 //! ([`sip`]) driven with `now` and inputs, so the same code runs in
 //! production and in deterministic tests.
 
+pub mod config;
 pub mod sip;
+pub mod stats;

@@ -175,7 +175,10 @@ fn write_top_via(out: &mut BytesMut, via: &Via, source: Option<SocketAddr>) {
     let ip = src.ip().to_string();
     let host_is_source = {
         let h: &[u8] = &via.host;
-        let h = h.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(h);
+        let h = h
+            .strip_prefix(b"[")
+            .and_then(|h| h.strip_suffix(b"]"))
+            .unwrap_or(h);
         h == ip.as_bytes()
     };
     let mut has_rport = false;
@@ -214,12 +217,19 @@ mod tests {
     use crate::sip::message::{Framing, Limits, parse};
 
     fn req(s: &str) -> Message {
-        parse(Bytes::copy_from_slice(s.as_bytes()), Framing::Datagram, &Limits::default()).unwrap()
+        parse(
+            Bytes::copy_from_slice(s.as_bytes()),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn response_copies_dialog_headers_and_adds_to_tag() {
-        let m = req("OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h:5062;branch=z9hG4bK1;rport, SIP/2.0/TCP p\r\nt: <sip:a@b>\r\nf: <sip:c@d>;tag=9\r\ni: cid\r\nCSeq: 4 OPTIONS\r\n\r\n");
+        let m = req(
+            "OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h:5062;branch=z9hG4bK1;rport, SIP/2.0/TCP p\r\nt: <sip:a@b>\r\nf: <sip:c@d>;tag=9\r\ni: cid\r\nCSeq: 4 OPTIONS\r\n\r\n",
+        );
         let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let r = response(
             &m,
@@ -234,12 +244,18 @@ mod tests {
         );
         let text = std::str::from_utf8(&r).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"));
-        assert!(text.contains("Via: SIP/2.0/UDP h:5062;branch=z9hG4bK1;rport=40000;received=127.0.0.1\r\n"));
+        assert!(text.contains(
+            "Via: SIP/2.0/UDP h:5062;branch=z9hG4bK1;rport=40000;received=127.0.0.1\r\n"
+        ));
         assert!(text.contains("Via: SIP/2.0/TCP p\r\n"));
         assert!(text.contains("To: <sip:a@b>;tag=xyz\r\n"));
         assert!(text.contains("From: <sip:c@d>;tag=9\r\n"));
         assert!(text.contains("Call-ID: cid\r\nCSeq: 4 OPTIONS\r\n"));
-        assert!(text.ends_with("Allow: INVITE, ACK\r\nServer: Switchboard\r\nContent-Length: 0\r\n\r\n"));
+        assert!(
+            text.ends_with(
+                "Allow: INVITE, ACK\r\nServer: Switchboard\r\nContent-Length: 0\r\n\r\n"
+            )
+        );
         // The answer itself parses.
         let back = parse(r, Framing::Datagram, &Limits::default()).unwrap();
         assert_eq!(back.status(), Some(200));
@@ -247,10 +263,22 @@ mod tests {
 
     #[test]
     fn received_omitted_when_sent_by_is_source() {
-        let m = req("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=9\r\nCall-ID: cid\r\nCSeq: 4 OPTIONS\r\n\r\n");
-        let r = response(&m, 404, &ResponseParts { source: Some("127.0.0.1:5062".parse().unwrap()), ..Default::default() });
+        let m = req(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=9\r\nCall-ID: cid\r\nCSeq: 4 OPTIONS\r\n\r\n",
+        );
+        let r = response(
+            &m,
+            404,
+            &ResponseParts {
+                source: Some("127.0.0.1:5062".parse().unwrap()),
+                ..Default::default()
+            },
+        );
         let text = std::str::from_utf8(&r).unwrap();
-        assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n"), "{text}");
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n"),
+            "{text}"
+        );
         assert!(text.contains("404 Not Found"));
     }
 }

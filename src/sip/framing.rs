@@ -131,7 +131,11 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
         };
         let name = super::grammar::trim(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let v = super::grammar::trim(line[colon + 1..].strip_suffix(b"\r").unwrap_or(&line[colon + 1..]));
+            let v = super::grammar::trim(
+                line[colon + 1..]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&line[colon + 1..]),
+            );
             let n = super::grammar::parse_decimal(v, u32::MAX.into())
                 .map_err(|_| FrameError::BadContentLength)?;
             if found.is_some_and(|f| f != n) {
@@ -158,8 +162,14 @@ mod tests {
         for chunk in all.chunks(7) {
             f.push(now, chunk);
         }
-        assert_eq!(f.next_frame(now).unwrap(), Some(Frame::Message(Bytes::from_static(MSG))));
-        assert_eq!(f.next_frame(now).unwrap(), Some(Frame::Message(Bytes::from_static(MSG))));
+        assert_eq!(
+            f.next_frame(now).unwrap(),
+            Some(Frame::Message(Bytes::from_static(MSG)))
+        );
+        assert_eq!(
+            f.next_frame(now).unwrap(),
+            Some(Frame::Message(Bytes::from_static(MSG)))
+        );
         assert_eq!(f.next_frame(now).unwrap(), None);
         assert_eq!(f.partial_since(), None);
     }
@@ -173,7 +183,10 @@ mod tests {
         f.push(now, b"\r\n");
         assert_eq!(f.next_frame(now).unwrap(), None);
         f.push(now, MSG);
-        assert!(matches!(f.next_frame(now).unwrap(), Some(Frame::Message(_))));
+        assert!(matches!(
+            f.next_frame(now).unwrap(),
+            Some(Frame::Message(_))
+        ));
     }
 
     #[test]
@@ -193,7 +206,10 @@ mod tests {
         f.push(now, &vec![b'X'; 2000]);
         assert_eq!(f.next_frame(now), Err(FrameError::HeadersTooLong));
         let mut f = StreamFramer::new(1024);
-        f.push(now, b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 99999\r\n\r\n");
+        f.push(
+            now,
+            b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 99999\r\n\r\n",
+        );
         assert_eq!(f.next_frame(now), Err(FrameError::TooLarge));
         let mut f = StreamFramer::new(1024);
         f.push(now, b"OPTIONS sip:a@b SIP/2.0\r\nl: -3\r\n\r\n");

@@ -41,7 +41,18 @@ fn is_word_char(c: u8) -> bool {
     is_token_char(c)
         || matches!(
             c,
-            b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}'
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
         )
 }
 
@@ -287,7 +298,11 @@ fn is_password_char(c: u8) -> bool {
 }
 
 fn is_header_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
+    is_unreserved(c)
+        || matches!(
+            c,
+            b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+        )
 }
 
 /// Parses a URI (`raw` must be a view of exactly the URI text).
@@ -430,9 +445,8 @@ pub fn parse_header_params(raw: &Bytes, s: &[u8]) -> R<Vec<(Bytes, Option<Bytes>
                 quoted_string_len(v) == Some(v.len())
             } else {
                 !v.is_empty()
-                    && v.iter().all(|&c| {
-                        is_token_char(c) || matches!(c, b':' | b'[' | b']')
-                    })
+                    && v.iter()
+                        .all(|&c| is_token_char(c) || matches!(c, b':' | b'[' | b']'))
             };
             if !ok {
                 return err("bad parameter value");
@@ -543,7 +557,10 @@ pub fn parse_name_addr(raw: &Bytes, s: &[u8]) -> R<NameAddr> {
     // parameters) and may not contain ',', '?' or ';' (§20).
     let end = s.iter().position(|&c| c == b';').unwrap_or(s.len());
     let uri_txt = trim(&s[..end]);
-    if uri_txt.iter().any(|&c| matches!(c, b'?' | b',' | b' ' | b'\t')) {
+    if uri_txt
+        .iter()
+        .any(|&c| matches!(c, b'?' | b',' | b' ' | b'\t'))
+    {
         return err("URI with '?' or ',' must be enclosed in <>");
     }
     let uri = parse_uri(view(raw, uri_txt), false)?;
@@ -640,7 +657,10 @@ pub fn parse_decimal(s: &[u8], max: u64) -> R<u64> {
     }
     let mut v: u64 = 0;
     for &c in s {
-        v = match v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0'))) {
+        v = match v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(c - b'0')))
+        {
             Some(v) => v,
             None => return err("number too large"),
         };
@@ -657,7 +677,10 @@ pub fn parse_delta_seconds(s: &[u8]) -> R<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return err("bad delta-seconds");
     }
-    let significant = s.iter().position(|&c| c != b'0').map_or(&s[s.len()..], |p| &s[p..]);
+    let significant = s
+        .iter()
+        .position(|&c| c != b'0')
+        .map_or(&s[s.len()..], |p| &s[p..]);
     if significant.len() > 10 {
         return Ok(u32::MAX);
     }
@@ -734,7 +757,11 @@ mod tests {
 
     #[test]
     fn uri_sip_parts() {
-        let u = parse_uri(b("sip:alice:pw@example.com:5070;transport=tcp;lr?subject=x"), true).unwrap();
+        let u = parse_uri(
+            b("sip:alice:pw@example.com:5070;transport=tcp;lr?subject=x"),
+            true,
+        )
+        .unwrap();
         assert_eq!(u.scheme, Scheme::Sip);
         assert_eq!(&u.user[..], b"alice");
         assert_eq!(&u.host[..], b"example.com");
@@ -791,7 +818,9 @@ mod tests {
 
     #[test]
     fn via_lws_and_lists() {
-        let raw = b("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8  , SIP  /    2.0   / UDP  192.168.255.111   ; branch= z9hG4bK30239");
+        let raw = b(
+            "SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8  , SIP  /    2.0   / UDP  192.168.255.111   ; branch= z9hG4bK30239",
+        );
         let mut v = Vec::new();
         parse_vias(&raw, &raw, &mut v).unwrap();
         assert_eq!(v.len(), 2);
@@ -805,7 +834,10 @@ mod tests {
     #[test]
     fn delta_seconds_saturate() {
         assert_eq!(parse_delta_seconds(b"0068").unwrap(), 68);
-        assert_eq!(parse_delta_seconds(b"100000000000000000000000").unwrap(), u32::MAX);
+        assert_eq!(
+            parse_delta_seconds(b"100000000000000000000000").unwrap(),
+            u32::MAX
+        );
         assert!(parse_delta_seconds(b"-1").is_err());
     }
 

@@ -110,8 +110,21 @@ impl Method {
 
     /// Names in counter order (see [`Method::counter_index`]).
     pub const COUNTER_NAMES: [&'static str; 15] = [
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
-        "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "other",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+        "other",
     ];
 }
 
@@ -227,7 +240,9 @@ pub enum Contacts {
     List(Vec<NameAddr>),
 }
 
-/// Start line of a message.
+/// Start line of a message. Requests carry their parsed URI inline: most
+/// messages are requests, and boxing it would add an allocation to each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
     Request { method: Method, uri: Uri },
@@ -308,7 +323,9 @@ impl Message {
     pub fn other_header(&self, name: &str) -> Option<&Bytes> {
         self.headers
             .iter()
-            .find(|h| h.name == HeaderName::Other && h.name_raw.eq_ignore_ascii_case(name.as_bytes()))
+            .find(|h| {
+                h.name == HeaderName::Other && h.name_raw.eq_ignore_ascii_case(name.as_bytes())
+            })
             .map(|h| &h.value)
     }
 }
@@ -443,7 +460,10 @@ pub fn parse(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Message, P
         if buf.is_empty() || !looks_like_text(&buf) {
             return fail(ParseErrorKind::NotSip, "not a SIP message");
         }
-        return fail(ParseErrorKind::BadHeaderLine, "header section not terminated");
+        return fail(
+            ParseErrorKind::BadHeaderLine,
+            "header section not terminated",
+        );
     };
     let head = &buf[..body_start];
     // Start line.
@@ -471,7 +491,10 @@ pub fn parse(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Message, P
     let body_avail = buf.slice(body_start..);
     let body = match (b.content_length, framing) {
         (Some(n), _) if n > body_avail.len() => {
-            return fail(ParseErrorKind::BadContentLength, "Content-Length larger than the body");
+            return fail(
+                ParseErrorKind::BadContentLength,
+                "Content-Length larger than the body",
+            );
         }
         (Some(n), _) => body_avail.slice(..n),
         (None, Framing::Datagram) => body_avail,
@@ -482,7 +505,9 @@ pub fn parse(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Message, P
 
 fn looks_like_text(s: &[u8]) -> bool {
     // A start line is printable ASCII or UTF-8; binary junk has controls.
-    !s.iter().take(256).any(|&c| c < 0x20 && c != b'\t' && c != b'\r' && c != b'\n')
+    !s.iter()
+        .take(256)
+        .any(|&c| c < 0x20 && c != b'\t' && c != b'\r' && c != b'\n')
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -491,18 +516,16 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 
 fn parse_version(owner: &Bytes, v: &[u8]) -> Result<Bytes, ParseError> {
     // "SIP/" 1*DIGIT "." 1*DIGIT, the name case-insensitive.
-    let ok = v.len() > 4
-        && v[..4].eq_ignore_ascii_case(b"SIP/")
-        && {
-            let rest = &v[4..];
-            let mut parts = rest.splitn(2, |&c| c == b'.');
-            let a = parts.next().unwrap_or(&[]);
-            let b = parts.next().unwrap_or(&[]);
-            !a.is_empty()
-                && !b.is_empty()
-                && a.iter().all(u8::is_ascii_digit)
-                && b.iter().all(u8::is_ascii_digit)
-        };
+    let ok = v.len() > 4 && v[..4].eq_ignore_ascii_case(b"SIP/") && {
+        let rest = &v[4..];
+        let mut parts = rest.splitn(2, |&c| c == b'.');
+        let a = parts.next().unwrap_or(&[]);
+        let b = parts.next().unwrap_or(&[]);
+        !a.is_empty()
+            && !b.is_empty()
+            && a.iter().all(u8::is_ascii_digit)
+            && b.iter().all(u8::is_ascii_digit)
+    };
     if !ok {
         return fail(ParseErrorKind::BadStartLine, "bad SIP version");
     }
@@ -526,7 +549,10 @@ fn parse_start_line(owner: &Bytes, line: &[u8]) -> Result<(StartLine, Bytes), Pa
         }
         let reason = it.next().unwrap_or(&[]);
         if reason.iter().any(|&c| c < 0x20 && c != b'\t') {
-            return fail(ParseErrorKind::BadStartLine, "control character in reason phrase");
+            return fail(
+                ParseErrorKind::BadStartLine,
+                "control character in reason phrase",
+            );
         }
         return Ok((
             StartLine::Response {
@@ -585,7 +611,10 @@ impl HeaderLines<'_> {
             return Ok(None);
         }
         if matches!(first[0], b' ' | b'\t') {
-            return fail(ParseErrorKind::BadHeaderLine, "continuation line without a header");
+            return fail(
+                ParseErrorKind::BadHeaderLine,
+                "continuation line without a header",
+            );
         }
         // Gather continuation lines.
         let mut next = first_end + 1;
@@ -676,7 +705,11 @@ impl Builder {
             HeaderName::MaxForwards => {
                 let n = parse_decimal(v, 255).map_err(|_| bad("bad Max-Forwards header"))?;
                 // invariant: parse_decimal checked n <= 255.
-                once(&mut self.max_forwards, n as u8, "duplicate Max-Forwards header")?;
+                once(
+                    &mut self.max_forwards,
+                    n as u8,
+                    "duplicate Max-Forwards header",
+                )?;
             }
             HeaderName::ContentLength => {
                 let n = parse_decimal(v, u32::MAX.into()).map_err(|_| ParseError {
@@ -684,7 +717,10 @@ impl Builder {
                     what: "bad Content-Length header",
                 })?;
                 if self.content_length.is_some() {
-                    return fail(ParseErrorKind::BadContentLength, "duplicate Content-Length header");
+                    return fail(
+                        ParseErrorKind::BadContentLength,
+                        "duplicate Content-Length header",
+                    );
                 }
                 self.content_length = Some(usize::try_from(n).unwrap_or(usize::MAX));
             }
@@ -697,9 +733,8 @@ impl Builder {
                 once(&mut self.expires, e, "duplicate Expires header")?;
             }
             HeaderName::Contact => self.add_contact(raw, v)?,
-            HeaderName::Require => {
-                parse_token_list(raw, v, &mut self.require).map_err(|_| bad("bad Require header"))?
-            }
+            HeaderName::Require => parse_token_list(raw, v, &mut self.require)
+                .map_err(|_| bad("bad Require header"))?,
             HeaderName::ProxyRequire => parse_token_list(raw, v, &mut self.proxy_require)
                 .map_err(|_| bad("bad Proxy-Require header"))?,
             HeaderName::Supported => parse_token_list(raw, v, &mut self.supported)
@@ -709,7 +744,9 @@ impl Builder {
                 let t = trim(v);
                 if !t.is_empty() {
                     for part in grammar::split_top(t, b',').map_err(bad_value)? {
-                        list.push(parse_media_type(raw, part).map_err(|_| bad("bad Accept header"))?);
+                        list.push(
+                            parse_media_type(raw, part).map_err(|_| bad("bad Accept header"))?,
+                        );
                     }
                 }
             }
@@ -829,7 +866,9 @@ pub fn salvage_request(buf: &Bytes) -> Option<Vec<(HeaderName, Bytes)>> {
         return None;
     }
     let method_end = memchr(b' ', start)?;
-    if !grammar::is_token(&start[..method_end]) || !start.windows(4).any(|w| w.eq_ignore_ascii_case(b"SIP/")) {
+    if !grammar::is_token(&start[..method_end])
+        || !start.windows(4).any(|w| w.eq_ignore_ascii_case(b"SIP/"))
+    {
         return None;
     }
     let mut lines = HeaderLines {
@@ -847,7 +886,11 @@ pub fn salvage_request(buf: &Bytes) -> Option<Vec<(HeaderName, Bytes)>> {
         let name = HeaderName::classify(&h.name);
         if matches!(
             name,
-            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
         ) && !h.value.iter().any(|&c| c < 0x20 && c != b'\t')
             && !h.value.is_empty()
         {
@@ -862,7 +905,11 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<Message, ParseError> {
-        parse(Bytes::copy_from_slice(s.as_bytes()), Framing::Datagram, &Limits::default())
+        parse(
+            Bytes::copy_from_slice(s.as_bytes()),
+            Framing::Datagram,
+            &Limits::default(),
+        )
     }
 
     const OPTIONS: &str = "OPTIONS sip:user@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h.example.com;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nTo: <sip:user@example.com>\r\nFrom: <sip:caller@example.com>;tag=a\r\nCall-ID: c1@h\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
@@ -894,7 +941,8 @@ mod tests {
 
     #[test]
     fn missing_headers_refused() {
-        let e = p("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap_err();
+        let e = p("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 OPTIONS\r\n\r\n")
+            .unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::MissingHeader);
     }
 
@@ -911,7 +959,12 @@ mod tests {
 
     #[test]
     fn binary_is_not_sip() {
-        let e = parse(Bytes::from_static(&[0u8, 1, 2, 0xff, 0x10]), Framing::Datagram, &Limits::default()).unwrap_err();
+        let e = parse(
+            Bytes::from_static(&[0u8, 1, 2, 0xff, 0x10]),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::NotSip);
         assert!(salvage_request(&Bytes::from_static(&[0u8, 1, 2])).is_none());
     }
@@ -919,7 +972,10 @@ mod tests {
     #[test]
     fn too_many_headers() {
         let many = "X-A: 1\r\n".repeat(300);
-        let msg = OPTIONS.replace("Content-Length: 0\r\n", &format!("{many}Content-Length: 0\r\n"));
+        let msg = OPTIONS.replace(
+            "Content-Length: 0\r\n",
+            &format!("{many}Content-Length: 0\r\n"),
+        );
         assert_eq!(p(&msg).unwrap_err().kind, ParseErrorKind::TooManyHeaders);
     }
 
@@ -937,8 +993,8 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
         let refused = [
             "badinv01", "quotbal", "lwsruri", "scalar02", "multi01", "insuf", "clerr", "ncl",
-            "mcl01", "scalarlg", "bigcode", "ltgtruri", "lwsstart", "trws", "escruri",
-            "regbadct", "badaspec", "baddn",
+            "mcl01", "scalarlg", "bigcode", "ltgtruri", "lwsstart", "trws", "escruri", "regbadct",
+            "badaspec", "baddn",
         ];
         let mut n = 0;
         for entry in std::fs::read_dir(dir).unwrap() {

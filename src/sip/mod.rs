@@ -4,9 +4,12 @@
 //! the shard shell feeds datagrams, stream bytes and timer expiries in and
 //! executes what comes out.
 
-pub mod grammar;
+pub mod auth;
 pub mod build;
+pub mod endpoint;
 pub mod framing;
+pub mod grammar;
 pub mod ids;
 pub mod message;
+pub mod registrar;
 pub mod transaction;

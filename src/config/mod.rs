@@ -1,0 +1,475 @@
+//! The appliance's typed configuration: one TOML file (by default
+//! `firmware-config/default.toml`) plus `--set KEY=VALUE` overrides from the
+//! command line, turned into a [`Config`] once at start.
+//!
+//! Operators edit this file, so a bad one is refused with every problem found,
+//! each naming the file, line, dotted key and what was expected
+//! ([`ConfigProblem`]). The pipeline is:
+//!
+//! 1. `tree` parses the text with `toml_edit` (which keeps spans) into a tree
+//!    of values tagged with their line, then applies the overrides, tagging
+//!    what they replace as coming from `--set`;
+//! 2. `validate` walks that tree section by section, checking types, ranges,
+//!    unknown keys and cross-key rules (timer order, expiry order, port
+//!    clashes), and collects problems instead of stopping at the first.
+//!
+//! Every key is optional; [`Config::default`] is what an empty file gives (the
+//! demo appliance without its users). Nothing here touches the network or the
+//! clock; [`load`] is the only function that reads a file.
+
+mod tree;
+mod types;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use types::{DigestAlgorithm, ListenAddr, PortRange, Transport, ValueError};
+
+/// Reads the config file at `path` and applies `overrides` (`KEY=VALUE`).
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigErrors> {
+    let label = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&label, &text, overrides),
+        Err(e) => Err(ConfigErrors(vec![ConfigProblem {
+            file: label,
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])),
+    }
+}
+
+/// Parses config `text` (named `file_label` in problems) and applies
+/// `overrides`, each `KEY=VALUE` with KEY a dotted path (`sip.t1_ms`,
+/// `users[0].password`) and VALUE a TOML value.
+pub fn parse(file_label: &str, text: &str, overrides: &[String]) -> Result<Config, ConfigErrors> {
+    validate::parse(file_label, text, overrides)
+}
+
+/// The file label used for problems that come from `--set` overrides.
+pub const OVERRIDE_LABEL: &str = "--set";
+
+/// Every problem found in a config; `Display` gives one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One problem: where (file or `--set`, line, dotted key) and what was wrong
+/// and expected.
+///
+/// Displays as `file:line: key: message`, `file: key: message` when the line
+/// is unknown, `file: message` when there is no key (unreadable file, syntax
+/// error with a line gives `file:line: message`), and `--set key: message`
+/// for overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file label, or [`OVERRIDE_LABEL`] for a command-line override.
+    pub file: String,
+    /// 1-based line in the file, when the problem sits at a written key.
+    pub line: Option<usize>,
+    /// Dotted key such as `sip.listen[1]` or `users[3].id`; empty when the
+    /// problem concerns the whole file.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file == OVERRIDE_LABEL {
+            return write!(f, "{} {}: {}", self.file, self.key, self.message);
+        }
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// `[node]`: cores, data directory, logging.
+    pub node: NodeConfig,
+    /// `[shell]`: I/O loop and threads.
+    pub shell: ShellConfig,
+    /// `[sip]`: transport and transaction layer.
+    pub sip: SipConfig,
+    /// `[registrar]`: REGISTER handling and digest auth.
+    pub registrar: RegistrarConfig,
+    /// `[media]`: RTP.
+    pub media: MediaConfig,
+    /// `[cti]`: control plane.
+    pub cti: CtiConfig,
+    /// `[crm.lookup]`, `[crm.webhook]`.
+    pub crm: CrmConfig,
+    /// `[[users]]`: agents' phones.
+    pub users: Vec<UserConfig>,
+}
+
+/// Which CPUs run shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cores {
+    /// Every CPU the process may run on (its affinity mask at start).
+    All,
+    /// These CPU ids, one shard each, in this order (no duplicates, non-empty).
+    List(Vec<usize>),
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `cores`: one shard per core.
+    pub cores: Cores,
+    /// `data_dir`: CDR/outbox database and recordings, relative to the
+    /// working directory unless absolute.
+    pub data_dir: PathBuf,
+    /// `log`: tracing filter for the stderr log.
+    pub log: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            cores: Cores::All,
+            data_dir: PathBuf::from("var"),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Which I/O driver the shell uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring, falling back to epoll when the ring cannot be set up.
+    Auto,
+    /// io_uring only; failing to set it up is fatal.
+    IoUring,
+    /// epoll + recvmmsg/sendmmsg.
+    Epoll,
+}
+
+/// `[shell]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellConfig {
+    /// `driver`.
+    pub driver: DriverChoice,
+    /// `batch`: datagrams per receive/send batch (1..=1024).
+    pub batch: usize,
+    /// `ring_entries`: io_uring submission queue entries (power of two, 16..=32768).
+    pub ring_entries: u32,
+    /// `mesh_capacity`: slots per shard-to-shard queue (64..=1048576).
+    pub mesh_capacity: usize,
+    /// `timer_tick_ms`: timer wheel resolution (1..=100 ms).
+    pub timer_tick: Duration,
+    /// `drain_timeout_s`: longest wait on SIGTERM (0..=300 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        ShellConfig {
+            driver: DriverChoice::Auto,
+            batch: 32,
+            ring_entries: 256,
+            mesh_capacity: 4096,
+            timer_tick: Duration::from_millis(5),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[sip]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipConfig {
+    /// `listen`: non-empty, no two entries on the same socket.
+    pub listen: Vec<ListenAddr>,
+    /// `domain`: served domain and digest realm.
+    pub domain: String,
+    /// `user_agent`: Server/User-Agent value; empty = header omitted.
+    pub user_agent: String,
+    /// `t1_ms`: RFC 3261 T1 (1..=10000 ms).
+    pub t1: Duration,
+    /// `t2_ms`: RFC 3261 T2 (>= T1, ..=60000 ms).
+    pub t2: Duration,
+    /// `t4_ms`: RFC 3261 T4 (1..=60000 ms).
+    pub t4: Duration,
+    /// `max_message_bytes` (1024..=1048576).
+    pub max_message_bytes: usize,
+    /// `max_headers` (16..=10000).
+    pub max_headers: usize,
+    /// `tcp_idle_timeout_s` (1..=86400 s).
+    pub tcp_idle_timeout: Duration,
+    /// `tcp_message_timeout_s` (1..=3600 s).
+    pub tcp_message_timeout: Duration,
+    /// `tcp_max_connections` per shard (1..=1048576).
+    pub tcp_max_connections: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
+        SipConfig {
+            listen: vec![
+                ListenAddr {
+                    transport: Transport::Udp,
+                    addr: lo,
+                },
+                ListenAddr {
+                    transport: Transport::Tcp,
+                    addr: lo,
+                },
+            ],
+            domain: "switchboard.local".to_owned(),
+            user_agent: "Switchboard".to_owned(),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_millis(4000),
+            t4: Duration::from_millis(5000),
+            max_message_bytes: 65535,
+            max_headers: 256,
+            tcp_idle_timeout: Duration::from_secs(600),
+            tcp_message_timeout: Duration::from_secs(30),
+            tcp_max_connections: 4096,
+        }
+    }
+}
+
+/// `[registrar]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// `min_expires_s`: shorter requests get 423 with Min-Expires.
+    pub min_expires: Duration,
+    /// `max_expires_s`: longer requests are shortened to this.
+    pub max_expires: Duration,
+    /// `default_expires_s`: when the request names no expiry.
+    pub default_expires: Duration,
+    /// `max_contacts`: bindings per user (1..=100).
+    pub max_contacts: usize,
+    /// `nonce_lifetime_s`: older nonces are answered with stale=true.
+    pub nonce_lifetime: Duration,
+    /// `digest_algorithms`: challenge order, non-empty, no duplicates.
+    pub digest_algorithms: Vec<DigestAlgorithm>,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: Duration::from_secs(60),
+            max_expires: Duration::from_secs(7200),
+            default_expires: Duration::from_secs(3600),
+            max_contacts: 10,
+            nonce_lifetime: Duration::from_secs(300),
+            digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+        }
+    }
+}
+
+/// `[media]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// `rtp_ports`: RTP/RTCP port range.
+    pub rtp_ports: PortRange,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: PortRange {
+                low: 20000,
+                high: 29999,
+            },
+        }
+    }
+}
+
+/// `[cti]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtiConfig {
+    /// `listen`: HTTP/WebSocket control plane address.
+    pub listen: SocketAddr,
+}
+
+impl Default for CtiConfig {
+    fn default() -> Self {
+        CtiConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+        }
+    }
+}
+
+/// `[crm]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmConfig {
+    /// `[crm.lookup]`.
+    pub lookup: CrmLookupConfig,
+    /// `[crm.webhook]`.
+    pub webhook: CrmWebhookConfig,
+}
+
+impl Default for CrmConfig {
+    fn default() -> Self {
+        CrmConfig {
+            lookup: CrmLookupConfig { url: String::new() },
+            webhook: CrmWebhookConfig {
+                url: String::new(),
+                secret: "demo-secret".to_owned(),
+            },
+        }
+    }
+}
+
+/// `[crm.lookup]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CrmLookupConfig {
+    /// `url`: screen-pop lookup URL template; empty = built-in directory.
+    pub url: String,
+}
+
+/// `[crm.webhook]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CrmWebhookConfig {
+    /// `url`: where call records are POSTed; empty = none.
+    pub url: String,
+    /// `secret`: HMAC-SHA256 key for `X-Switchboard-Signature`.
+    pub secret: String,
+}
+
+/// One `[[users]]` entry: an agent's phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// `id`: SIP user part, unique.
+    pub id: String,
+    /// `password`: digest password, non-empty.
+    pub password: String,
+    /// `name`: display name, may be empty.
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/firmware-config/default.toml"
+    ));
+
+    #[test]
+    fn demo_config_parses_with_ten_users() {
+        let config = parse("firmware-config/default.toml", DEMO, &[]).unwrap();
+        assert_eq!(config.users.len(), 10);
+        for (i, user) in config.users.iter().enumerate() {
+            let n = 1001 + i;
+            assert_eq!(user.id, n.to_string());
+            assert_eq!(user.password, format!("pw{n}"));
+            assert_eq!(user.name, format!("Agent {n}"));
+        }
+    }
+
+    #[test]
+    fn demo_config_spells_out_the_defaults() {
+        let mut config = parse("default.toml", DEMO, &[]).unwrap();
+        config.users.clear();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn demo_config_loads_from_disk() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/firmware-config/default.toml"
+        ));
+        let config = load(path, &[]).unwrap();
+        assert_eq!(config.users.len(), 10);
+    }
+
+    #[test]
+    fn default_equals_empty_text() {
+        assert_eq!(parse("empty.toml", "", &[]).unwrap(), Config::default());
+        assert_eq!(
+            parse("comments.toml", "# nothing here\n\n", &[]).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn default_values_match_the_schema() {
+        let c = Config::default();
+        assert_eq!(c.node.cores, Cores::All);
+        assert_eq!(c.shell.driver, DriverChoice::Auto);
+        assert_eq!(c.sip.listen[0].to_string(), "udp:127.0.0.1:5060");
+        assert_eq!(c.sip.listen[1].to_string(), "tcp:127.0.0.1:5060");
+        assert_eq!(c.sip.t1, Duration::from_millis(500));
+        assert_eq!(c.cti.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.media.rtp_ports.to_string(), "20000-29999");
+        assert_eq!(c.crm.webhook.secret, "demo-secret");
+        assert!(c.users.is_empty());
+    }
+
+    #[test]
+    fn every_prefix_of_the_demo_is_parsed_or_refused_without_panic() {
+        for end in (0..DEMO.len()).filter(|&i| DEMO.is_char_boundary(i)) {
+            if let Err(e) = parse("demo", &DEMO[..end], &[]) {
+                assert!(!e.0.is_empty());
+                assert!(e.0.iter().all(|p| !p.to_string().contains('\n')));
+            }
+        }
+    }
+
+    #[test]
+    fn missing_file_cannot_be_read() {
+        let err = load(Path::new("no/such/x.toml"), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no/such/x.toml: cannot read: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn problem_display_forms() {
+        let p = |file: &str, line, key: &str| ConfigProblem {
+            file: file.into(),
+            line,
+            key: key.into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            p("a.toml", Some(3), "sip.t1_ms").to_string(),
+            "a.toml:3: sip.t1_ms: m"
+        );
+        assert_eq!(
+            p("a.toml", None, "sip.t1_ms").to_string(),
+            "a.toml: sip.t1_ms: m"
+        );
+        assert_eq!(p("a.toml", Some(3), "").to_string(), "a.toml:3: m");
+        assert_eq!(
+            p("--set", None, "sip.t1_ms").to_string(),
+            "--set sip.t1_ms: m"
+        );
+        let all = ConfigErrors(vec![p("a", Some(1), "k"), p("b", Some(2), "k")]);
+        assert_eq!(all.to_string(), "a:1: k: m\nb:2: k: m");
+    }
+}
