@@ -6,5 +6,6 @@
 //! production and in deterministic tests.
 
 pub mod config;
+pub mod shell;
 pub mod sip;
 pub mod stats;

@@ -223,7 +223,7 @@ impl fmt::Display for Snapshot {
         line(f, "responses in", &self.responses_in)?;
         line(f, "responses out", &self.responses_out)?;
         line(f, "parse errors", &self.parse_errors)?;
-        line(f, "counters", &self.scalars)
+        line(f, "totals", &self.scalars)
     }
 }
 

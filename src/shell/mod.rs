@@ -1,0 +1,447 @@
+//! The shell: everything that touches the real world — threads, CPU pinning,
+//! sockets, the I/O drivers (io_uring, or epoll + recvmmsg/sendmmsg), the
+//! timer wheels, the cross-shard mesh, signals, the clock and the OS RNG.
+//!
+//! [`run`] starts one shard thread per configured core (`node.cores`), pinned
+//! with `sched_setaffinity`. Every shard binds its own UDP socket and TCP
+//! listener on every `sip.listen` address with `SO_REUSEPORT`, so the kernel
+//! spreads datagrams and accepted connections over the shards; a connection
+//! belongs to the shard that accepted it. Messages owned by another shard go
+//! there over the mesh (see [`crate::sip::endpoint`] for the ownership rule).
+//!
+//! Readiness is logged once every shard has bound its sockets. SIGTERM or
+//! SIGINT: shards stop taking new INVITEs, finish what is pending (at most
+//! `shell.drain_timeout_s`), the counters are printed and `run` returns.
+
+pub mod driver;
+pub mod mesh;
+pub mod shard;
+pub mod wheel;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
+
+use crate::config::{Config, Cores, DigestAlgorithm as CfgAlgorithm, DriverChoice, Transport};
+use crate::sip::auth::DigestAlgorithm;
+use crate::sip::endpoint::{Endpoint, EndpointConfig};
+use crate::sip::ids::ShardId;
+use crate::sip::message::Limits;
+use crate::sip::registrar::RegistrarLimits;
+use crate::sip::transaction::TimerConfig;
+use crate::stats::{ShardCounters, Snapshot};
+use driver::{Choice, DriverOptions, Waker};
+use mesh::Mesh;
+use shard::{Shard, ShardSettings};
+
+/// Why the appliance could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error("node.cores: {0}")]
+    Cores(String),
+    #[error("shard {shard}: {what}: {source}")]
+    Io {
+        shard: u16,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("shard {0} stopped unexpectedly")]
+    ShardDied(u16),
+}
+
+/// The CPUs shards run on, checked against this process's affinity mask.
+pub fn resolve_cores(cores: &Cores) -> Result<Vec<usize>, ShellError> {
+    let mask = sched_getaffinity(Pid::from_raw(0))
+        .map_err(|e| ShellError::Cores(format!("cannot read CPU affinity: {e}")))?;
+    let available: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| mask.is_set(c).unwrap_or(false))
+        .collect();
+    match cores {
+        Cores::All => {
+            if available.is_empty() {
+                return Err(ShellError::Cores("no CPU available".into()));
+            }
+            Ok(available)
+        }
+        Cores::List(list) => {
+            for c in list {
+                if !available.contains(c) {
+                    return Err(ShellError::Cores(format!(
+                        "CPU {c} is not available to this process (available: {available:?})"
+                    )));
+                }
+            }
+            Ok(list.clone())
+        }
+    }
+}
+
+fn pin(cpu: usize) -> nix::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+/// Maps the config to one shard's endpoint settings.
+fn endpoint_config(
+    cfg: &Config,
+    shard: u16,
+    shards: u16,
+    nonce_key: [u8; 32],
+    seed: u64,
+) -> EndpointConfig {
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    EndpointConfig {
+        shard: ShardId(shard),
+        shards,
+        domain: cfg.sip.domain.clone(),
+        server: cfg.sip.user_agent.clone(),
+        timers: TimerConfig {
+            t1: cfg.sip.t1,
+            t2: cfg.sip.t2,
+            t4: cfg.sip.t4,
+        },
+        limits: Limits {
+            max_message_bytes: cfg.sip.max_message_bytes,
+            max_headers: cfg.sip.max_headers,
+        },
+        registrar: RegistrarLimits {
+            min_expires: secs(cfg.registrar.min_expires),
+            max_expires: secs(cfg.registrar.max_expires),
+            default_expires: secs(cfg.registrar.default_expires),
+            max_contacts: cfg.registrar.max_contacts,
+        },
+        nonce_lifetime: cfg.registrar.nonce_lifetime,
+        algorithms: cfg
+            .registrar
+            .digest_algorithms
+            .iter()
+            .map(|a| match a {
+                CfgAlgorithm::Sha256 => DigestAlgorithm::Sha256,
+                CfgAlgorithm::Md5 => DigestAlgorithm::Md5,
+            })
+            .collect(),
+        nonce_key,
+        users: cfg
+            .users
+            .iter()
+            .map(|u| (u.id.clone(), u.password.clone()))
+            .collect(),
+        seed,
+    }
+}
+
+enum Event {
+    Signal(i32),
+    ShardExited(u16, Result<(), ShellError>),
+}
+
+/// Starts the shards, waits for SIGTERM/SIGINT, drains and stops them, and
+/// prints the counters. Returns once every shard has exited.
+pub fn run(cfg: Config) -> Result<(), ShellError> {
+    let cpus = resolve_cores(&cfg.node.cores)?;
+    let n = cpus.len();
+    let shards = u16::try_from(n)
+        .map_err(|_| ShellError::Cores(format!("{n} cores is more than supported")))?;
+    let epoch = Instant::now();
+    let nonce_key: [u8; 32] = rand::random();
+    let mesh = Mesh::new(n, cfg.shell.mesh_capacity);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Vec<Arc<ShardCounters>> =
+        (0..n).map(|_| Arc::new(ShardCounters::default())).collect();
+    let (ready_tx, ready_rx) = unbounded::<(u16, Result<(Waker, &'static str), ShellError>)>();
+    let (event_tx, event_rx) = unbounded::<Event>();
+    let choice = match cfg.shell.driver {
+        DriverChoice::Auto => Choice::Auto,
+        DriverChoice::IoUring => Choice::IoUring,
+        DriverChoice::Epoll => Choice::Epoll,
+    };
+    let cfg = Arc::new(cfg);
+
+    let mut go_senders: Vec<Sender<Arc<Vec<Waker>>>> = Vec::new();
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    for (i, &cpu) in cpus.iter().enumerate() {
+        // invariant: i < n <= u16::MAX (checked above).
+        let id = i as u16;
+        let (go_tx, go_rx) = bounded::<Arc<Vec<Waker>>>(1);
+        go_senders.push(go_tx);
+        let ctx = ShardContext {
+            id,
+            cpu,
+            shards,
+            cfg: cfg.clone(),
+            choice,
+            mesh: mesh.clone(),
+            stop: stop.clone(),
+            counters: counters[i].clone(),
+            epoch,
+            nonce_key,
+            seed: rand::random(),
+        };
+        let ready_tx = ready_tx.clone();
+        let event_tx = event_tx.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                let r = shard_main(ctx, &ready_tx, &go_rx);
+                let _ = event_tx.send(Event::ShardExited(id, r));
+            })
+            .map_err(|e| ShellError::Io {
+                shard: id,
+                what: "cannot start thread".into(),
+                source: e,
+            })?;
+        handles.push(h);
+    }
+    drop(ready_tx);
+
+    // Wait until every shard has bound its sockets (or one failed).
+    let mut wakers: HashMap<u16, Waker> = HashMap::new();
+    let mut driver_name = "";
+    let mut failure = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok((id, Ok((w, name)))) => {
+                wakers.insert(id, w);
+                driver_name = name;
+            }
+            Ok((_, Err(e))) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(e) = failure {
+        stop.store(true, Ordering::Relaxed);
+        for w in wakers.values() {
+            w.wake();
+        }
+        let ordered: Arc<Vec<Waker>> = Arc::new(wakers.values().cloned().collect());
+        for g in &go_senders {
+            let _ = g.send(ordered.clone());
+        }
+        drop(go_senders);
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
+    let ordered: Arc<Vec<Waker>> = Arc::new(
+        (0..shards)
+            .filter_map(|i| wakers.get(&i).cloned())
+            .collect(),
+    );
+    for g in &go_senders {
+        let _ = g.send(ordered.clone());
+    }
+    let listen: Vec<String> = cfg.sip.listen.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        shards = n,
+        cores = ?cpus,
+        driver = driver_name,
+        listen = %listen.join(","),
+        "switchboard ready"
+    );
+
+    // Signals arrive on their own thread and join the event stream.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(ShellError::Signals)?;
+    let sig_handle = signals.handle();
+    {
+        let event_tx = event_tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for s in signals.forever() {
+                    if event_tx.send(Event::Signal(s)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(ShellError::Signals)?;
+    }
+    drop(event_tx);
+
+    let result = wait_and_drain(&event_rx, n, &stop, &ordered);
+    sig_handle.close();
+    for h in handles {
+        let _ = h.join();
+    }
+    let snapshot = Snapshot::sum(counters.iter().map(|c| c.as_ref()));
+    for line in snapshot.to_string().lines() {
+        tracing::info!("counters: {line}");
+    }
+    if mesh.dropped() > 0 {
+        tracing::warn!(
+            dropped = mesh.dropped(),
+            "mesh messages dropped on full queues"
+        );
+    }
+    tracing::info!("switchboard stopped");
+    result
+}
+
+fn wait_and_drain(
+    events: &Receiver<Event>,
+    n: usize,
+    stop: &AtomicBool,
+    wakers: &[Waker],
+) -> Result<(), ShellError> {
+    let mut exited = 0;
+    let mut result = Ok(());
+    let begin_stop = || {
+        stop.store(true, Ordering::Relaxed);
+        for w in wakers {
+            w.wake();
+        }
+    };
+    while exited < n {
+        match events.recv() {
+            Ok(Event::Signal(s)) => {
+                if !stop.load(Ordering::Relaxed) {
+                    tracing::info!(signal = s, "stopping: draining shards");
+                }
+                begin_stop();
+            }
+            Ok(Event::ShardExited(id, r)) => {
+                exited += 1;
+                if !stop.load(Ordering::Relaxed) {
+                    // A shard ended on its own: that is a failure; stop all.
+                    tracing::error!(shard = id, "shard exited unexpectedly, stopping");
+                    result = Err(r.err().unwrap_or(ShellError::ShardDied(id)));
+                    begin_stop();
+                } else if let Err(e) = r {
+                    tracing::error!(shard = id, error = %e, "shard failed while stopping");
+                    result = Err(e);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    result
+}
+
+struct ShardContext {
+    id: u16,
+    cpu: usize,
+    shards: u16,
+    cfg: Arc<Config>,
+    choice: Choice,
+    mesh: Arc<Mesh>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<ShardCounters>,
+    epoch: Instant,
+    nonce_key: [u8; 32],
+    seed: u64,
+}
+
+type Ready = Sender<(u16, Result<(Waker, &'static str), ShellError>)>;
+
+fn shard_main(
+    ctx: ShardContext,
+    ready: &Ready,
+    go: &Receiver<Arc<Vec<Waker>>>,
+) -> Result<(), ShellError> {
+    let id = ctx.id;
+    let io = |what: String| {
+        move |source| ShellError::Io {
+            shard: id,
+            what,
+            source,
+        }
+    };
+    let setup = || -> Result<(Box<dyn driver::Driver>, Shard), ShellError> {
+        pin(ctx.cpu)
+            .map_err(|e| io(format!("cannot pin to CPU {}", ctx.cpu))(std::io::Error::from(e)))?;
+        let opts = DriverOptions {
+            batch: ctx.cfg.shell.batch,
+            ring_entries: ctx.cfg.shell.ring_entries,
+            max_datagram: ctx.cfg.sip.max_message_bytes.max(1),
+            ..DriverOptions::default()
+        };
+        let mut drv =
+            driver::open(ctx.choice, &opts).map_err(io("cannot open the I/O driver".into()))?;
+        let now = Instant::now();
+        let endpoint = Endpoint::new(
+            endpoint_config(&ctx.cfg, id, ctx.shards, ctx.nonce_key, ctx.seed),
+            ctx.epoch,
+            ctx.counters.clone(),
+        );
+        let settings = ShardSettings {
+            timer_tick: ctx.cfg.shell.timer_tick,
+            tcp_idle_timeout: ctx.cfg.sip.tcp_idle_timeout,
+            tcp_message_timeout: ctx.cfg.sip.tcp_message_timeout,
+            tcp_max_connections: ctx.cfg.sip.tcp_max_connections,
+            max_message_bytes: ctx.cfg.sip.max_message_bytes,
+            drain_timeout: ctx.cfg.shell.drain_timeout,
+        };
+        let mut shard = Shard::new(
+            ShardId(id),
+            endpoint,
+            settings,
+            ctx.counters.clone(),
+            ctx.mesh.clone(),
+            now,
+        );
+        for (i, l) in ctx.cfg.sip.listen.iter().enumerate() {
+            // invariant: the config limits listen entries far below u16::MAX.
+            let idx = i as u16;
+            match l.transport {
+                Transport::Udp => {
+                    let s = driver::bind_udp_reuseport(l.addr)
+                        .map_err(io(format!("cannot bind {l}")))?;
+                    let sock = drv.add_udp(s).map_err(io(format!("cannot register {l}")))?;
+                    shard.udp_listen.insert(sock, idx);
+                    shard.listen_udp.insert(idx, sock);
+                }
+                Transport::Tcp => {
+                    let s = driver::bind_tcp_reuseport(l.addr)
+                        .map_err(io(format!("cannot listen on {l}")))?;
+                    let lid = drv
+                        .add_listener(s)
+                        .map_err(io(format!("cannot register {l}")))?;
+                    shard.tcp_listeners.insert(lid, idx);
+                }
+            }
+        }
+        Ok((drv, shard))
+    };
+    let (mut drv, mut shard) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = ready.send((id, Err(e)));
+            return Err(ShellError::Io {
+                shard: id,
+                what: "start".into(),
+                source: std::io::Error::other(msg),
+            });
+        }
+    };
+    let _ = ready.send((id, Ok((drv.waker(), drv.name()))));
+    let Ok(wakers) = go.recv() else {
+        return Ok(());
+    };
+    if ctx.stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    shard
+        .run(drv.as_mut(), &wakers, &ctx.stop)
+        .map_err(|e| ShellError::Io {
+            shard: id,
+            what: "I/O loop".into(),
+            source: e,
+        })
+}

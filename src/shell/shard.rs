@@ -1,0 +1,322 @@
+//! One shard: a pinned thread running its own I/O driver, timer wheel and
+//! SIP endpoint, and talking to the other shards only through the mesh.
+//!
+//! Loop: wait for I/O (up to the next timer), feed every event to the
+//! endpoint, take what the mesh brought, fire due timers, then carry out the
+//! endpoint's outputs (sends batched until one `flush`, forwards and
+//! broadcasts pushed to the mesh, timers into the wheel) and wake the shards
+//! it pushed to, once each.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::driver::{ConnId, Driver, IoEvent, ListenerId, SockId, Waker};
+use super::mesh::{Mesh, MeshMsg};
+use super::wheel::TimerWheel;
+use crate::sip::endpoint::{Endpoint, Link, Output, Peer, TimerKey};
+use crate::sip::framing::{Frame, StreamFramer};
+use crate::sip::ids::ShardId;
+use crate::stats::ShardCounters;
+
+/// Timers of the shell itself plus the endpoint's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShardTimer {
+    Endpoint(TimerKey),
+    /// Sweep TCP connections for idle and slow senders.
+    Housekeeping,
+}
+
+/// One accepted TCP connection.
+struct Conn {
+    peer: SocketAddr,
+    framer: StreamFramer,
+    last_activity: Instant,
+}
+
+/// Settings the shard loop needs beyond the endpoint's.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    pub timer_tick: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_message_timeout: Duration,
+    pub tcp_max_connections: usize,
+    pub max_message_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Everything a shard owns except its driver (borrowed separately while
+/// the driver reports events).
+pub struct Shard {
+    pub id: ShardId,
+    pub endpoint: Endpoint,
+    pub settings: ShardSettings,
+    pub counters: Arc<ShardCounters>,
+    pub mesh: Arc<Mesh>,
+    /// Listen index (in `sip.listen`) of each UDP socket, and back.
+    pub udp_listen: HashMap<SockId, u16>,
+    pub listen_udp: HashMap<u16, SockId>,
+    pub tcp_listeners: HashMap<ListenerId, u16>,
+    conns: HashMap<ConnId, Conn>,
+    wheel: TimerWheel<ShardTimer>,
+    fired: Vec<ShardTimer>,
+    /// Work decided while the driver was borrowed.
+    stream_sends: Vec<(ConnId, Bytes)>,
+    closes: Vec<ConnId>,
+    touched: Vec<bool>,
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        endpoint: Endpoint,
+        settings: ShardSettings,
+        counters: Arc<ShardCounters>,
+        mesh: Arc<Mesh>,
+        now: Instant,
+    ) -> Self {
+        let shards = mesh.shards();
+        let mut wheel = TimerWheel::new(now, settings.timer_tick);
+        wheel.insert(now + Duration::from_secs(1), ShardTimer::Housekeeping);
+        Shard {
+            id,
+            endpoint,
+            settings,
+            counters,
+            mesh,
+            udp_listen: HashMap::new(),
+            listen_udp: HashMap::new(),
+            tcp_listeners: HashMap::new(),
+            conns: HashMap::new(),
+            wheel,
+            fired: Vec::new(),
+            stream_sends: Vec::new(),
+            closes: Vec::new(),
+            touched: vec![false; shards],
+        }
+    }
+
+    /// Runs until `stop` is set and the drain is over.
+    pub fn run(
+        &mut self,
+        driver: &mut dyn Driver,
+        wakers: &[Waker],
+        stop: &AtomicBool,
+    ) -> std::io::Result<()> {
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .wheel
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now))
+                .map(|d| {
+                    if drain_deadline.is_some() {
+                        d.min(Duration::from_millis(50))
+                    } else {
+                        d
+                    }
+                });
+            driver.poll(timeout, &mut |ev| self.on_io(ev))?;
+            let now = Instant::now();
+            let me = usize::from(self.id.0);
+            let mesh = self.mesh.clone();
+            mesh.drain(me, |m| self.on_mesh(now, m));
+            self.wheel.expire(now, &mut self.fired);
+            let fired = std::mem::take(&mut self.fired);
+            for t in &fired {
+                match *t {
+                    ShardTimer::Endpoint(k) => self.endpoint.handle_timer(now, k),
+                    ShardTimer::Housekeeping => self.housekeeping(now),
+                }
+            }
+            self.fired = fired;
+            self.fired.clear();
+            self.execute(now, driver);
+            driver.flush()?;
+            self.wake_touched(wakers);
+            self.counters
+                .datagrams_truncated
+                .set(driver.dropped_truncated());
+
+            if stop.load(Ordering::Relaxed) {
+                let deadline = *drain_deadline.get_or_insert_with(|| {
+                    tracing::info!(shard = self.id.0, "draining");
+                    self.endpoint.begin_drain();
+                    now + self.settings.drain_timeout
+                });
+                let pending = self.endpoint.pending_invites();
+                if pending == 0 || now >= deadline {
+                    if pending > 0 {
+                        tracing::warn!(
+                            shard = self.id.0,
+                            pending,
+                            "drain timeout, exiting with work pending"
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_io(&mut self, ev: IoEvent<'_>) {
+        let now = Instant::now();
+        match ev {
+            IoEvent::Datagram { sock, src, data } => {
+                let Some(&listen) = self.udp_listen.get(&sock) else {
+                    return;
+                };
+                let peer = Peer {
+                    link: Link::Udp { listen },
+                    addr: src,
+                };
+                self.endpoint
+                    .handle_message(now, peer, Bytes::copy_from_slice(data));
+            }
+            IoEvent::Accepted { conn, peer, .. } => {
+                self.counters.tcp_accepted.bump();
+                if self.conns.len() >= self.settings.tcp_max_connections {
+                    tracing::warn!(%peer, max = self.settings.tcp_max_connections, "too many TCP connections on this shard, closing");
+                    self.closes.push(conn);
+                    return;
+                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        peer,
+                        framer: StreamFramer::new(self.settings.max_message_bytes),
+                        last_activity: now,
+                    },
+                );
+            }
+            IoEvent::Stream { conn, data } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                c.last_activity = now;
+                c.framer.push(now, data);
+                loop {
+                    match c.framer.next_frame(now) {
+                        Ok(Some(Frame::Message(msg))) => {
+                            let peer = Peer {
+                                link: Link::Tcp {
+                                    shard: self.id,
+                                    conn: conn.0,
+                                },
+                                addr: c.peer,
+                            };
+                            self.endpoint.handle_message(now, peer, msg);
+                        }
+                        Ok(Some(Frame::Ping)) => {
+                            self.stream_sends.push((conn, Bytes::from_static(b"\r\n")))
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.counters.tcp_closed_bad_framing.bump();
+                            tracing::info!(peer = %c.peer, problem = %e, "closing TCP connection: cannot frame SIP");
+                            self.closes.push(conn);
+                            break;
+                        }
+                    }
+                }
+            }
+            IoEvent::Closed { conn, .. } => {
+                self.conns.remove(&conn);
+            }
+            IoEvent::Wake => {}
+        }
+    }
+
+    fn on_mesh(&mut self, now: Instant, m: MeshMsg) {
+        match m {
+            MeshMsg::Sip(f) => self.endpoint.handle_forwarded(now, f),
+            MeshMsg::Binding(b) => self.endpoint.handle_binding_change(b),
+            MeshMsg::Stream { conn, data } => self.stream_sends.push((ConnId(conn), data)),
+        }
+    }
+
+    /// Closes idle TCP connections and slow senders.
+    fn housekeeping(&mut self, now: Instant) {
+        for (id, c) in &self.conns {
+            let slow = c.framer.partial_since().is_some_and(|t| {
+                now.saturating_duration_since(t) > self.settings.tcp_message_timeout
+            });
+            let idle =
+                now.saturating_duration_since(c.last_activity) > self.settings.tcp_idle_timeout;
+            if slow {
+                self.counters.tcp_closed_slow.bump();
+                tracing::info!(peer = %c.peer, "closing TCP connection: message not completed in time");
+            }
+            if slow || idle {
+                self.closes.push(*id);
+            }
+        }
+        self.wheel
+            .insert(now + Duration::from_secs(1), ShardTimer::Housekeeping);
+    }
+
+    /// Carries out the endpoint's outputs and the deferred stream work.
+    fn execute(&mut self, now: Instant, driver: &mut dyn Driver) {
+        let me = usize::from(self.id.0);
+        while let Some(o) = self.endpoint.poll_output() {
+            match o {
+                Output::Transmit { peer, data } => match peer.link {
+                    Link::Udp { listen } => {
+                        if let Some(&sock) = self.listen_udp.get(&listen) {
+                            driver.send_to(sock, peer.addr, &data);
+                        }
+                    }
+                    Link::Tcp { shard, conn } if shard == self.id => {
+                        driver.send_stream(ConnId(conn), &data)
+                    }
+                    Link::Tcp { shard, conn } => {
+                        self.push(me, usize::from(shard.0), MeshMsg::Stream { conn, data })
+                    }
+                },
+                Output::Forward { shard, msg } => {
+                    self.push(me, usize::from(shard.0), MeshMsg::Sip(msg))
+                }
+                Output::Broadcast(change) => {
+                    for to in (0..self.mesh.shards()).filter(|&s| s != me) {
+                        self.push(me, to, MeshMsg::Binding(change.clone()));
+                    }
+                }
+                Output::Timer { at, key } => {
+                    self.wheel.insert(at.max(now), ShardTimer::Endpoint(key))
+                }
+            }
+        }
+        for (conn, data) in self.stream_sends.drain(..) {
+            driver.send_stream(conn, &data);
+        }
+        for conn in self.closes.drain(..) {
+            driver.close(conn);
+            self.conns.remove(&conn);
+        }
+    }
+
+    fn push(&mut self, from: usize, to: usize, msg: MeshMsg) {
+        if self.mesh.push(from, to, msg) {
+            if let Some(t) = self.touched.get_mut(to) {
+                *t = true;
+            }
+        } else {
+            tracing::warn!(from, to, "mesh queue full, message dropped");
+        }
+    }
+
+    fn wake_touched(&mut self, wakers: &[Waker]) {
+        for (i, t) in self.touched.iter_mut().enumerate() {
+            if std::mem::take(t)
+                && let Some(w) = wakers.get(i)
+            {
+                w.wake();
+            }
+        }
+    }
+}
