@@ -272,6 +272,10 @@ pub struct RegistrarConfig {
     pub nonce_lifetime: Duration,
     /// `digest_algorithms`: challenge order, non-empty, no duplicates.
     pub digest_algorithms: Vec<DigestAlgorithm>,
+    /// `md5_only_user_agents`: User-Agent fragments (case-insensitive) of
+    /// clients that fail when any challenge names an algorithm they lack,
+    /// instead of skipping it; they are challenged with MD5 alone.
+    pub md5_only_user_agents: Vec<String>,
 }
 
 impl Default for RegistrarConfig {
@@ -283,6 +287,7 @@ impl Default for RegistrarConfig {
             max_contacts: 10,
             nonce_lifetime: Duration::from_secs(300),
             digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            md5_only_user_agents: vec!["baresip v0.".into(), "baresip v1.".into()],
         }
     }
 }

@@ -697,6 +697,7 @@ fn registrar_section(p: &mut Problems, node: Option<&Node>) -> RegistrarConfig {
             "max_contacts",
             "nonce_lifetime_s",
             "digest_algorithms",
+            "md5_only_user_agents",
         ],
     );
     let min_expires = s.secs(p, "min_expires_s", 1, 86_400, d.min_expires);
@@ -728,6 +729,10 @@ fn registrar_section(p: &mut Problems, node: Option<&Node>) -> RegistrarConfig {
         .take("digest_algorithms")
         .and_then(|n| digest_algorithms(p, "registrar.digest_algorithms", n))
         .unwrap_or(d.digest_algorithms);
+    let md5_only_user_agents = s
+        .take("md5_only_user_agents")
+        .and_then(|n| user_agent_patterns(p, "registrar.md5_only_user_agents", n))
+        .unwrap_or(d.md5_only_user_agents);
     s.finish(p);
     RegistrarConfig {
         min_expires,
@@ -736,7 +741,27 @@ fn registrar_section(p: &mut Problems, node: Option<&Node>) -> RegistrarConfig {
         max_contacts,
         nonce_lifetime,
         digest_algorithms,
+        md5_only_user_agents,
     }
+}
+
+fn user_agent_patterns(p: &mut Problems, key: &str, node: &Node) -> Option<Vec<String>> {
+    let items = strings(p, key, node)?;
+    let mut ok = true;
+    let mut out = Vec::with_capacity(items.len());
+    for (item_key, text, origin) in items {
+        if text.trim().is_empty() || text.chars().any(char::is_control) {
+            p.push(
+                origin,
+                &item_key,
+                "expected a non-empty User-Agent fragment without control characters",
+            );
+            ok = false;
+        } else {
+            out.push(text.to_string());
+        }
+    }
+    ok.then_some(out)
 }
 
 fn digest_algorithms(p: &mut Problems, key: &str, node: &Node) -> Option<Vec<DigestAlgorithm>> {

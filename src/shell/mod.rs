@@ -130,6 +130,12 @@ fn endpoint_config(
             })
             .collect(),
         nonce_key,
+        md5_only_user_agents: cfg
+            .registrar
+            .md5_only_user_agents
+            .iter()
+            .map(|f| f.to_ascii_lowercase())
+            .collect(),
         users: cfg
             .users
             .iter()

@@ -213,13 +213,16 @@ mod tests {
     }
 
     #[test]
-    fn past_deadline_fires_on_next_expire() {
+    fn past_deadline_fires_on_the_next_tick() {
         let t0 = Instant::now();
-        let mut w = TimerWheel::new(t0, Duration::from_millis(5));
+        let tick = Duration::from_millis(5);
+        let mut w = TimerWheel::new(t0, tick);
         let mut out = Vec::new();
-        w.expire(t0 + Duration::from_secs(1), &mut out);
+        let now = t0 + Duration::from_secs(1);
+        w.expire(now, &mut out);
         w.insert(t0, 7u8);
-        w.expire(t0 + Duration::from_secs(1), &mut out);
+        assert_eq!(w.next_deadline(), Some(now + tick));
+        w.expire(now + tick, &mut out);
         assert_eq!(out, [7]);
     }
 }

@@ -125,6 +125,8 @@ pub struct EndpointConfig {
     pub algorithms: Vec<DigestAlgorithm>,
     /// Digest nonce key, the same on every shard.
     pub nonce_key: [u8; 32],
+    /// User-Agent fragments (lower-case) of clients challenged with MD5 only.
+    pub md5_only_user_agents: Vec<String>,
     /// user id → password.
     pub users: HashMap<String, String>,
     pub seed: u64,
@@ -684,8 +686,8 @@ impl Endpoint {
             .verify(now, "REGISTER", &creds, |u| users.get(u).cloned());
         let user = match outcome {
             AuthOutcome::Authenticated { user } => user,
-            AuthOutcome::NoCredentials => return self.challenge(now, false),
-            AuthOutcome::Stale => return self.challenge(now, true),
+            AuthOutcome::NoCredentials => return self.challenge(now, msg, false),
+            AuthOutcome::Stale => return self.challenge(now, msg, true),
             AuthOutcome::Failed { user, reason } => {
                 return self.auth_failed(now, peer, user.as_deref(), &format!("{reason:?}"));
             }
@@ -798,10 +800,24 @@ impl Endpoint {
         }
     }
 
-    fn challenge(&mut self, now: Instant, stale: bool) -> Answer {
+    /// 401 with one challenge per configured algorithm, in configured
+    /// order — or MD5 alone for clients known to fail on any challenge
+    /// they cannot answer (`registrar.md5_only_user_agents`).
+    fn challenge(&mut self, now: Instant, msg: &Message, stale: bool) -> Answer {
         self.counters.auth_challenges.bump();
+        let mut challenges = self.auth.challenges(now, stale);
+        let md5_only = msg.other_header("User-Agent").is_some_and(|ua| {
+            let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
+            self.cfg
+                .md5_only_user_agents
+                .iter()
+                .any(|f| ua.contains(f.as_str()))
+        });
+        if md5_only && challenges.iter().any(|c| c.contains("algorithm=MD5")) {
+            challenges.retain(|c| c.contains("algorithm=MD5"));
+        }
         let mut answer = Answer::status(401);
-        for c in self.auth.challenges(now, stale) {
+        for c in challenges {
             answer = answer.with("WWW-Authenticate", &c);
         }
         answer
@@ -898,6 +914,7 @@ mod tests {
             nonce_lifetime: Duration::from_secs(300),
             algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_key: [7; 32],
+            md5_only_user_agents: vec!["baresip v1.".into()],
             users: (1001..=1010)
                 .map(|u| (u.to_string(), format!("pw{u}")))
                 .collect(),
@@ -1110,6 +1127,22 @@ mod tests {
         let bound: Vec<_> = w.ep.location().lookup(w.now, "1001").collect();
         assert_eq!(bound.len(), 1);
         assert_eq!(bound[0].source, PEER.addr);
+    }
+
+    #[test]
+    fn listed_user_agents_get_md5_only() {
+        let mut w = World::new();
+        let req = register("1001", 1, None).replace(
+            "Expires: 600",
+            "User-Agent: baresip v1.0.0 (x86_64/linux)\r\nExpires: 600",
+        );
+        let r = w.send(req.as_bytes());
+        let ch = header(&r[0], "WWW-Authenticate");
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert!(ch[0].contains("algorithm=MD5"));
+        let a = authorization(ch[0], "1001", "pw1001", 1);
+        let r = w.send(register("1001", 2, Some(&a)).as_bytes());
+        assert_eq!(r[0].status(), Some(200));
     }
 
     #[test]

@@ -310,6 +310,10 @@ impl EpollDriver {
                 }
                 continue;
             }
+            if r == 0 {
+                blocked = true;
+                break;
+            }
             match Errno::last() {
                 Errno::EINTR => continue,
                 Errno::EAGAIN | Errno::ENOBUFS => {

@@ -1047,6 +1047,10 @@ mod tests {
             let listen = l.local_addr().expect("addr");
             d.add_listener(l).expect("add listener");
             let waker = d.waker();
+            // Submit the receive and accept ops from this thread.
+            d.flush().expect("flush");
+            d.poll(Some(Duration::ZERO), &mut |ev| panic!("unexpected {ev:?}"))
+                .expect("poll");
             (d, target, listen, waker)
         })
         .join()

@@ -754,7 +754,10 @@ impl UringDriver {
             pause = accept_error_needs_pause(-res);
             tracing::warn!(error = %io::Error::from_raw_os_error(-res), listener = l, "accept failed");
         }
-        if !more && let Some(lst) = self.listeners.get_mut(usize::from(l)) {
+        if more {
+            return Ok(());
+        }
+        if let Some(lst) = self.listeners.get_mut(usize::from(l)) {
             lst.armed = false;
             if pause {
                 lst.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
