@@ -261,13 +261,11 @@ impl Endpoint {
         self.draining = true;
     }
 
-    /// INVITE transactions still waiting for an ACK or a final answer: the
-    /// work a draining shard waits for.
+    /// INVITEs not answered finally yet: the work a draining shard waits
+    /// for. (An answered INVITE only waits for its ACK; leaving then costs
+    /// the peer nothing but a retransmission into a closed socket.)
     pub fn pending_invites(&self) -> usize {
-        self.txs
-            .values()
-            .filter(|t| matches!(&t.kind, TxKind::Invite(i) if !i.is_terminated()))
-            .count()
+        self.txs.values().filter(|t| t.invite.is_some()).count()
     }
 
     /// A datagram or framed stream message that arrived on this shard.

@@ -1,0 +1,1243 @@
+//! Shared harness for the real-peer integration tests.
+//!
+//! * [`Appliance`]: starts the real `switchboard` binary on its own loopback
+//!   ports and data directory, waits until it answers `OPTIONS` on every
+//!   listen address, and stops it with SIGTERM ([`Appliance::stop`] asserts
+//!   exit status 0 and parses the `counters:` lines it prints).
+//! * [`reserve_ports`]: ports no other test process uses (flock-claimed,
+//!   probed free for UDP and TCP).
+//! * [`UdpPeer`], [`TcpPeer`], [`SipMsg`]: a tiny raw SIP client.
+//! * [`Sipp`]: runs SIPp in the foreground against the appliance.
+//! * [`require_tool`]: a missing peer is a failure, never a skip.
+//!
+//! Every wait polls a condition with a deadline; nothing sleeps to pass time.
+//! Nothing here sends to any address but 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The appliance binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// The demo config the tests start from.
+pub const DEMO_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/firmware-config/default.toml");
+/// Folder of SIPp scenarios.
+pub const SIPP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
+/// RFC 4475 torture messages.
+pub const RFC4475_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
+
+/// Loopback only.
+pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// How long the harness waits for a condition before declaring a hang.
+/// Generous on purpose: this box is shared; it detects hangs, it does not
+/// measure speed.
+pub const HANG: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Tools
+// ---------------------------------------------------------------------------
+
+/// Fails (never skips) when a peer program is not installed.
+pub fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let p = dir.join(tool);
+            p.is_file()
+                && std::fs::metadata(&p)
+                    .map(|m| {
+                        use std::os::unix::fs::PermissionsExt;
+                        m.permissions().mode() & 0o111 != 0
+                    })
+                    .unwrap_or(false)
+        })
+    });
+    assert!(
+        found,
+        "`{tool}` is not installed (not found on PATH). `make test` installs the test peers \
+         (Debian packages sip-tester for sipp, baresip); run `make test` or install it yourself. \
+         A missing peer is a failure, not a skip."
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------
+
+/// A block of consecutive loopback ports claimed for this test process.
+///
+/// Claimed with `flock` on a per-port lock file, so no two test processes
+/// (nextest runs each test in its own process) get the same port while the
+/// block lives — important because the appliance binds with SO_REUSEPORT and
+/// two appliances on one port would silently share it. Each port was also
+/// probed free for UDP and TCP when claimed.
+pub struct PortBlock {
+    pub base: u16,
+    pub len: u16,
+    _locks: Vec<File>,
+}
+
+impl PortBlock {
+    pub fn port(&self, i: u16) -> u16 {
+        assert!(
+            i < self.len,
+            "port index {i} outside a block of {}",
+            self.len
+        );
+        self.base + i
+    }
+}
+
+fn lock_dir() -> PathBuf {
+    let d = std::env::temp_dir().join("switchboard-test-ports");
+    std::fs::create_dir_all(&d).expect("create the port lock directory");
+    d
+}
+
+fn try_lock(port: u16) -> Option<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_dir().join(format!("{port}.lock")))
+        .ok()?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (r == 0).then_some(f)
+}
+
+fn probe_free(port: u16) -> bool {
+    // 0.0.0.0 catches wildcard holders as well as 127.0.0.1 ones.
+    UdpSocket::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+/// `n` consecutive ports, each free for UDP and TCP and claimed for the life
+/// of the returned block. The base comes from the kernel's own free-port
+/// choice (bind to port 0), so it avoids whatever is in use on the box.
+pub fn reserve_ports(n: u16) -> PortBlock {
+    assert!(n >= 1);
+    for _ in 0..500 {
+        let Ok(s) = UdpSocket::bind(("127.0.0.1", 0)) else {
+            continue;
+        };
+        let Ok(addr) = s.local_addr() else { continue };
+        drop(s);
+        let base = addr.port();
+        if u32::from(base) + u32::from(n) > 65535 {
+            continue;
+        }
+        let mut locks = Vec::new();
+        for p in base..base + n {
+            match try_lock(p) {
+                Some(l) if probe_free(p) => locks.push(l),
+                _ => break,
+            }
+        }
+        if locks.len() == usize::from(n) {
+            return PortBlock {
+                base,
+                len: n,
+                _locks: locks,
+            };
+        }
+    }
+    panic!("could not reserve {n} consecutive free loopback ports");
+}
+
+// ---------------------------------------------------------------------------
+// The appliance
+// ---------------------------------------------------------------------------
+
+/// `shell.driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Auto => "auto",
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// How to start the appliance. `cores` is the TOML value of `node.cores`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub driver: Driver,
+    pub cores: String,
+    pub udp: bool,
+    pub tcp: bool,
+    pub sets: Vec<String>,
+}
+
+impl Options {
+    /// UDP and TCP on one port, one shard (on the first CPU this process
+    /// may use).
+    pub fn new(driver: Driver) -> Self {
+        Options {
+            driver,
+            cores: format!("[{}]", first_cpu()),
+            udp: true,
+            tcp: true,
+            sets: Vec::new(),
+        }
+    }
+
+    /// One shard per CPU (`node.cores="all"`): exercises the shard mesh.
+    pub fn all_cores(mut self) -> Self {
+        self.cores = "\"all\"".into();
+        self
+    }
+
+    /// An extra `--set KEY=VALUE` (applied after the harness's own).
+    pub fn set(mut self, kv: &str) -> Self {
+        self.sets.push(kv.to_string());
+        self
+    }
+}
+
+/// The first CPU in this process's affinity mask (so `taskset` works).
+pub fn first_cpu() -> usize {
+    let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .expect("read the CPU affinity mask");
+    (0..nix::sched::CpuSet::count())
+        .find(|&c| mask.is_set(c).unwrap_or(false))
+        .expect("at least one CPU")
+}
+
+/// Counters printed at shutdown, by group (`requests in`, `responses out`,
+/// `parse errors`, `totals`, ...) and name.
+#[derive(Debug, Clone, Default)]
+pub struct Counters(pub HashMap<String, HashMap<String, u64>>);
+
+impl Counters {
+    /// Parses every `counters: GROUP: k=v k=v` line (the log prefix before
+    /// `counters:` is ignored; `none` means an empty group).
+    pub fn parse(stderr: &str) -> Counters {
+        let mut c = Counters::default();
+        for line in stderr.lines() {
+            let Some(pos) = line.find("counters: ") else {
+                continue;
+            };
+            let rest = &line[pos + "counters: ".len()..];
+            let Some((group, items)) = rest.split_once(':') else {
+                continue;
+            };
+            let map = c.0.entry(group.trim().to_string()).or_default();
+            for item in items.split_whitespace() {
+                if let Some((k, v)) = item.split_once('=')
+                    && let Ok(v) = v.parse::<u64>()
+                {
+                    map.insert(k.to_string(), v);
+                }
+            }
+        }
+        c
+    }
+
+    /// One counter; 0 when the group lists no such entry. Panics when the
+    /// group itself was never printed (the report is missing).
+    pub fn get(&self, group: &str, name: &str) -> u64 {
+        let g = self.0.get(group).unwrap_or_else(|| {
+            panic!(
+                "no `counters: {group}:` line in the shutdown report (groups seen: {:?})",
+                self.0.keys().collect::<Vec<_>>()
+            )
+        });
+        g.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self, name: &str) -> u64 {
+        self.get("totals", name)
+    }
+}
+
+/// What `stop` hands back: the full stderr and the parsed counters.
+#[derive(Debug)]
+pub struct Stopped {
+    pub stderr: String,
+    pub counters: Counters,
+}
+
+impl Stopped {
+    pub fn tail(&self) -> String {
+        tail(&self.stderr, 40)
+    }
+}
+
+/// The last `n` lines of a log, for assertion messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    format!(
+        "--- appliance stderr (last {} lines) ---\n{}\n---",
+        lines.len() - from,
+        lines[from..].join("\n")
+    )
+}
+
+/// A running appliance. Dropping it kills the process if still running.
+pub struct Appliance {
+    child: Option<Child>,
+    pub port: u16,
+    pub cti_port: u16,
+    pub driver: Driver,
+    pub data_dir: tempfile::TempDir,
+    stderr_path: PathBuf,
+    _ports: PortBlock,
+}
+
+/// Why an attempt to start did not reach "ready".
+enum StartFailure {
+    /// Another socket took our port between claim and bind: retry.
+    PortTaken(String),
+    Fatal(String),
+}
+
+impl Appliance {
+    /// Starts the appliance and waits until it is ready (OPTIONS answered
+    /// 200 on every listen address, `switchboard ready` logged with the
+    /// requested driver). Retries with new ports on a bind conflict.
+    pub fn start(opts: Options) -> Appliance {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(&opts) {
+                Ok(a) => return a,
+                Err(StartFailure::PortTaken(log)) => last = log,
+                Err(StartFailure::Fatal(msg)) => panic!("{msg}"),
+            }
+        }
+        panic!(
+            "the appliance could not bind its ports in 5 attempts\n{}",
+            tail(&last, 40)
+        );
+    }
+
+    fn try_start(opts: &Options) -> Result<Appliance, StartFailure> {
+        let ports = reserve_ports(2);
+        let port = ports.port(0);
+        let cti_port = ports.port(1);
+        let data_dir = tempfile::Builder::new()
+            .prefix("switchboard-test-")
+            .tempdir()
+            .expect("create a temporary data directory");
+        let stderr_path = data_dir.path().join("appliance.stderr");
+        let stderr_file = File::create(&stderr_path).expect("create the stderr log file");
+        let mut listen = Vec::new();
+        if opts.udp {
+            listen.push(format!("\"udp:127.0.0.1:{port}\""));
+        }
+        if opts.tcp {
+            listen.push(format!("\"tcp:127.0.0.1:{port}\""));
+        }
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--config".into(),
+            DEMO_CONFIG.into(),
+            "--set".into(),
+            format!("sip.listen=[{}]", listen.join(",")),
+            "--set".into(),
+            format!(
+                "node.data_dir={:?}",
+                data_dir.path().join("var").display().to_string()
+            ),
+            "--set".into(),
+            format!("cti.listen=\"127.0.0.1:{cti_port}\""),
+            "--set".into(),
+            format!("node.cores={}", opts.cores),
+            "--set".into(),
+            format!("shell.driver=\"{}\"", opts.driver.name()),
+        ];
+        for s in &opts.sets {
+            args.push("--set".into());
+            args.push(s.clone());
+        }
+        let child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr_file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let mut a = Appliance {
+            child: Some(child),
+            port,
+            cti_port,
+            driver: opts.driver,
+            data_dir,
+            stderr_path,
+            _ports: ports,
+        };
+        match a.wait_ready(opts) {
+            Ok(()) => Ok(a),
+            Err(e) => {
+                a.kill();
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_ready(&mut self, opts: &Options) -> Result<(), StartFailure> {
+        let deadline = Instant::now() + HANG;
+        let early_exit = |a: &mut Appliance| -> Option<StartFailure> {
+            let status = a.child.as_mut()?.try_wait().ok()??;
+            let log = a.stderr();
+            if log.contains("cannot bind") || log.contains("cannot listen") {
+                return Some(StartFailure::PortTaken(log));
+            }
+            Some(StartFailure::Fatal(format!(
+                "the appliance exited before it was ready ({status})\n{}",
+                tail(&log, 40)
+            )))
+        };
+        if opts.udp {
+            let peer = UdpPeer::new();
+            let mut n = 0u32;
+            loop {
+                if let Some(f) = early_exit(self) {
+                    return Err(f);
+                }
+                if Instant::now() > deadline {
+                    return Err(StartFailure::Fatal(format!(
+                        "the appliance did not answer OPTIONS over UDP within {HANG:?}\n{}",
+                        tail(&self.stderr(), 40)
+                    )));
+                }
+                n += 1;
+                let call_id = format!("ready-udp-{n}-{}", std::process::id());
+                peer.send(
+                    self.udp_addr(),
+                    options_request(&call_id, "UDP", peer.local()).as_bytes(),
+                );
+                // The receive timeout paces the probes.
+                let until = (Instant::now() + Duration::from_millis(100)).min(deadline);
+                if let Some(r) = peer.recv_call(&call_id, until)
+                    && r.status() == Some(200)
+                {
+                    break;
+                }
+            }
+        }
+        if opts.tcp {
+            loop {
+                if let Some(f) = early_exit(self) {
+                    return Err(f);
+                }
+                if Instant::now() > deadline {
+                    return Err(StartFailure::Fatal(format!(
+                        "the appliance did not answer OPTIONS over TCP within {HANG:?}\n{}",
+                        tail(&self.stderr(), 40)
+                    )));
+                }
+                let Ok(mut c) = TcpPeer::connect(self.tcp_addr()) else {
+                    // Not listening yet (paces the retry).
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let call_id = format!("ready-tcp-{}", std::process::id());
+                c.send(options_request(&call_id, "TCP", c.local()).as_bytes());
+                match c.recv_msg(deadline) {
+                    Ok(Some(r)) if r.status() == Some(200) => break,
+                    other => {
+                        return Err(StartFailure::Fatal(format!(
+                            "OPTIONS over TCP was not answered 200: {other:?}\n{}",
+                            tail(&self.stderr(), 40)
+                        )));
+                    }
+                }
+            }
+        }
+        // The ready line is logged right after the shards start serving.
+        let want_driver = format!("driver=\"{}\"", self.driver.name());
+        loop {
+            let log = self.stderr();
+            if let Some(line) = log.lines().find(|l| l.contains("switchboard ready")) {
+                if self.driver != Driver::Auto && !line.contains(&want_driver) {
+                    return Err(StartFailure::Fatal(format!(
+                        "ready line does not name {want_driver}: {line}\n{}",
+                        tail(&log, 40)
+                    )));
+                }
+                return Ok(());
+            }
+            if let Some(f) = early_exit(self) {
+                return Err(f);
+            }
+            if Instant::now() > deadline {
+                return Err(StartFailure::Fatal(format!(
+                    "no `switchboard ready` line within {HANG:?}\n{}",
+                    tail(&log, 40)
+                )));
+            }
+            // Paces the polling of the log file.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        SocketAddr::from((LOCALHOST, self.port))
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        SocketAddr::from((LOCALHOST, self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("appliance running").id()
+    }
+
+    /// Everything the appliance wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.stderr(), 40)
+    }
+
+    /// Panics (with the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            panic!("the appliance died: {status}\n{}", tail(&self.stderr(), 60));
+        }
+    }
+
+    /// Resident memory in KiB (VmRSS from /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// One OPTIONS over UDP from a fresh socket; panics unless answered 200.
+    pub fn assert_alive(&mut self) {
+        self.assert_running();
+        let peer = UdpPeer::new();
+        let call_id = format!("alive-{}", unique());
+        let r = peer.request(
+            self.udp_addr(),
+            options_request(&call_id, "UDP", peer.local()).as_bytes(),
+            &call_id,
+        );
+        match r {
+            Some(r) if r.status() == Some(200) => {}
+            other => panic!(
+                "OPTIONS after the test was not answered 200: {:?}\n{}",
+                other.map(|m| m.start),
+                self.stderr_tail()
+            ),
+        }
+    }
+
+    /// SIGTERM, wait for the exit, assert status 0; returns the log and the
+    /// counters it printed.
+    pub fn stop(mut self) -> Stopped {
+        let mut child = self.child.take().expect("appliance running");
+        // invariant: a child's pid fits i32.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+            panic!("cannot send SIGTERM: {e}\n{}", self.stderr_tail());
+        }
+        // drain_timeout_s is at most 10 s in these tests; give it room.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() < deadline => {
+                    wait_a_little(&mut child, deadline - Instant::now());
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the appliance did not exit after SIGTERM\n{}",
+                        self.stderr_tail()
+                    );
+                }
+            }
+        };
+        let stderr = self.stderr();
+        assert!(
+            status.success(),
+            "the appliance exited with {status} after SIGTERM (expected 0)\n{}",
+            tail(&stderr, 60)
+        );
+        let counters = Counters::parse(&stderr);
+        assert!(
+            counters.0.contains_key("totals"),
+            "no counters printed at shutdown\n{}",
+            tail(&stderr, 60)
+        );
+        Stopped { stderr, counters }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Blocks until the child exits or `max` passes, whichever is first: a
+/// poll(2) on a pidfd, so it returns the moment the process ends.
+fn wait_a_little(child: &mut Child, max: Duration) {
+    // invariant: a child's pid fits pid_t.
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // No pidfd support: pace the caller's try_wait polling instead.
+        std::thread::sleep(max.min(Duration::from_millis(10)));
+        return;
+    }
+    // invariant: file descriptors fit i32.
+    let fd = fd as i32;
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(max.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd; then we close the fd we own.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+        libc::close(fd);
+    }
+}
+
+/// Waits for a child process with a deadline; kills it when the deadline
+/// passes and returns `None`.
+pub fn wait_child(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => {
+                wait_a_little(child, deadline - Instant::now())
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// A process-unique number for Call-IDs and tags.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Raw SIP
+// ---------------------------------------------------------------------------
+
+/// A parsed SIP message (start line, headers, body) as received.
+#[derive(Debug, Clone)]
+pub struct SipMsg {
+    pub start: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub raw: Vec<u8>,
+}
+
+fn compact(name: &str) -> &str {
+    match name.to_ascii_lowercase().as_str() {
+        "i" => "call-id",
+        "v" => "via",
+        "f" => "from",
+        "t" => "to",
+        "m" => "contact",
+        "l" => "content-length",
+        "c" => "content-type",
+        "k" => "supported",
+        "e" => "content-encoding",
+        "s" => "subject",
+        _ => name,
+    }
+}
+
+impl SipMsg {
+    /// Parses the header section (and whatever follows as the body).
+    pub fn parse(raw: &[u8]) -> Option<SipMsg> {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = match text.find("\r\n\r\n") {
+            Some(i) => (&text[..i], raw.get(i + 4..).unwrap_or(&[]).to_vec()),
+            None => (&text[..], Vec::new()),
+        };
+        let mut lines = head.split("\r\n");
+        let start = lines.next()?.to_string();
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for l in lines {
+            if l.starts_with([' ', '\t']) {
+                if let Some(last) = headers.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(l.trim());
+                }
+                continue;
+            }
+            if let Some((n, v)) = l.split_once(':') {
+                headers.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        Some(SipMsg {
+            start,
+            headers,
+            body,
+            raw: raw.to_vec(),
+        })
+    }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        let rest = self.start.strip_prefix("SIP/2.0 ")?;
+        rest.get(..3)?.parse().ok()
+    }
+
+    /// All values of a header (compact forms understood), in order.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        let want = compact(name).to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| compact(n).eq_ignore_ascii_case(&want))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers_named(name).first().copied()
+    }
+
+    pub fn call_id(&self) -> Option<&str> {
+        self.header("Call-ID")
+    }
+}
+
+/// An OPTIONS request from `local` (transport `UDP`/`TCP` in the Via).
+pub fn options_request(call_id: &str, transport: &str, local: SocketAddr) -> String {
+    format!(
+        "OPTIONS sip:switchboard.local SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@127.0.0.1>;tag=t-{call_id}\r\n\
+         To: <sip:switchboard.local>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A REGISTER for `user` with optional extra header lines (each ending CRLF).
+pub fn register_request(
+    user: &str,
+    call_id: &str,
+    cseq: u32,
+    transport: &str,
+    local: SocketAddr,
+    extra: &str,
+) -> String {
+    format!(
+        "REGISTER sip:switchboard.local SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK-{call_id}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@switchboard.local>;tag=t-{call_id}\r\n\
+         To: <sip:{user}@switchboard.local>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{local};transport={}>\r\n\
+         Expires: 300\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n",
+        transport.to_ascii_lowercase()
+    )
+}
+
+/// A UDP socket on 127.0.0.1 (kernel-chosen port).
+pub struct UdpPeer {
+    pub sock: UdpSocket,
+}
+
+impl Default for UdpPeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UdpPeer {
+    pub fn new() -> Self {
+        let sock = UdpSocket::bind((LOCALHOST, 0)).expect("bind a loopback UDP socket");
+        UdpPeer { sock }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().expect("local address")
+    }
+
+    /// Sends one datagram; only loopback destinations are allowed.
+    pub fn send(&self, to: SocketAddr, data: &[u8]) {
+        assert!(to.ip().is_loopback(), "tests only send to loopback");
+        match self.sock.send_to(data, to) {
+            Ok(_) => {}
+            // Over the loopback MTU or the socket buffer: report, the caller
+            // decides whether that matters.
+            Err(e) => panic!("send of {} bytes to {to} failed: {e}", data.len()),
+        }
+    }
+
+    /// The next datagram before `deadline`.
+    pub fn recv(&self, deadline: Instant) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 70_000];
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if left.is_zero() {
+                return None;
+            }
+            self.sock
+                .set_read_timeout(Some(left))
+                .expect("set a read timeout");
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, _)) => return Some(buf[..n].to_vec()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ICMP errors surfaced on the socket: keep listening.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// The next response with this Call-ID before `deadline` (others are
+    /// skipped).
+    pub fn recv_call(&self, call_id: &str, deadline: Instant) -> Option<SipMsg> {
+        loop {
+            let d = self.recv(deadline)?;
+            if let Some(m) = SipMsg::parse(&d)
+                && m.call_id() == Some(call_id)
+            {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Sends a request and returns the first final response for its Call-ID
+    /// (provisional responses skipped), waiting at most [`HANG`].
+    pub fn request(&self, to: SocketAddr, data: &[u8], call_id: &str) -> Option<SipMsg> {
+        self.send(to, data);
+        let deadline = Instant::now() + HANG;
+        loop {
+            let m = self.recv_call(call_id, deadline)?;
+            if m.status().is_some_and(|s| s >= 200) {
+                return Some(m);
+            }
+        }
+    }
+}
+
+/// A TCP connection to the appliance with SIP stream framing.
+pub struct TcpPeer {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpPeer {
+    pub fn connect(to: SocketAddr) -> std::io::Result<TcpPeer> {
+        assert!(to.ip().is_loopback(), "tests only connect to loopback");
+        let stream = TcpStream::connect_timeout(&to, HANG)?;
+        stream.set_nodelay(true)?;
+        Ok(TcpPeer {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
+    /// Writes all of `data`; errors are returned (the peer may have closed).
+    pub fn try_send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(data)
+    }
+
+    pub fn send(&mut self, data: &[u8]) {
+        self.try_send(data).expect("TCP write");
+    }
+
+    /// Reads more bytes before `deadline`: `Ok(0)` on EOF, `Err` on reset,
+    /// `Err(TimedOut)` when the deadline passes.
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(ErrorKind::TimedOut.into());
+            };
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Raw bytes received so far and not yet consumed.
+    pub fn take_raw(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// At least `n` raw bytes before `deadline` (or fewer on EOF/timeout).
+    pub fn recv_raw(&mut self, n: usize, deadline: Instant) -> Vec<u8> {
+        while self.buf.len() < n {
+            match self.fill(deadline) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.take_raw()
+    }
+
+    /// The next framed SIP message (headers + Content-Length body).
+    /// `Ok(None)` on EOF; `Err` on reset or deadline.
+    pub fn recv_msg(&mut self, deadline: Instant) -> std::io::Result<Option<SipMsg>> {
+        loop {
+            // Skip keep-alive CRLFs between messages.
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.drain(..2);
+            }
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = SipMsg::parse(&self.buf[..end + 4]).expect("parse a response head");
+                let len: usize = head
+                    .header("Content-Length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let raw: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
+                    return Ok(SipMsg::parse(&raw));
+                }
+            }
+            if self.fill(deadline)? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits until the appliance closes the connection (EOF or reset).
+    /// Returns a description of what happened instead, on failure.
+    pub fn wait_closed(&mut self, deadline: Instant) -> Result<(), String> {
+        loop {
+            match self.fill(deadline) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    // Answers (e.g. 400/513) may precede the close; discard.
+                    self.buf.clear();
+                }
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    return Err("the connection was still open at the deadline".into());
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("unexpected read error: {e}")),
+            }
+        }
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------
+// SIPp
+// ---------------------------------------------------------------------------
+
+/// One SIPp run: scenario, target and arguments.
+pub struct Sipp {
+    scenario: PathBuf,
+    target: SocketAddr,
+    transport: &'static str,
+    calls: u32,
+    args: Vec<String>,
+    timeout_s: u32,
+}
+
+/// What a SIPp run left behind.
+#[derive(Debug)]
+pub struct SippRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The error log (`-trace_err`), empty when nothing unexpected happened.
+    pub errors: String,
+    /// Last row of the `-trace_stat` CSV, by column name.
+    pub stats: HashMap<String, String>,
+}
+
+impl SippRun {
+    pub fn stat(&self, column: &str) -> u64 {
+        self.stats
+            .get(column)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no numeric SIPp stat {column:?}\n{}", self.report()))
+    }
+
+    /// Everything useful for an assertion message.
+    pub fn report(&self) -> String {
+        format!(
+            "sipp exit: {}\n--- sipp stdout (tail) ---\n{}\n--- sipp stderr ---\n{}\n--- sipp errors ---\n{}",
+            self.status,
+            tail_lines(&self.stdout, 30),
+            tail_lines(&self.stderr, 20),
+            tail_lines(&self.errors, 40)
+        )
+    }
+
+    /// SIPp's own verdict: exit 0 = every call succeeded.
+    pub fn assert_all_succeeded(&self, calls: u64, ctx: &str) {
+        assert_eq!(
+            self.status.code(),
+            Some(0),
+            "{ctx}: SIPp did not succeed on every call\n{}",
+            self.report()
+        );
+        assert_eq!(
+            self.stat("SuccessfulCall(C)"),
+            calls,
+            "{ctx}: successful calls\n{}",
+            self.report()
+        );
+        assert_eq!(
+            self.stat("FailedCall(C)"),
+            0,
+            "{ctx}: failed calls\n{}",
+            self.report()
+        );
+    }
+}
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Sipp {
+    /// `scenario` is a file name in tests/sipp; transport `u1` or `t1`.
+    pub fn new(scenario: &str, target: SocketAddr, transport: &'static str) -> Sipp {
+        Sipp {
+            scenario: Path::new(SIPP_DIR).join(scenario),
+            target,
+            transport,
+            calls: 1,
+            args: Vec::new(),
+            timeout_s: 60,
+        }
+    }
+
+    pub fn calls(mut self, n: u32) -> Self {
+        self.calls = n;
+        self
+    }
+
+    pub fn timeout_s(mut self, s: u32) -> Self {
+        self.timeout_s = s;
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Runs SIPp in the foreground to completion (it stops by itself after
+    /// `-m` calls, or at `-timeout` with an error).
+    pub fn run(self) -> SippRun {
+        require_tool("sipp");
+        assert!(self.target.ip().is_loopback());
+        // Own SIP port (UDP+TCP), control port, media ports (mp and mp+2).
+        let ports = reserve_ports(6);
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-sipp-")
+            .tempdir()
+            .expect("create a SIPp work directory");
+        let stat = dir.path().join("stat.csv");
+        let errors = dir.path().join("errors.log");
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(dir.path())
+            .arg("-sf")
+            .arg(&self.scenario)
+            .arg(self.target.to_string())
+            .args(["-t", self.transport])
+            .args(["-i", "127.0.0.1"])
+            .args(["-p", &ports.port(0).to_string()])
+            .args(["-cp", &ports.port(1).to_string()])
+            .args(["-mp", &ports.port(2).to_string()])
+            .args(["-m", &self.calls.to_string()])
+            .args([
+                "-timeout",
+                &format!("{}s", self.timeout_s),
+                "-timeout_error",
+            ])
+            .arg("-nostdin")
+            .arg("-nd")
+            .arg("-trace_stat")
+            .arg("-stf")
+            .arg(&stat)
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(&errors)
+            .args(&self.args)
+            .stdin(Stdio::null());
+        let out: Output = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run sipp: {e}"));
+        let stats = std::fs::read_to_string(&stat)
+            .map(|t| parse_sipp_csv(&t))
+            .unwrap_or_default();
+        SippRun {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            errors: std::fs::read_to_string(&errors).unwrap_or_default(),
+            stats,
+        }
+    }
+}
+
+/// The last data row of a SIPp `-trace_stat` CSV, keyed by the header row.
+fn parse_sipp_csv(text: &str) -> HashMap<String, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return HashMap::new();
+    };
+    let Some(last) = lines.next_back() else {
+        return HashMap::new();
+    };
+    header
+        .split(';')
+        .zip(last.split(';'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Digest (RFC 7616) for raw-socket registrations
+// ---------------------------------------------------------------------------
+
+/// `key="value"` / `key=value` parameters of a `Digest ...` challenge.
+pub fn digest_params(challenge: &str) -> HashMap<String, String> {
+    let body = challenge
+        .trim()
+        .strip_prefix("Digest")
+        .unwrap_or(challenge)
+        .trim();
+    let mut out = HashMap::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = &rest[eq + 1..];
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (&q[..end], q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim(), &after[end..])
+        };
+        out.insert(key, value.to_string());
+        rest = next.trim_start_matches([',', ' ']);
+    }
+    out
+}
+
+fn hash_hex(algorithm: &str, data: &str) -> String {
+    use sha2::Digest;
+    if algorithm.eq_ignore_ascii_case("SHA-256") {
+        hex::encode(sha2::Sha256::digest(data.as_bytes()))
+    } else {
+        hex::encode(md5::Md5::digest(data.as_bytes()))
+    }
+}
+
+/// An `Authorization` header line (with CRLF) answering `challenge` with
+/// qop=auth for a REGISTER to `sip:switchboard.local`.
+pub fn authorization(challenge: &str, user: &str, password: &str, nc: u32) -> String {
+    let p = digest_params(challenge);
+    let algorithm = p.get("algorithm").cloned().unwrap_or_else(|| "MD5".into());
+    let realm = p.get("realm").cloned().unwrap_or_default();
+    let nonce = p.get("nonce").cloned().unwrap_or_default();
+    let uri = "sip:switchboard.local";
+    let cnonce = "0a4f113b";
+    let nc = format!("{nc:08x}");
+    let ha1 = hash_hex(&algorithm, &format!("{user}:{realm}:{password}"));
+    let ha2 = hash_hex(&algorithm, &format!("REGISTER:{uri}"));
+    let response = hash_hex(
+        &algorithm,
+        &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"),
+    );
+    let mut h = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm={algorithm}, cnonce=\"{cnonce}\", \
+         qop=auth, nc={nc}"
+    );
+    if let Some(o) = p.get("opaque") {
+        h.push_str(&format!(", opaque=\"{o}\""));
+    }
+    h.push_str("\r\n");
+    h
+}
