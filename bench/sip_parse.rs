@@ -5,6 +5,9 @@
 //! whitespace). Run: `cargo bench --bench sip_parse`; throughput is reported
 //! in elements (messages) per second on one core.
 
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 
 use bytes::Bytes;

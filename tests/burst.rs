@@ -7,6 +7,9 @@
 //! Runs alone (`make test` runs it after everything else) so no other test
 //! loads the box; it asserts on outcomes only, never on timings.
 
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::{Appliance, Driver, Options, Sipp, require_tool};

@@ -5,6 +5,9 @@
 //! syntax error and on a missing file; `--set` problems; and `run` with a
 //! broken config refusing to start before it binds or creates anything.
 
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::{TcpListener, UdpSocket};

@@ -9,6 +9,9 @@
 //! on the same socket must be the only thing answered. Afterwards the
 //! appliance still answers OPTIONS and exits 0 on SIGTERM.
 
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::Instant;

@@ -16,6 +16,9 @@
 //! * TCP slow sender: with `sip.tcp_message_timeout_s=1` half a message gets
 //!   the connection closed and `tcp_closed_slow` counted.
 
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::Instant;

@@ -6,6 +6,9 @@
 //! Only well-formed requests are sent: a salvaged 400 echoes the sender's own
 //! broken headers, which the dissector rightly calls malformed.
 
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
