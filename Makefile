@@ -57,6 +57,11 @@ test: deps-test nextest lint
 	$(NEXTEST) --test burst
 	$(MAKE) fuzz-smoke
 
+# Builds every cargo-fuzz target (stable toolchain, no sanitizer), replays the
+# saved reproducers in tests/fuzz/regressions and fuzzes each target briefly.
+fuzz-smoke:
+	tests/fuzz/smoke.sh
+
 bench:
 	$(CARGO) bench --bench sip_parse
 	$(CARGO) bench --bench udp_forward

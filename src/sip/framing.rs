@@ -76,24 +76,35 @@ impl StreamFramer {
 
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self, now: Instant) -> Result<Option<Frame>, FrameError> {
-        // Keep-alives: "\r\n\r\n" is a ping, lone CRLFs are skipped.
+        // A message never starts with CR or LF. "\r\n\r\n" is a ping;
+        // other line ends between messages are skipped — except a prefix
+        // that may still grow into a ping, which waits for more bytes, so
+        // the outcome never depends on how the stream was segmented.
         loop {
-            if self.buf.starts_with(b"\r\n\r\n") {
+            let b: &[u8] = &self.buf;
+            let skip = if b.starts_with(b"\r\n\r\n") {
                 self.buf.advance(4);
                 self.reset_partial(now);
                 return Ok(Some(Frame::Ping));
-            }
-            if self.buf.starts_with(b"\r\n") && self.buf.len() >= 4 {
-                self.buf.advance(2);
-                continue;
-            }
-            if self.buf.first() == Some(&b'\n') {
-                self.buf.advance(1);
-                continue;
-            }
-            break;
+            } else if b.first() == Some(&b'\n') {
+                1
+            } else if b.first() == Some(&b'\r') {
+                match ping_prefix_len(b) {
+                    // "\r", "\r\n", "\r\n\r": could become a ping.
+                    n if n == b.len() => break,
+                    // "\r\n" then not "\r\n": a lone CRLF.
+                    n if n >= 2 => 2,
+                    // "\r" then not "\n": stray CR.
+                    _ => 1,
+                }
+            } else {
+                break;
+            };
+            self.buf.advance(skip);
         }
-        if self.buf.is_empty() || self.buf.as_ref() == b"\r\n" || self.buf.as_ref() == b"\r" {
+        if self.buf.first().is_none_or(|&c| c == b'\r') {
+            // Nothing, or only a pending ping prefix: no message is under
+            // way, so this is not a slow sender.
             self.partial_since = None;
             return Ok(None);
         }
@@ -119,6 +130,14 @@ impl StreamFramer {
     fn reset_partial(&mut self, now: Instant) {
         self.partial_since = if self.buf.is_empty() { None } else { Some(now) };
     }
+}
+
+/// How many leading bytes of `b` match the start of "\r\n\r\n".
+fn ping_prefix_len(b: &[u8]) -> usize {
+    b.iter()
+        .zip(b"\r\n\r\n")
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// Content-Length from a header section (absent = 0 over a stream). Only
@@ -187,6 +206,46 @@ mod tests {
             f.next_frame(now).unwrap(),
             Some(Frame::Message(_))
         ));
+    }
+
+    /// Found by the sip_stream fuzz target: "\n\n\r\n\n\n" gave a junk
+    /// frame when split after its fifth byte, nothing when sent whole.
+    #[test]
+    fn line_ends_between_messages_do_not_depend_on_segmentation() {
+        let input = b"\n\n\r\n\n\n\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n\r";
+        let frames = |chunks: &[&[u8]]| {
+            let now = Instant::now();
+            let mut f = StreamFramer::new(65535);
+            let mut out = Vec::new();
+            for c in chunks {
+                f.push(now, c);
+                while let Some(fr) = f.next_frame(now).unwrap() {
+                    out.push(fr);
+                }
+            }
+            out
+        };
+        let whole = frames(&[input]);
+        assert_eq!(whole.len(), 2, "{whole:?}");
+        assert_eq!(whole[0], Frame::Ping);
+        for split in 1..input.len() {
+            assert_eq!(
+                frames(&[&input[..split], &input[split..]]),
+                whole,
+                "split at {split}"
+            );
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(frames(&bytes), whole, "one byte at a time");
+    }
+
+    #[test]
+    fn lone_crlf_keepalive_is_not_a_slow_message() {
+        let now = Instant::now();
+        let mut f = StreamFramer::new(65535);
+        f.push(now, b"\r\n");
+        assert_eq!(f.next_frame(now).unwrap(), None);
+        assert_eq!(f.partial_since(), None);
     }
 
     #[test]

@@ -686,10 +686,16 @@ impl Builder {
             HeaderName::Via => parse_vias(raw, v, &mut self.vias).map_err(bad_value)?,
             HeaderName::From => {
                 let na = parse_name_addr(raw, v).map_err(|_| bad("bad From header"))?;
+                if na.param("tag") == Some(None) {
+                    return Err(bad("From tag without a value"));
+                }
                 once(&mut self.from, na, "duplicate From header")?;
             }
             HeaderName::To => {
                 let na = parse_name_addr(raw, v).map_err(|_| bad("bad To header"))?;
+                if na.param("tag") == Some(None) {
+                    return Err(bad("To tag without a value"));
+                }
                 once(&mut self.to, na, "duplicate To header")?;
             }
             HeaderName::CallId => {
@@ -851,6 +857,9 @@ fn parse_cseq(raw: &Bytes, v: &[u8]) -> Result<CSeq, ParseError> {
     })
 }
 
+/// Via lines a salvaged `400` echoes at most.
+pub const SALVAGED_VIAS: usize = 16;
+
 /// The raw values of the headers a `400` answer must echo (Via, From, To,
 /// Call-ID, CSeq), scraped leniently from a message that failed to parse.
 /// Returns `None` when the bytes are not a SIP request at all (then nothing is
@@ -876,7 +885,9 @@ pub fn salvage_request(buf: &Bytes) -> Option<Vec<(HeaderName, Bytes)>> {
         pos: first_nl + 1,
         end,
     };
-    let mut out = Vec::new();
+    // At most SALVAGED_VIAS Via lines and one of each other header, so the
+    // answer is never much larger than what was sent (no amplification).
+    let mut out: Vec<(HeaderName, Bytes)> = Vec::new();
     let mut seen = 0usize;
     while let Ok(Some(h)) = lines.next_header() {
         seen += 1;
@@ -884,16 +895,16 @@ pub fn salvage_request(buf: &Bytes) -> Option<Vec<(HeaderName, Bytes)>> {
             break;
         }
         let name = HeaderName::classify(&h.name);
-        if matches!(
-            name,
-            HeaderName::Via
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CallId
-                | HeaderName::CSeq
-        ) && !h.value.iter().any(|&c| c < 0x20 && c != b'\t')
-            && !h.value.is_empty()
-        {
+        let wanted = match name {
+            HeaderName::Via => {
+                out.iter().filter(|(n, _)| *n == HeaderName::Via).count() < SALVAGED_VIAS
+            }
+            HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq => {
+                !out.iter().any(|(n, _)| *n == name)
+            }
+            _ => false,
+        };
+        if wanted && !h.value.iter().any(|&c| c < 0x20 && c != b'\t') && !h.value.is_empty() {
             out.push((name, h.value));
         }
     }
@@ -977,6 +988,38 @@ mod tests {
             &format!("{many}Content-Length: 0\r\n"),
         );
         assert_eq!(p(&msg).unwrap_err().kind, ParseErrorKind::TooManyHeaders);
+    }
+
+    /// Found by the endpoint fuzz target: 340 To lines made a 400 eight
+    /// times the request's size.
+    #[test]
+    fn salvage_echoes_each_header_once_and_bounded_vias() {
+        let mut bad = String::from("INVITE sip:a@b SIP/2.0\r\n");
+        for _ in 0..100 {
+            bad.push_str("Via: SIP/2.0/UDP h\r\nt: x\r\nf: y\r\ni: z\r\nCSeq: 1 INVITE\r\n");
+        }
+        bad.push_str("\r\n");
+        let s = salvage_request(&Bytes::from(bad)).unwrap();
+        let count = |n| s.iter().filter(|(h, _)| *h == n).count();
+        assert_eq!(count(HeaderName::Via), SALVAGED_VIAS);
+        for n in [
+            HeaderName::To,
+            HeaderName::From,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            assert_eq!(count(n), 1);
+        }
+    }
+
+    #[test]
+    fn valueless_tag_refused() {
+        let e = p(&OPTIONS.replace(
+            "From: <sip:caller@example.com>;tag=a",
+            "From: <sip:caller@example.com>;tag",
+        ))
+        .unwrap_err();
+        assert_eq!(e.what, "From tag without a value");
     }
 
     #[test]
