@@ -14,7 +14,18 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use switchboard::sip::message::{Framing, Limits, parse};
 
-const INVITE: &str = "INVITE sip:1002@switchboard.local SIP/2.0\r\n\
+const SDP: &str = "v=0\r\n\
+o=- 2890844526 2890844526 IN IP4 192.0.2.10\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.10\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/AVP 0 8\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
+
+/// A short INVITE with SDP (Content-Length computed from the body).
+fn invite() -> String {
+    format!(
+        "INVITE sip:1002@switchboard.local SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport\r\n\
 Max-Forwards: 70\r\n\
 To: <sip:1002@switchboard.local>\r\n\
@@ -26,15 +37,11 @@ Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
 Supported: replaces, timer\r\n\
 User-Agent: bench\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 142\r\n\
-\r\n\
-v=0\r\n\
-o=- 2890844526 2890844526 IN IP4 192.0.2.10\r\n\
-s=-\r\n\
-c=IN IP4 192.0.2.10\r\n\
-t=0 0\r\n\
-m=audio 49170 RTP/AVP 0 8\r\n\
-a=rtpmap:0 PCMU/8000\r\n";
+Content-Length: {}\r\n\
+\r\n{SDP}",
+        SDP.len()
+    )
+}
 
 const REGISTER: &str = "REGISTER sip:switchboard.local SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnashds7;rport\r\n\
@@ -65,15 +72,49 @@ fn messages() -> Vec<(&'static str, Bytes)> {
     ))
     .expect("tests/data/rfc4475/wsinv.dat");
     vec![
-        ("invite", Bytes::from_static(INVITE.as_bytes())),
+        ("invite", Bytes::from(invite())),
         ("register", Bytes::from_static(REGISTER.as_bytes())),
         ("response", Bytes::from_static(OK.as_bytes())),
         ("wsinv", Bytes::from(wsinv)),
     ]
 }
 
+/// Which valid RFC 4475 messages (class V/S in tests/data/rfc4475/README.md,
+/// i.e. every message our parser accepts) rsip refuses: printed once.
+fn conformance_report(limits: &Limits) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("tests/data/rfc4475")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .collect();
+    names.sort();
+    let mut ours = 0;
+    let mut refused = Vec::new();
+    for p in &names {
+        let data = std::fs::read(p).expect("read");
+        if parse(Bytes::from(data.clone()), Framing::Datagram, limits).is_ok() {
+            ours += 1;
+            if rsip::SipMessage::try_from(data.as_slice()).is_err() {
+                refused.push(
+                    p.file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    eprintln!(
+        "RFC 4475: our parser accepts {ours} of {} messages; rsip refuses {} of those: {}",
+        names.len(),
+        refused.len(),
+        refused.join(", ")
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let limits = Limits::default();
+    conformance_report(&limits);
     let msgs = messages();
     let mut g = c.benchmark_group("sip/parse");
     g.throughput(Throughput::Elements(1));
@@ -85,6 +126,19 @@ fn bench(c: &mut Criterion) {
         g.bench_function(*name, |b| {
             b.iter(|| parse(black_box(data.clone()), Framing::Datagram, &limits))
         });
+    }
+    g.finish();
+    // rsip keeps header values as strings; the endpoint needs Via, From, To,
+    // CSeq, Call-ID (and Contact for REGISTER/INVITE) typed, as our parser
+    // delivers them. This group is rsip plus that typed access.
+    let mut g = c.benchmark_group("sip/parse_rsip_typed");
+    g.throughput(Throughput::Elements(1));
+    for (name, data) in &msgs {
+        if rsip_typed(data).is_none() {
+            eprintln!("rsip cannot type the core headers of {name}; not benchmarked");
+            continue;
+        }
+        g.bench_function(*name, |b| b.iter(|| rsip_typed(black_box(data))));
     }
     g.finish();
     let mut g = c.benchmark_group("sip/parse_rsip");
@@ -99,6 +153,27 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// rsip parse plus typed Via, From, To, CSeq, Call-ID and (if present)
+/// Contact: what the endpoint reads from every message.
+fn rsip_typed(data: &[u8]) -> Option<usize> {
+    use rsip::prelude::*;
+    let m = rsip::SipMessage::try_from(data).ok()?;
+    let via = m.via_header().ok()?.typed().ok()?;
+    let from = m.from_header().ok()?.typed().ok()?;
+    let to = m.to_header().ok()?.typed().ok()?;
+    let cseq = m.cseq_header().ok()?.typed().ok()?;
+    let call_id = m.call_id_header().ok()?;
+    let contact = m.contact_header().ok().and_then(|c| c.typed().ok());
+    Some(
+        via.params.len()
+            + from.params.len()
+            + to.params.len()
+            + cseq.seq as usize
+            + call_id.value().len()
+            + contact.map_or(0, |c| c.params.len()),
+    )
 }
 
 criterion_group!(benches, bench);

@@ -975,7 +975,7 @@ mod tests {
     fn header<'a>(m: &'a Message, name: &str) -> Vec<&'a str> {
         m.headers
             .iter()
-            .filter(|h| h.name_raw.eq_ignore_ascii_case(name.as_bytes()))
+            .filter(|h| h.is_named(name))
             .map(|h| std::str::from_utf8(&h.value).unwrap())
             .collect()
     }
@@ -1112,7 +1112,7 @@ mod tests {
         let names = |m: &Message| {
             m.headers
                 .iter()
-                .map(|h| h.name_raw.clone())
+                .map(|h| (h.name, h.name_raw.clone()))
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&r1[0]), names(&r2[0]), "same headers");

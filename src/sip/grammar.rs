@@ -22,16 +22,31 @@ fn err<T>(what: &'static str) -> R<T> {
     Err(GrammarError(what))
 }
 
+/// `token` characters (RFC 3261 §25.1) as a lookup table: the parser asks
+/// this for nearly every byte of a message.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 /// `token` characters (RFC 3261 §25.1).
+#[inline]
 pub fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(c)]
 }
 
 /// True when `s` is a non-empty `token`.
+#[inline]
 pub fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&c| is_token_char(c))
 }
@@ -112,10 +127,11 @@ fn check_escaped(s: &[u8], ok: impl Fn(u8) -> bool) -> bool {
     true
 }
 
-/// Splits `s` at top-level occurrences of `sep`, ignoring separators inside
-/// quoted strings and angle brackets. Unbalanced quotes or brackets are errors.
-pub fn split_top(s: &[u8], sep: u8) -> R<Vec<&[u8]>> {
-    let mut parts = Vec::new();
+/// Calls `f` with each piece of `s` between top-level occurrences of `sep`
+/// (separators inside quoted strings and angle brackets do not split).
+/// Unbalanced quotes or brackets are an error — reported after the pieces
+/// seen so far, so callers must treat any error as failing the whole value.
+pub fn for_each_top<'a>(s: &'a [u8], sep: u8, mut f: impl FnMut(&'a [u8]) -> R<()>) -> R<()> {
     let mut start = 0;
     let mut in_quote = false;
     let mut in_angle = false;
@@ -135,7 +151,7 @@ pub fn split_top(s: &[u8], sep: u8) -> R<Vec<&[u8]>> {
         } else if c == b'>' && in_angle {
             in_angle = false;
         } else if c == sep && !in_angle {
-            parts.push(&s[start..i]);
+            f(&s[start..i])?;
             start = i + 1;
         }
         i += 1;
@@ -146,8 +162,7 @@ pub fn split_top(s: &[u8], sep: u8) -> R<Vec<&[u8]>> {
     if in_angle {
         return err("unterminated '<'");
     }
-    parts.push(&s[start..]);
-    Ok(parts)
+    f(&s[start..])
 }
 
 /// URI scheme of a request-URI or name-addr URI.
@@ -432,7 +447,7 @@ pub fn parse_header_params(raw: &Bytes, s: &[u8]) -> R<Vec<(Bytes, Option<Bytes>
     if s[0] != b';' {
         return err("junk after value");
     }
-    for p in split_top(&s[1..], b';')? {
+    for_each_top(&s[1..], b';', |p| {
         let (name, value) = match p.iter().position(|&c| c == b'=') {
             Some(e) => (trim(&p[..e]), Some(trim(&p[e + 1..]))),
             None => (trim(p), None),
@@ -453,7 +468,8 @@ pub fn parse_header_params(raw: &Bytes, s: &[u8]) -> R<Vec<(Bytes, Option<Bytes>
             }
         }
         out.push((view(raw, name), value.map(|v| view(raw, v))));
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -605,7 +621,7 @@ impl Via {
 
 /// Parses a Via header value, which may hold several comma-separated entries.
 pub fn parse_vias(raw: &Bytes, s: &[u8], out: &mut Vec<Via>) -> R<()> {
-    for part in split_top(s, b',')? {
+    for_each_top(s, b',', |part| {
         let part = trim(part);
         if part.is_empty() {
             return err("empty Via entry");
@@ -646,8 +662,8 @@ pub fn parse_vias(raw: &Bytes, s: &[u8], out: &mut Vec<Via>) -> R<()> {
             port,
             params,
         });
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Parses a decimal number that must fit `max`; leading zeros allowed.

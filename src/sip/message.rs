@@ -159,7 +159,8 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
-    fn classify(name: &[u8]) -> HeaderName {
+    /// The header a name (long or compact form, any case) refers to.
+    pub fn classify(name: &[u8]) -> HeaderName {
         let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
         if name.len() == 1 {
             return match name[0].to_ascii_lowercase() {
@@ -214,13 +215,24 @@ impl HeaderName {
     }
 }
 
-/// One header line: its name as received and its value, trimmed, with line
+/// One header line: its (expanded) name, the name as received for extension
+/// headers (empty for the known ones), and its value, trimmed, with line
 /// folding replaced by single spaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub name: HeaderName,
     pub name_raw: Bytes,
     pub value: Bytes,
+}
+
+impl Header {
+    /// True when this header is `name` (long or compact form, any case).
+    pub fn is_named(&self, name: &str) -> bool {
+        match self.name {
+            HeaderName::Other => self.name_raw.eq_ignore_ascii_case(name.as_bytes()),
+            known => HeaderName::classify(name.as_bytes()) == known,
+        }
+    }
 }
 
 /// The CSeq header (§20.16).
@@ -323,9 +335,7 @@ impl Message {
     pub fn other_header(&self, name: &str) -> Option<&Bytes> {
         self.headers
             .iter()
-            .find(|h| {
-                h.name == HeaderName::Other && h.name_raw.eq_ignore_ascii_case(name.as_bytes())
-            })
+            .find(|h| h.name == HeaderName::Other && h.is_named(name))
             .map(|h| &h.value)
     }
 }
@@ -474,7 +484,10 @@ pub fn parse(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Message, P
     }
     let (start, version) = parse_start_line(&buf, start_line)?;
 
-    let mut b = Builder::default();
+    let mut b = Builder {
+        headers: Vec::with_capacity(24),
+        ..Builder::default()
+    };
     let mut lines = HeaderLines {
         buf: &buf,
         pos: first_nl + 1,
@@ -563,8 +576,12 @@ fn parse_start_line(owner: &Bytes, line: &[u8]) -> Result<(StartLine, Bytes), Pa
         ));
     }
     // Request-Line = Method SP Request-URI SP SIP-Version (single spaces).
-    let parts: Vec<&[u8]> = line.split(|&c| c == b' ').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+    let mut it = line.split(|&c| c == b' ');
+    let (Some(m), Some(u), Some(v), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return fail(ParseErrorKind::BadStartLine, "malformed Request-Line");
+    };
+    let parts = [m, u, v];
+    if parts.iter().any(|p| p.is_empty()) {
         return fail(ParseErrorKind::BadStartLine, "malformed Request-Line");
     }
     if !grammar::is_token(parts[0]) {
@@ -749,11 +766,14 @@ impl Builder {
                 let list = self.accept.get_or_insert_with(Vec::new);
                 let t = trim(v);
                 if !t.is_empty() {
-                    for part in grammar::split_top(t, b',').map_err(bad_value)? {
+                    grammar::for_each_top(t, b',', |part| {
                         list.push(
-                            parse_media_type(raw, part).map_err(|_| bad("bad Accept header"))?,
+                            parse_media_type(raw, part)
+                                .map_err(|_| GrammarError("bad Accept header"))?,
                         );
-                    }
+                        Ok(())
+                    })
+                    .map_err(bad_value)?;
                 }
             }
             HeaderName::Authorization
@@ -761,9 +781,16 @@ impl Builder {
             | HeaderName::RecordRoute
             | HeaderName::Other => {}
         }
+        // Known headers are identified by `name`; only extension headers
+        // keep a view of their name (one refcount less per header).
+        let name_raw = if name == HeaderName::Other {
+            h.name
+        } else {
+            Bytes::new()
+        };
         self.headers.push(Header {
             name,
-            name_raw: h.name,
+            name_raw,
             value: h.value,
         });
         Ok(())
@@ -780,21 +807,17 @@ impl Builder {
         if matches!(self.contacts, Contacts::Star) {
             return Err(bad("Contact: * mixed with other contacts"));
         }
-        let parts = grammar::split_top(v, b',').map_err(|_| bad("bad Contact header"))?;
-        let list = match &mut self.contacts {
-            Contacts::List(l) => l,
-            c => {
-                *c = Contacts::List(Vec::new());
-                match c {
-                    Contacts::List(l) => l,
-                    // invariant: just set to List above.
-                    _ => unreachable!(),
-                }
-            }
-        };
-        for p in parts {
-            list.push(parse_name_addr(raw, p).map_err(|_| bad("bad Contact header"))?);
+        if matches!(self.contacts, Contacts::None) {
+            self.contacts = Contacts::List(Vec::new());
         }
+        let Contacts::List(list) = &mut self.contacts else {
+            return Err(bad("Contact: * mixed with other contacts"));
+        };
+        grammar::for_each_top(v, b',', |p| {
+            list.push(parse_name_addr(raw, p)?);
+            Ok(())
+        })
+        .map_err(|_| bad("bad Contact header"))?;
         Ok(())
     }
 
