@@ -33,15 +33,13 @@ use super::{
 };
 
 // epoll data layout: kind in the top 8 bits, an index or ConnId below.
-const KIND_SHIFT: u32 = 56;
-const IDX_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const K_UDP: u64 = 1;
 const K_LISTENER: u64 = 2;
 const K_CONN: u64 = 3;
 const K_WAKE: u64 = 4;
 
 fn token(kind: u64, idx: u64) -> u64 {
-    (kind << KIND_SHIFT) | (idx & IDX_MASK)
+    super::pack_tag(kind, idx)
 }
 
 /// `recvmmsg` calls per ready socket per `poll` before moving on.
@@ -661,8 +659,8 @@ impl Driver for EpollDriver {
         for i in 0..n {
             let ev = self.events[i];
             let flags = ev.events();
-            let idx = ev.data() & IDX_MASK;
-            match ev.data() >> KIND_SHIFT {
+            let (kind, idx) = super::unpack_tag(ev.data());
+            match kind {
                 K_UDP => {
                     // invariant (u16 casts): tokens were built from u16 indices.
                     if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR) {

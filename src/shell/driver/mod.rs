@@ -61,6 +61,21 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Both drivers tag each registration (epoll data, io_uring user_data) with
+/// an operation kind in the top byte and an index below it.
+const KIND_SHIFT: u32 = 56;
+const IDX_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+/// Packs an operation kind and an index into one 64-bit tag.
+fn pack_tag(kind: u64, idx: u64) -> u64 {
+    (kind << KIND_SHIFT) | (idx & IDX_MASK)
+}
+
+/// Splits a tag made by [`pack_tag`] into (kind, index).
+fn unpack_tag(tag: u64) -> (u64, u64) {
+    (tag >> KIND_SHIFT, tag & IDX_MASK)
+}
+
 /// A UDP socket registered with one driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SockId(pub u16);

@@ -51,8 +51,6 @@ use super::{
 };
 
 // user_data layout: kind in the top 8 bits, an index or ConnId below.
-const KIND_SHIFT: u32 = 56;
-const IDX_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const K_UDP_RECV: u64 = 1;
 const K_UDP_SEND: u64 = 2;
 const K_ACCEPT: u64 = 3;
@@ -63,7 +61,7 @@ const K_CANCEL: u64 = 7;
 const K_PROBE: u64 = 8;
 
 fn user_data(kind: u64, idx: u64) -> u64 {
-    (kind << KIND_SHIFT) | (idx & IDX_MASK)
+    super::pack_tag(kind, idx)
 }
 
 /// Buffer group id of the UDP provided-buffer ring (one ring per io_uring).
@@ -651,8 +649,8 @@ impl UringDriver {
         if !more {
             self.sq.inflight = self.sq.inflight.saturating_sub(1);
         }
-        let idx = ud & IDX_MASK;
-        match ud >> KIND_SHIFT {
+        let (kind, idx) = super::unpack_tag(ud);
+        match kind {
             // invariant (all `as u16`/`as u32` below): indices were put into
             // user_data from u16/u32 values by this driver.
             K_UDP_RECV => self.on_udp_recv(idx as u16, res, flags, more, on),
