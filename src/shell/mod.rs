@@ -229,20 +229,10 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
             Err(_) => break,
         }
     }
-    if let Some(e) = failure {
+    // Every shard waits for the wakers before its loop; on a failure it
+    // sees `stop` set and returns at once.
+    if failure.is_some() {
         stop.store(true, Ordering::Relaxed);
-        for w in wakers.values() {
-            w.wake();
-        }
-        let ordered: Arc<Vec<Waker>> = Arc::new(wakers.values().cloned().collect());
-        for g in &go_senders {
-            let _ = g.send(ordered.clone());
-        }
-        drop(go_senders);
-        for h in handles {
-            let _ = h.join();
-        }
-        return Err(e);
     }
     let ordered: Arc<Vec<Waker>> = Arc::new(
         (0..shards)
@@ -251,6 +241,12 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
     );
     for g in &go_senders {
         let _ = g.send(ordered.clone());
+    }
+    if let Some(e) = failure {
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
     }
     let listen: Vec<String> = cfg.sip.listen.iter().map(ToString::to_string).collect();
     tracing::info!(
@@ -430,13 +426,9 @@ fn shard_main(
     let (mut drv, mut shard) = match setup() {
         Ok(x) => x,
         Err(e) => {
-            let msg = e.to_string();
+            // Reported through `ready`; `run` stops every shard and returns it.
             let _ = ready.send((id, Err(e)));
-            return Err(ShellError::Io {
-                shard: id,
-                what: "start".into(),
-                source: std::io::Error::other(msg),
-            });
+            return Ok(());
         }
     };
     let _ = ready.send((id, Ok((drv.waker(), drv.name()))));

@@ -363,9 +363,21 @@ impl DigestAuth {
     /// Challenge header values (`WWW-Authenticate` or `Proxy-Authenticate`),
     /// one per algorithm in configured order, sharing one fresh nonce.
     pub fn challenges(&mut self, now: Instant, stale: bool) -> Vec<String> {
+        let algorithms = self.algorithms.clone();
+        self.challenges_for(now, stale, &algorithms)
+    }
+
+    /// Like [`DigestAuth::challenges`], for the given algorithms only (in
+    /// that order): for clients that fail on an algorithm they lack.
+    pub fn challenges_for(
+        &mut self,
+        now: Instant,
+        stale: bool,
+        algorithms: &[DigestAlgorithm],
+    ) -> Vec<String> {
         let nonce = self.mint_nonce(now);
         let realm = quote(&self.realm);
-        self.algorithms
+        algorithms
             .iter()
             .map(|alg| {
                 let mut s = format!(

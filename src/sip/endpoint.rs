@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::auth::{AuthOutcome, DigestAlgorithm, DigestAuth, FailureCounters};
 use super::build::{self, ResponseParts};
-use super::grammar::{Scheme, unescape};
+use super::grammar::{Scheme, Uri, unescape};
 use super::ids::{IdGen, ShardId, shard_of};
 use super::message::{self, Contacts, Framing, HeaderName, Limits, Message, Method};
 use super::registrar::{
@@ -395,12 +395,20 @@ impl Endpoint {
         self.out.push_back(Output::Transmit { peer, data });
     }
 
+    /// The transaction a request belongs to (§17.2.3); an ACK belongs to
+    /// its INVITE.
     fn tx_key(msg: &Message) -> Vec<u8> {
-        let via = msg.top_via();
         let class: &[u8] = match msg.method() {
             Method::Ack | Method::Invite => b"INVITE",
             m => m.as_bytes(),
         };
+        Self::tx_key_in(msg, class)
+    }
+
+    /// The key `msg` would have in a transaction of method `class` — how a
+    /// CANCEL finds its INVITE (§9.2).
+    fn tx_key_in(msg: &Message, class: &[u8]) -> Vec<u8> {
+        let via = msg.top_via();
         let mut k = Vec::with_capacity(96);
         match via.branch() {
             Some(b) if is_rfc3261_branch(b) => {
@@ -643,10 +651,7 @@ impl Endpoint {
         if msg.max_forwards == Some(0) {
             return Answer::status(483);
         }
-        let user = msg
-            .request_uri()
-            .map(|u| String::from_utf8_lossy(&u.user_decoded()).into_owned())
-            .unwrap_or_default();
+        let user = msg.request_uri().map(Uri::user_text).unwrap_or_default();
         if self.cfg.users.contains_key(&user) {
             Answer::reason(480, "Temporarily Unavailable (no call routing yet)")
         } else {
@@ -656,10 +661,7 @@ impl Endpoint {
 
     /// CANCEL (§9.2): matches the INVITE transaction with the same branch.
     fn cancel(&mut self, now: Instant, msg: &Message) -> Answer {
-        let mut key = Self::tx_key(msg);
-        let cancel_class_len = b"CANCEL".len();
-        key.truncate(key.len() - cancel_class_len);
-        key.extend_from_slice(b"INVITE");
+        let key = Self::tx_key_in(msg, b"INVITE");
         let Some(&invite_id) = self.tx_index.get(&key) else {
             return Answer::status(481);
         };
@@ -690,7 +692,7 @@ impl Endpoint {
                 return self.auth_failed(now, peer, user.as_deref(), &format!("{reason:?}"));
             }
         };
-        let aor_user = String::from_utf8_lossy(&msg.to.uri.user_decoded()).into_owned();
+        let aor_user = msg.to.uri.user_text();
         if aor_user != user {
             return self.auth_failed(
                 now,
@@ -803,17 +805,20 @@ impl Endpoint {
     /// they cannot answer (`registrar.md5_only_user_agents`).
     fn challenge(&mut self, now: Instant, msg: &Message, stale: bool) -> Answer {
         self.counters.auth_challenges.bump();
-        let mut challenges = self.auth.challenges(now, stale);
-        let md5_only = msg.other_header("User-Agent").is_some_and(|ua| {
-            let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
-            self.cfg
-                .md5_only_user_agents
-                .iter()
-                .any(|f| ua.contains(f.as_str()))
-        });
-        if md5_only && challenges.iter().any(|c| c.contains("algorithm=MD5")) {
-            challenges.retain(|c| c.contains("algorithm=MD5"));
-        }
+        let md5_only = self.auth.algorithms().contains(&DigestAlgorithm::Md5)
+            && msg.other_header("User-Agent").is_some_and(|ua| {
+                let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
+                self.cfg
+                    .md5_only_user_agents
+                    .iter()
+                    .any(|f| ua.contains(f.as_str()))
+            });
+        let challenges = if md5_only {
+            self.auth
+                .challenges_for(now, stale, &[DigestAlgorithm::Md5])
+        } else {
+            self.auth.challenges(now, stale)
+        };
         let mut answer = Answer::status(401);
         for c in challenges {
             answer = answer.with("WWW-Authenticate", &c);

@@ -208,6 +208,12 @@ impl Uri {
     pub fn user_decoded(&self) -> Vec<u8> {
         unescape(&self.user)
     }
+
+    /// The decoded user part as text (invalid UTF-8 replaced): the form
+    /// user ids are compared in.
+    pub fn user_text(&self) -> String {
+        String::from_utf8_lossy(&self.user_decoded()).into_owned()
+    }
 }
 
 /// Decodes `%HH` escapes; invalid escapes are kept as they are.
