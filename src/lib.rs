@@ -8,6 +8,7 @@
 // Unit tests build virtual clocks from one real `Instant::now()` base.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod call;
 pub mod config;
 pub mod shell;
 pub mod sip;

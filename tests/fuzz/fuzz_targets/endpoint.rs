@@ -109,6 +109,7 @@ fn config(shard: u16) -> EndpointConfig {
         md5_only_user_agents: vec!["baresip v1.".into()],
         users: users(),
         seed: 42 + u64::from(shard),
+        call: CallConfig::loopback(ShardId(shard), users().into_keys()),
     }
 }
 
