@@ -60,6 +60,10 @@ use record::{CallRecord, EndCause, LegRecord, Side};
 /// Methods the B2BUA takes (the Allow header of calls).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
 
+/// Option tags of our requests and answers: we PRACK reliable provisional
+/// responses (RFC 3262) and run session timers (RFC 4028).
+const SUPPORTED: &str = "100rel, timer";
+
 /// Most contacts one call forks to.
 const MAX_FORKS: usize = 16;
 
@@ -93,6 +97,10 @@ pub struct CallConfig {
     pub users: HashSet<String>,
     pub no_answer: Duration,
     pub max_duration: Duration,
+    /// RFC 4028 session interval we ask for (s).
+    pub session_expires: u32,
+    /// RFC 4028 smallest interval we accept (s).
+    pub min_se: u32,
     pub seed: u64,
 }
 
@@ -112,6 +120,8 @@ impl CallConfig {
             users: users.into_iter().collect(),
             no_answer: Duration::from_secs(30),
             max_duration: Duration::from_secs(4 * 3600),
+            session_expires: 1800,
+            min_se: 90,
             seed: 7,
         }
     }
@@ -133,6 +143,8 @@ pub enum TimerKey {
     AckWait(u64, LegId),
     NoAnswer(u64),
     MaxDuration(u64),
+    /// RFC 4028: a leg's session refresh (we refresh) or expiry (it does).
+    Session(u64, LegId),
 }
 
 /// What the shell (through the endpoint) must do.
@@ -214,6 +226,8 @@ enum Purpose {
     },
     /// The re-INVITE that moves the other party to a transfer target.
     TransferReinvite { call: u64, target: u16 },
+    /// Our RFC 4028 refresh (UPDATE or re-INVITE) on a leg.
+    Refresh { call: u64, leg: LegId },
     /// BYE, CANCEL, NOTIFY, PRACK: the answer changes nothing.
     Fire,
 }
@@ -274,6 +288,45 @@ struct Leg {
     ack_deferred: Option<u32>,
     /// An INVITE transaction is in progress in this dialog (glare → 491).
     invite_busy: bool,
+    /// RFC 4028 session timer of this leg, once negotiated.
+    session: Option<SessionTimer>,
+    /// The peer's Allow lists UPDATE (refresh with UPDATE, not re-INVITE).
+    allows_update: bool,
+    /// The session description we last sent on this leg, for a re-INVITE
+    /// refresh (Content-Type, body).
+    last_sdp: Option<(String, Bytes)>,
+}
+
+/// Who refreshes a session (RFC 4028 `refresher` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresher {
+    Uac,
+    Uas,
+}
+
+/// A leg's negotiated session timer.
+#[derive(Debug, Clone, Copy)]
+struct SessionTimer {
+    /// Session interval (s).
+    interval: u32,
+    /// We send the refreshes; otherwise the peer must.
+    we_refresh: bool,
+    /// When the armed timer is due (stale firings are ignored).
+    due: Option<Instant>,
+}
+
+impl SessionTimer {
+    /// §10: refresh at half the interval; the one waiting for a refresh
+    /// gives up at the interval minus min(32 s, interval/3).
+    fn next(&self, now: Instant) -> Instant {
+        let i = u64::from(self.interval);
+        let after = if self.we_refresh {
+            i / 2
+        } else {
+            i - (i / 3).min(32)
+        };
+        now + Duration::from_secs(after.max(1))
+    }
 }
 
 impl Leg {
@@ -285,6 +338,9 @@ impl Leg {
             last_ack: None,
             ack_deferred: None,
             invite_busy: false,
+            session: None,
+            allows_update: false,
+            last_sdp: None,
         }
     }
 }
@@ -312,6 +368,8 @@ struct BLeg {
     status: Option<u16>,
     /// A transfer target (not a fork of the original call).
     transfer: bool,
+    /// RSeq of the last reliable provisional response we PRACKed.
+    rseq: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +396,8 @@ struct Call {
     /// finally.
     a_invite: Option<(u64, Box<Message>)>,
     a_offer: bool,
+    /// RFC 4028 terms for the caller's leg, decided from its INVITE.
+    a_session: Option<(u32, Refresher)>,
     b: Vec<BLeg>,
     phase: Phase,
     /// The B leg A is connected to.
@@ -511,6 +571,16 @@ impl B2bua {
             self.refuse(stx, &msg, peer, 404, &local_tag, &[]);
             return;
         }
+        // RFC 4028 §8.1: too short an interval gets 422 with our Min-SE.
+        let se = session_expires(&msg);
+        if let Some((n, _)) = se
+            && n < self.cfg.min_se
+        {
+            let min_se = self.cfg.min_se.to_string();
+            self.refuse(stx, &msg, peer, 422, &local_tag, &[("Min-SE", &min_se)]);
+            return;
+        }
+        let a_session = self.plan_a_session(&msg, se);
         let contacts: Vec<_> = location
             .lookup(now, &dialled)
             .take(MAX_FORKS)
@@ -523,6 +593,7 @@ impl B2bua {
         let id = self.next_call;
         self.next_call += 1;
         let a = Dialog::from_invite(&msg, peer, local_tag.clone());
+        let a_allows_update = allows_update(&msg);
         self.dialogs.insert(local_tag, (id, LegId::A));
         self.invites.insert(stx, id);
         let caller_user = text(&msg.from.uri.user);
@@ -530,6 +601,7 @@ impl B2bua {
             a: Leg::new(a),
             a_invite: None,
             a_offer: !msg.body.is_empty(),
+            a_session,
             b: Vec::new(),
             phase: Phase::Setup,
             peer: 0,
@@ -542,6 +614,7 @@ impl B2bua {
             transfers: 0,
         };
         call.a.invite_busy = true;
+        call.a.allows_update = a_allows_update;
         let max_forwards = msg.max_forwards.unwrap_or(70).saturating_sub(1);
         for c in &contacts {
             let peer = Peer {
@@ -787,6 +860,7 @@ impl B2bua {
                     self.end_call(now, id, EndCause::NoAnswer, Side::System, Some(480));
                 }
             }
+            TimerKey::Session(id, leg) => self.on_session_timer(now, id, leg),
             TimerKey::MaxDuration(id) => {
                 if self
                     .calls
@@ -847,6 +921,8 @@ impl B2bua {
                 carried.push((h, text(v)));
             }
         }
+        carried.push(("Session-Expires", self.cfg.session_expires.to_string()));
+        carried.push(("Min-SE", self.cfg.min_se.to_string()));
         let ct = a_invite
             .content_type
             .as_ref()
@@ -872,6 +948,7 @@ impl B2bua {
         let mut leg = Leg::new(dialog);
         leg.invite_busy = true;
         leg.dialog.local_seq = 1;
+        leg.last_sdp = ct.zip((!a_invite.body.is_empty()).then(|| a_invite.body.clone()));
         call.b.push(BLeg {
             leg,
             tx: tid,
@@ -880,6 +957,7 @@ impl B2bua {
             user: callee.to_string(),
             status: None,
             transfer: false,
+            rseq: None,
         });
     }
 
@@ -899,7 +977,7 @@ impl B2bua {
         let cseq = dialog.next_seq();
         let branch = self.ids.branch();
         let allow = ("Allow", ALLOW.to_string());
-        let supported = ("Supported", "replaces".to_string());
+        let supported = ("Supported", SUPPORTED.to_string());
         let headers: Vec<(&str, &str)> = carried
             .iter()
             .chain([&allow, &supported])
@@ -1060,6 +1138,12 @@ impl B2bua {
                     self.on_transfer_reinvite(now, call, target, tid, msg, status);
                 }
             }
+            Purpose::Refresh { call, leg } => {
+                let (call, leg) = (*call, *leg);
+                if status >= 200 {
+                    self.on_refresh_final(now, call, leg, tid, msg);
+                }
+            }
             Purpose::Fire => {}
         }
     }
@@ -1092,6 +1176,10 @@ impl B2bua {
                 let (call, target) = (*call, *target);
                 self.transfer_failed(now, call, target, 408);
             }
+            Purpose::Refresh { call, .. } => {
+                let call = *call;
+                self.end_call(now, call, EndCause::LegLost, Side::System, None);
+            }
             Purpose::Fire => {}
         }
     }
@@ -1119,6 +1207,47 @@ impl B2bua {
             if b.state == BState::Trying {
                 b.state = BState::Early;
             }
+            // RFC 3262: a reliable provisional response gets a PRACK (once
+            // per RSeq; a retransmission is answered by our PRACK's own
+            // retransmission).
+            let reliable = msg
+                .require
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(b"100rel"));
+            let rseq = msg
+                .other_header("RSeq")
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok());
+            let fresh_rseq = rseq.filter(|r| b.rseq.is_none_or(|last| *r > last));
+            if reliable && let Some(rseq) = fresh_rseq {
+                b.rseq = Some(rseq);
+                b.leg.dialog.learn_from_response(msg);
+                let invite_seq = b.leg.dialog.local_seq;
+                let cseq = b.leg.dialog.next_seq();
+                let branch = self.ids.branch();
+                let rack = format!("{rseq} {invite_seq} INVITE");
+                let data = b.leg.dialog.request(
+                    &self.cfg.local,
+                    &Req {
+                        method: "PRACK",
+                        branch: &branch,
+                        cseq,
+                        max_forwards: 70,
+                        headers: &[("RAck", &rack)],
+                        user_agent: &self.cfg.user_agent,
+                        ..Default::default()
+                    },
+                );
+                let peer = b.leg.dialog.peer;
+                self.send_request(now, peer, Method::Prack, &branch, data, Purpose::Fire);
+            } else if reliable && rseq.is_some() {
+                return; // a retransmission, already relayed
+            }
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let Some(b) = call.b.get_mut(usize::from(leg)) else {
+                return;
+            };
             if b.cancel_wanted {
                 b.cancel_wanted = false;
                 self.send_cancel(now, tid);
@@ -1182,6 +1311,13 @@ impl B2bua {
             b.state = BState::Answered;
             b.status = Some(status);
             b.leg.dialog.learn_from_response(msg);
+            b.leg.allows_update = allows_update(msg);
+            // RFC 4028 §7.2: no Session-Expires in the 2xx, no timer.
+            b.leg.session = session_expires(msg).map(|(n, r)| SessionTimer {
+                interval: n,
+                we_refresh: r != Some(Refresher::Uas),
+                due: None,
+            });
             b.leg.invite_busy = false;
             let cseq = b.leg.dialog.local_seq;
             if call.a_offer {
@@ -1220,10 +1356,25 @@ impl B2bua {
                 let mut headers = vec![
                     ("Contact", contact.as_str()),
                     ("Allow", ALLOW),
-                    ("Supported", "replaces"),
+                    ("Supported", SUPPORTED),
                 ];
+                let se = call.a_session.map(|(n, r)| {
+                    call.a.session = Some(SessionTimer {
+                        interval: n,
+                        we_refresh: r == Refresher::Uas,
+                        due: None,
+                    });
+                    se_value(n, r)
+                });
+                if let Some(v) = se.as_deref() {
+                    headers.push(("Session-Expires", v));
+                    if call.a_session.is_some_and(|(_, r)| r == Refresher::Uac) {
+                        headers.push(("Require", "timer"));
+                    }
+                }
                 if let Some(ct) = ct.as_deref() {
                     headers.push(("Content-Type", ct));
+                    call.a.last_sdp = Some((ct.to_string(), body.clone()));
                 }
                 let data = self.reply(
                     stx,
@@ -1238,6 +1389,8 @@ impl B2bua {
                 );
                 self.start_ack_wait(now, id, LegId::A, data);
             }
+            self.arm_session(now, id, LegId::A);
+            self.arm_session(now, id, LegId::B(leg));
             self.out.push_back(CallOutput::Timer {
                 at: now + self.cfg.max_duration,
                 key: TimerKey::MaxDuration(id),
@@ -1536,10 +1689,25 @@ impl B2bua {
         {
             l.dialog.refresh_target(&msg);
         }
-        let carried: Vec<(&str, String)> = CARRIED
+        let mut carried: Vec<(&str, String)> = CARRIED
             .iter()
             .filter_map(|h| msg.other_header(h).map(|v| (*h, text(v))))
             .collect();
+        // Our session timer on the far leg rides on the relayed request.
+        if matches!(msg.method(), Method::Invite | Method::Update)
+            && let Some(st) = call.leg(to).and_then(|l| l.session)
+        {
+            let r = if st.we_refresh {
+                Refresher::Uac
+            } else {
+                Refresher::Uas
+            };
+            carried.push(("Session-Expires", se_value(st.interval, r)));
+        }
+        let (ct_sent, body_sent) = body_of(&msg);
+        if let (Some(ct), Some(l)) = (ct_sent, call.leg_mut(to)) {
+            l.last_sdp = Some((ct, body_sent));
+        }
         let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let (ct, body) = body_of(&msg);
         let method = msg.method().clone();
@@ -1620,12 +1788,31 @@ impl B2bua {
         }
         let (ct, body) = body_of(msg);
         let contact = self.cfg.local.contact(peer.link);
+        let refreshing =
+            (200..300).contains(&status) && matches!(req.method(), Method::Invite | Method::Update);
         let mut headers: Vec<(&str, &str)> = Vec::new();
-        if (200..300).contains(&status) && matches!(req.method(), Method::Invite | Method::Update) {
+        let mut se = None;
+        if refreshing {
             headers.push(("Contact", contact.as_str()));
+            // The origin's session timer, as its UAS now.
+            se = fl.session.map(|st| {
+                let r = if st.we_refresh {
+                    Refresher::Uas
+                } else {
+                    Refresher::Uac
+                };
+                (se_value(st.interval, r), r)
+            });
+        }
+        if let Some((v, r)) = &se {
+            headers.push(("Session-Expires", v.as_str()));
+            if *r == Refresher::Uac {
+                headers.push(("Require", "timer"));
+            }
         }
         if let Some(ct) = ct.as_deref() {
             headers.push(("Content-Type", ct));
+            fl.last_sdp = Some((ct.to_string(), body.clone()));
         }
         let status_out = if status == 503 { 500 } else { status };
         let data = self.reply(
@@ -1639,6 +1826,11 @@ impl B2bua {
         );
         if is_invite && (200..300).contains(&status) {
             self.start_ack_wait(now, id, from, data);
+        }
+        if refreshing {
+            // A successful re-INVITE or UPDATE refreshes both sessions.
+            self.arm_session(now, id, from);
+            self.arm_session(now, id, to);
         }
         // RFC 5057: 481 / 408 to an in-dialog request: that dialog is gone.
         if matches!(status, 481 | 408) {
@@ -1771,6 +1963,7 @@ impl B2bua {
             user: target,
             status: None,
             transfer: true,
+            rseq: None,
         });
         self.dialogs
             .insert(dialog.local_tag.clone(), (id, LegId::B(idx)));
@@ -2000,6 +2193,140 @@ impl B2bua {
     }
 
     // ------------------------------------------------------------------
+    // Session timers (RFC 4028)
+    // ------------------------------------------------------------------
+
+    /// The caller leg's session interval and refresher, from its INVITE
+    /// (§9): its Session-Expires, lowered to ours but not below its Min-SE;
+    /// the refresher it names, else itself when it supports timers, else us.
+    /// A caller that neither supports timers nor got a Session-Expires from
+    /// a proxy runs none.
+    fn plan_a_session(
+        &self,
+        msg: &Message,
+        se: Option<(u32, Option<Refresher>)>,
+    ) -> Option<(u32, Refresher)> {
+        let supports = msg
+            .supported
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(b"timer"));
+        let floor = min_se(msg).unwrap_or(90).max(90);
+        match se {
+            Some((n, r)) => {
+                let n = n.min(self.cfg.session_expires).max(floor);
+                let r = r.unwrap_or(if supports {
+                    Refresher::Uac
+                } else {
+                    Refresher::Uas
+                });
+                Some((n, r))
+            }
+            None if supports => Some((self.cfg.session_expires.max(floor), Refresher::Uac)),
+            None => None,
+        }
+    }
+
+    /// (Re)starts a leg's session timer from `now` (after a 2xx to an
+    /// INVITE or UPDATE on it).
+    fn arm_session(&mut self, now: Instant, id: u64, leg: LegId) {
+        let Some(l) = self.calls.get_mut(&id).and_then(|c| c.leg_mut(leg)) else {
+            return;
+        };
+        let Some(st) = l.session.as_mut() else { return };
+        let at = st.next(now);
+        st.due = Some(at);
+        self.out.push_back(CallOutput::Timer {
+            at,
+            key: TimerKey::Session(id, leg),
+        });
+    }
+
+    fn on_session_timer(&mut self, now: Instant, id: u64, leg: LegId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.phase != Phase::Answered {
+            return;
+        }
+        let Some(l) = call.leg_mut(leg) else { return };
+        let Some(st) = l.session.as_mut() else { return };
+        if st.due.is_none_or(|d| now < d) {
+            return; // re-armed since
+        }
+        st.due = None;
+        if !st.we_refresh {
+            self.end_call(now, id, EndCause::SessionExpired, Side::System, None);
+            return;
+        }
+        let value = se_value(st.interval, Refresher::Uac);
+        let headers = [
+            ("Session-Expires", value.as_str()),
+            ("Supported", SUPPORTED),
+        ];
+        let purpose = Purpose::Refresh { call: id, leg };
+        if l.allows_update {
+            self.send_in_dialog(now, id, leg, Method::Update, &headers, None, b"", purpose);
+        } else if l.invite_busy {
+            // An INVITE is in progress; it refreshes the session itself.
+            if let Some(st) = l.session.as_mut() {
+                let at = now + Duration::from_secs(10);
+                st.due = Some(at);
+                self.out.push_back(CallOutput::Timer {
+                    at,
+                    key: TimerKey::Session(id, leg),
+                });
+            }
+        } else {
+            let (ct, body) = l.last_sdp.clone().unzip();
+            let body = body.unwrap_or_default();
+            let carried = [("Session-Expires", value)];
+            let Some(l) = self.calls.get_mut(&id).and_then(|c| c.leg_mut(leg)) else {
+                return;
+            };
+            let d = l.dialog.clone();
+            l.invite_busy = true;
+            l.dialog.local_seq = l.dialog.local_seq.wrapping_add(1);
+            self.send_invite(now, d, purpose, 70, &carried, ct.as_deref(), &body);
+        }
+    }
+
+    /// The answer to our session refresh.
+    fn on_refresh_final(&mut self, now: Instant, id: u64, leg: LegId, tid: u64, msg: &Message) {
+        let Some(status) = msg.status() else { return };
+        let is_invite = matches!(
+            self.txs.get(&tid).map(|t| &t.machine),
+            Some(Machine::Invite(..))
+        );
+        let Some(l) = self.calls.get_mut(&id).and_then(|c| c.leg_mut(leg)) else {
+            return;
+        };
+        if is_invite {
+            l.invite_busy = false;
+        }
+        if (200..300).contains(&status) {
+            if is_invite {
+                let cseq = match self.txs.get(&tid).map(|t| &t.machine) {
+                    Some(Machine::Invite(_, p)) => p.cseq,
+                    _ => l.dialog.local_seq,
+                };
+                l.dialog.refresh_target(msg);
+                let d = l.dialog.clone();
+                let ack = build_ack(&self.cfg, &mut self.ids, &d, cseq, b"", None);
+                self.out.push_back(CallOutput::Transmit {
+                    peer: d.peer,
+                    data: ack,
+                });
+            }
+            self.arm_session(now, id, leg);
+        } else if matches!(status, 481 | 408) {
+            self.end_call(now, id, EndCause::LegLost, Side::System, None);
+        } else {
+            // 491, 5xx…: try again at the next half interval.
+            self.arm_session(now, id, leg);
+        }
+    }
+
+    // ------------------------------------------------------------------
     // Plumbing
     // ------------------------------------------------------------------
 
@@ -2176,6 +2503,58 @@ fn build_ack(
             ..Default::default()
         },
     )
+}
+
+/// `Session-Expires` (or compact `x`): interval and refresher (RFC 4028 §4).
+fn session_expires(msg: &Message) -> Option<(u32, Option<Refresher>)> {
+    let v = msg
+        .other_header("Session-Expires")
+        .or_else(|| msg.other_header("x"))?;
+    let v = std::str::from_utf8(v).ok()?;
+    let mut parts = v.split(';');
+    let n = parts.next()?.trim().parse::<u32>().ok()?;
+    let mut refresher = None;
+    for p in parts {
+        if let Some((k, val)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("refresher")
+        {
+            refresher = match val.trim().to_ascii_lowercase().as_str() {
+                "uac" => Some(Refresher::Uac),
+                "uas" => Some(Refresher::Uas),
+                _ => None,
+            };
+        }
+    }
+    Some((n, refresher))
+}
+
+/// `Min-SE` (RFC 4028 §5).
+fn min_se(msg: &Message) -> Option<u32> {
+    let v = msg.other_header("Min-SE")?;
+    std::str::from_utf8(v)
+        .ok()?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn se_value(n: u32, r: Refresher) -> String {
+    let r = match r {
+        Refresher::Uac => "uac",
+        Refresher::Uas => "uas",
+    };
+    format!("{n};refresher={r}")
+}
+
+/// Whether the message's Allow lists UPDATE.
+fn allows_update(msg: &Message) -> bool {
+    msg.headers.iter().filter(|h| h.is_named("Allow")).any(|h| {
+        h.value
+            .split(|&c| c == b',')
+            .any(|m| crate::sip::grammar::trim(m).eq_ignore_ascii_case(b"UPDATE"))
+    })
 }
 
 fn reliable(peer: Peer) -> bool {

@@ -167,6 +167,8 @@ fn endpoint_config(
             users: cfg.users.iter().map(|u| u.id.clone()).collect(),
             no_answer: cfg.calls.no_answer_timeout,
             max_duration: cfg.calls.max_duration,
+            session_expires: secs(cfg.calls.session_expires),
+            min_se: secs(cfg.calls.min_se),
             seed: seed.rotate_left(17),
         },
     }

@@ -44,12 +44,16 @@ use crate::call::record::CallRecord;
 use crate::call::{self, B2bua, CallConfig, CallOutput};
 use crate::stats::ShardCounters;
 
-/// Methods this endpoint implements (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// Methods this endpoint implements (the Allow header): REGISTER, and the
+/// call engine's (INVITE and the requests it relays inside calls).
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
 /// Bodies we understand (the Accept header).
 pub const ACCEPT: &str = "application/sdp";
-/// Option tags we support (none yet; later issues add 100rel, timer, replaces).
-pub const SUPPORTED: &[&str] = &[];
+/// Option tags a caller may require: RFC 4028 session timers. (We PRACK a
+/// callee's reliable provisional responses, but never send our own, so a
+/// caller's `Require: 100rel` gets 420.)
+pub const SUPPORTED: &[&str] = &["timer"];
 
 /// How a peer is reached: a UDP listen address (by index in `sip.listen`,
 /// the same on every shard) or a TCP connection owned by some shard.
@@ -1165,7 +1169,7 @@ mod tests {
         assert_eq!(r[0].status(), Some(200));
         assert_eq!(header(&r[0], "Allow"), [ALLOW]);
         assert_eq!(header(&r[0], "Accept"), [ACCEPT]);
-        assert_eq!(header(&r[0], "Supported"), [""]);
+        assert_eq!(header(&r[0], "Supported"), ["timer"]);
         assert!(r[0].to.tag().is_some());
     }
 
