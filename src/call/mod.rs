@@ -571,6 +571,20 @@ impl B2bua {
             self.refuse(stx, &msg, peer, 404, &local_tag, &[]);
             return;
         }
+        // The offer is parsed (RFC 4566) before it goes on: a broken one is
+        // the caller's to fix, not the phone's.
+        if !msg.body.is_empty()
+            && msg
+                .content_type
+                .as_ref()
+                .is_some_and(|t| t.matches("application", "sdp"))
+            && let Err(e) = crate::sdp::SessionDescription::parse(&msg.body)
+        {
+            let why = e.to_string().replace(['\r', '\n', '"', '\\'], " ");
+            let warning = format!("399 switchboard \"bad SDP: {why}\"");
+            self.refuse(stx, &msg, peer, 488, &local_tag, &[("Warning", &warning)]);
+            return;
+        }
         // RFC 4028 §8.1: too short an interval gets 422 with our Min-SE.
         let se = session_expires(&msg);
         if let Some((n, _)) = se
