@@ -37,6 +37,8 @@
 
 pub mod dialog;
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
