@@ -208,14 +208,21 @@ pub fn finish(out: &mut BytesMut, r: &Req<'_>) {
     out.put_slice(r.body);
 }
 
-/// The first Contact URI of a message, without brackets.
+/// The first Contact URI of a message, without brackets, as a
+/// Request-URI (see [`request_target`]).
 pub fn contact_uri(msg: &Message) -> Option<String> {
     match &msg.contacts {
         Contacts::List(list) => list
             .first()
-            .map(|c| String::from_utf8_lossy(&c.uri.raw).into_owned()),
+            .map(|c| request_target(&String::from_utf8_lossy(&c.uri.raw))),
         _ => None,
     }
+}
+
+/// A URI fit for a Request-URI: without `?headers`, which §19.1.5 turns
+/// into header fields and a Request-URI must not carry.
+pub fn request_target(uri: &str) -> String {
+    uri.split_once('?').map_or(uri, |(u, _)| u).to_string()
 }
 
 /// Every Record-Route entry in order (comma-separated values split).

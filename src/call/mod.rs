@@ -147,6 +147,8 @@ pub enum TimerKey {
     MaxDuration(u64),
     /// RFC 4028: a leg's session refresh (we refresh) or expiry (it does).
     Session(u64, LegId),
+    /// A CANCELled INVITE that never got its final response (§9.1).
+    CancelGiveUp(u64),
 }
 
 /// What the shell (through the endpoint) must do.
@@ -288,6 +290,8 @@ struct Leg {
     /// A 2xx from this leg (to an INVITE without offer) whose ACK waits for
     /// the answer in the other leg's ACK: its CSeq.
     ack_deferred: Option<u32>,
+    /// The offer in that 2xx (to reject if the answer never comes).
+    deferred_offer: Bytes,
     /// An INVITE transaction is in progress in this dialog (glare → 491).
     invite_busy: bool,
     /// RFC 4028 session timer of this leg, once negotiated.
@@ -339,6 +343,7 @@ impl Leg {
             ack_scheduled: None,
             last_ack: None,
             ack_deferred: None,
+            deferred_offer: Bytes::new(),
             invite_busy: false,
             session: None,
             allows_update: false,
@@ -877,6 +882,14 @@ impl B2bua {
                 }
             }
             TimerKey::Session(id, leg) => self.on_session_timer(now, id, leg),
+            TimerKey::CancelGiveUp(tid) => {
+                if self.txs.get(&tid).is_some_and(ClientTx::open)
+                    && let Some(tx) = self.txs.remove(&tid)
+                {
+                    self.tx_index.remove(&tx.key);
+                    self.counters.transactions_timed_out.bump();
+                }
+            }
             TimerKey::MaxDuration(id) => {
                 if self
                     .calls
@@ -927,7 +940,7 @@ impl B2bua {
             remote_tag: None,
             local_seq: 0,
             remote_seq: None,
-            remote_target: target.to_string(),
+            remote_target: dialog::request_target(target),
             route_set: Vec::new(),
             peer,
         };
@@ -1129,7 +1142,7 @@ impl B2bua {
                     self.on_b_invite_response(now, call, leg, tid, msg, status);
                 } else if (200..300).contains(&status) {
                     self.ack_and_bye(now, tid, msg);
-                } else if status > 100 && status < 200 {
+                } else if status < 200 {
                     // The call ended before this phone rang: stop it now.
                     self.send_cancel(now, tid);
                 }
@@ -1217,11 +1230,16 @@ impl B2bua {
         };
         let transfer = b.transfer;
         if status < 200 {
-            if status == 100 {
-                return;
-            }
             if b.state == BState::Trying {
                 b.state = BState::Early;
+            }
+            if status == 100 {
+                // Provisional enough to CANCEL (§9.1), nothing to relay.
+                if b.cancel_wanted {
+                    b.cancel_wanted = false;
+                    self.send_cancel(now, tid);
+                }
+                return;
             }
             // RFC 3262: a reliable provisional response gets a PRACK (once
             // per RSeq; a retransmission is answered by our PRACK's own
@@ -1344,6 +1362,7 @@ impl B2bua {
                 self.out.push_back(CallOutput::Transmit { peer, data: ack });
             } else {
                 b.leg.ack_deferred = Some(cseq);
+                b.leg.deferred_offer = msg.body.clone();
             }
             call.phase = Phase::Answered;
             call.peer = leg;
@@ -1500,6 +1519,12 @@ impl B2bua {
             return;
         }
         tx.cancelled = true;
+        // §9.1: without a final response 64·T1 after the CANCEL, the INVITE
+        // transaction is destroyed.
+        self.out.push_back(CallOutput::Timer {
+            at: now + self.cfg.timers.timeout(),
+            key: TimerKey::CancelGiveUp(tid),
+        });
         let data = parts.dialog.request(
             &self.cfg.local,
             &Req {
@@ -1591,6 +1616,25 @@ impl B2bua {
                 Reply::new(status).reason(reason).tag(Some(&tag)),
             );
         }
+        // §15.1.2: requests still pending in the ended dialogs get 487.
+        let pending: Vec<u64> = self
+            .txs
+            .iter()
+            .filter(|(_, t)| matches!(t.purpose, Purpose::Relay { call, .. } if call == id))
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in pending {
+            let Some(tx) = self.txs.get_mut(&tid) else {
+                continue;
+            };
+            if let Purpose::Relay { from, stx, req, .. } =
+                std::mem::replace(&mut tx.purpose, Purpose::Fire)
+                && let Some(l) = call.leg(from)
+            {
+                let peer = l.dialog.peer;
+                self.reply(stx, &req, peer, Reply::new(487));
+            }
+        }
         let answered = call.phase == Phase::Answered;
         // The caller's leg.
         if answered && by != Side::Caller {
@@ -1604,8 +1648,11 @@ impl B2bua {
                 BState::Answered => self.bye(now, &mut call.b[i].leg),
                 // Not rung yet: its first provisional response finds the
                 // call gone and gets the CANCEL then (`on_response`).
-                BState::Trying => {}
+                BState::Trying => {
+                    b.status.get_or_insert(487);
+                }
                 BState::Early => {
+                    b.status.get_or_insert(487);
                     let tid = b.tx;
                     self.send_cancel(now, tid);
                 }
@@ -1654,6 +1701,17 @@ impl B2bua {
     /// BYE on a confirmed leg.
     fn bye(&mut self, now: Instant, leg: &mut Leg) {
         leg.ack_wait = None;
+        // §13.2.2.4: its 2xx still gets its ACK, with an answer that
+        // rejects every stream (the real answer never came).
+        if let Some(cseq) = leg.ack_deferred.take() {
+            let answer = reject_all(&leg.deferred_offer);
+            let ct = (!answer.is_empty()).then_some("application/sdp");
+            let ack = build_ack(&self.cfg, &mut self.ids, &leg.dialog, cseq, &answer, ct);
+            self.out.push_back(CallOutput::Transmit {
+                peer: leg.dialog.peer,
+                data: ack,
+            });
+        }
         let branch = self.ids.branch();
         let cseq = leg.dialog.next_seq();
         let data = leg.dialog.request(
@@ -1791,6 +1849,7 @@ impl B2bua {
                     }
                 } else {
                     l.ack_deferred = Some(cseq);
+                    l.deferred_offer = msg.body.clone();
                 }
             }
         }
@@ -1955,7 +2014,7 @@ impl B2bua {
             remote_tag: None,
             local_seq: 0,
             remote_seq: None,
-            remote_target: contact.uri.clone(),
+            remote_target: dialog::request_target(&contact.uri),
             route_set: Vec::new(),
             peer: Peer {
                 link: contact.link,
@@ -2061,6 +2120,7 @@ impl B2bua {
         b.leg.dialog.learn_from_response(msg);
         b.leg.invite_busy = false;
         b.leg.ack_deferred = Some(b.leg.dialog.local_seq);
+        b.leg.deferred_offer = msg.body.clone();
         let (ct, body) = body_of(msg);
         self.send_in_dialog(
             now,
@@ -2571,6 +2631,20 @@ fn allows_update(msg: &Message) -> bool {
             .split(|&c| c == b',')
             .any(|m| crate::sip::grammar::trim(m).eq_ignore_ascii_case(b"UPDATE"))
     })
+}
+
+/// An SDP answer refusing every stream of `offer` (RFC 3264 §6: port 0);
+/// empty when the offer does not parse.
+fn reject_all(offer: &[u8]) -> Vec<u8> {
+    match crate::sdp::SessionDescription::parse(offer) {
+        Ok(mut sd) => {
+            for m in &mut sd.media {
+                m.set_port(0);
+            }
+            sd.to_bytes()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 fn reliable(peer: Peer) -> bool {
