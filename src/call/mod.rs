@@ -571,11 +571,19 @@ impl B2bua {
         let dialled = msg.request_uri().map(|u| u.user_text()).unwrap_or_default();
         let local_tag = self.ids.tag();
         if self.draining {
-            self.refuse(stx, &msg, peer, 503, &local_tag, &[("Retry-After", "30")]);
+            self.refuse(
+                now,
+                stx,
+                &msg,
+                peer,
+                503,
+                &local_tag,
+                &[("Retry-After", "30")],
+            );
             return;
         }
         if !self.cfg.users.contains(&dialled) {
-            self.refuse(stx, &msg, peer, 404, &local_tag, &[]);
+            self.refuse(now, stx, &msg, peer, 404, &local_tag, &[]);
             return;
         }
         // The offer is parsed (RFC 4566) before it goes on: a broken one is
@@ -589,7 +597,15 @@ impl B2bua {
         {
             let why = e.to_string().replace(['\r', '\n', '"', '\\'], " ");
             let warning = format!("399 switchboard \"bad SDP: {why}\"");
-            self.refuse(stx, &msg, peer, 488, &local_tag, &[("Warning", &warning)]);
+            self.refuse(
+                now,
+                stx,
+                &msg,
+                peer,
+                488,
+                &local_tag,
+                &[("Warning", &warning)],
+            );
             return;
         }
         // RFC 4028 §8.1: too short an interval gets 422 with our Min-SE.
@@ -598,7 +614,15 @@ impl B2bua {
             && n < self.cfg.min_se
         {
             let min_se = self.cfg.min_se.to_string();
-            self.refuse(stx, &msg, peer, 422, &local_tag, &[("Min-SE", &min_se)]);
+            self.refuse(
+                now,
+                stx,
+                &msg,
+                peer,
+                422,
+                &local_tag,
+                &[("Min-SE", &min_se)],
+            );
             return;
         }
         let a_session = self.plan_a_session(&msg, se);
@@ -608,7 +632,7 @@ impl B2bua {
             .cloned()
             .collect();
         if contacts.is_empty() {
-            self.refuse(stx, &msg, peer, 480, &local_tag, &[]);
+            self.refuse(now, stx, &msg, peer, 480, &local_tag, &[]);
             return;
         }
         let id = self.next_call;
@@ -2412,8 +2436,11 @@ impl B2bua {
         self.dialogs.get(tag).copied()
     }
 
+    /// Answers a call we do not route finally, and records it.
+    #[allow(clippy::too_many_arguments)]
     fn refuse(
         &mut self,
+        now: Instant,
         stx: u64,
         msg: &Message,
         peer: Peer,
@@ -2421,6 +2448,25 @@ impl B2bua {
         tag: &str,
         headers: &[(&str, &str)],
     ) {
+        let call_id = text(&msg.call_id);
+        let record = CallRecord {
+            call_id: call_id.clone(),
+            caller: LegRecord {
+                call_id,
+                user: text(&msg.from.uri.user),
+                peer: peer.addr,
+                status: None,
+            },
+            callees: Vec::new(),
+            dialled: msg.request_uri().map(|u| u.user_text()).unwrap_or_default(),
+            started: now,
+            answered: None,
+            ended: now,
+            cause: EndCause::Refused(status),
+            hung_up_by: Side::System,
+            transfers: 0,
+        };
+        self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();
         self.reply(
             stx,

@@ -1866,3 +1866,234 @@ fn transferor_may_hang_up_before_the_transfer_completes() {
     assert_eq!(w.record().transfers, 1);
     w.assert_quiet();
 }
+
+// ----------------------------------------------------------------------
+// RFC 4028 session timers, RFC 3262 PRACK
+// ----------------------------------------------------------------------
+
+/// Requests of one kind sent to `to`, retransmissions counted once.
+fn distinct(out: &Out, to: SocketAddr, what: &str) -> usize {
+    let mut branches: Vec<String> = out
+        .iter()
+        .filter(|(a, m)| *a == to && describe(m) == what)
+        .map(|(_, m)| branch(m))
+        .collect();
+    branches.sort();
+    branches.dedup();
+    branches.len()
+}
+
+/// The caller's INVITE with extra headers after Max-Forwards.
+fn caller_invite_with(callee: &str, call_id: &str, extra: &str) -> String {
+    caller_invite(callee, call_id, CALLER_SDP).replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\n{extra}"),
+        1,
+    )
+}
+
+#[test]
+fn session_interval_below_min_se_gets_422_with_min_se() {
+    let mut w = World::new();
+    let out = w.send(
+        CALLER,
+        &caller_invite_with(
+            "1002",
+            "se-422",
+            "Supported: timer\r\nSession-Expires: 60\r\n",
+        ),
+    );
+    expect(&out, &["40000 <- 100 INVITE", "40000 <- 422 INVITE"]);
+    let r = one(&out, CALLER, "422 INVITE");
+    assert_eq!(hv(&r, "Min-SE").as_deref(), Some("90"));
+    assert_eq!(w.record().cause, EndCause::Refused(422));
+}
+
+/// Connects a caller that asked for a 120 s session it refreshes itself.
+fn connect_with_timer(w: &mut World, call_id: &str) -> (Dlg, Dlg, Message) {
+    let text = caller_invite_with(
+        "1002",
+        call_id,
+        "Supported: timer\r\nSession-Expires: 120\r\n",
+    );
+    let out = w.send(CALLER, &text);
+    let b_invite = one(&out, PHONE1, "INVITE");
+    // The phone leg asks for our configured interval.
+    assert_eq!(hv(&b_invite, "Session-Expires").as_deref(), Some("1800"));
+    assert_eq!(hv(&b_invite, "Min-SE").as_deref(), Some("90"));
+    assert!(hv(&b_invite, "Supported").is_some_and(|v| v.contains("timer")));
+    let out = w.send(
+        PHONE1,
+        &phone_answer(&b_invite, 200, PHONE_TAG, PHONE1_CONTACT, PHONE1_SDP),
+    );
+    let ok = one(&out, CALLER, "200 INVITE");
+    assert_eq!(
+        hv(&ok, "Session-Expires").as_deref(),
+        Some("120;refresher=uac")
+    );
+    assert_eq!(hv(&ok, "Require").as_deref(), Some("timer"));
+    let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+    expect(&w.send(CALLER, &caller.ack(1, "")), &[]);
+    let phone = Dlg::uas(&b_invite, PHONE1, PHONE_TAG, PHONE1_CONTACT);
+    (caller, phone, b_invite)
+}
+
+#[test]
+fn caller_that_stops_refreshing_has_its_session_expire() {
+    let mut w = World::new();
+    let (_caller, _phone, _) = connect_with_timer(&mut w, "se-expire");
+    // §10: the side waiting for refreshes gives up at interval - min(32, interval/3).
+    let out = w.advance(Duration::from_secs(87));
+    expect(&out, &[]);
+    let out = w.advance(Duration::from_secs(2));
+    assert_eq!(distinct(&out, CALLER, "BYE"), 1, "{:?}", summary(&out));
+    assert_eq!(distinct(&out, PHONE1, "BYE"), 1, "{:?}", summary(&out));
+    assert_eq!(w.record().cause, EndCause::SessionExpired);
+}
+
+#[test]
+fn caller_refresh_reinvite_keeps_the_session_up() {
+    let mut w = World::new();
+    let (mut caller, mut phone, _) = connect_with_timer(&mut w, "se-refresh");
+    w.advance(Duration::from_secs(60));
+    let out = w.send(
+        CALLER,
+        &caller.request(
+            "INVITE",
+            "Session-Expires: 120;refresher=uac\r\n",
+            CALLER_SDP,
+        ),
+    );
+    let re = one(&out, PHONE1, "INVITE");
+    let out = w.send(
+        PHONE1,
+        &phone_answer(&re, 200, PHONE_TAG, PHONE1_CONTACT, PHONE1_SDP),
+    );
+    let ok = one(&out, CALLER, "200 INVITE");
+    assert_eq!(
+        hv(&ok, "Session-Expires").as_deref(),
+        Some("120;refresher=uac")
+    );
+    assert_eq!(hv(&ok, "Require").as_deref(), Some("timer"));
+    w.send(CALLER, &caller.ack(caller.cseq, ""));
+    // 80 s after the refresh (140 s into the call) the call is still up.
+    let out = w.advance(Duration::from_secs(80));
+    expect(&out, &[]);
+    w.send(CALLER, &caller.request("BYE", "", ""));
+    let _ = phone.request("BYE", "", "");
+    assert_eq!(w.record().cause, EndCause::Normal);
+}
+
+#[test]
+fn we_refresh_the_phone_leg_with_update_when_it_asks_us_to() {
+    let mut w = World::new();
+    let text = caller_invite("1002", "se-update", CALLER_SDP);
+    let out = w.send(CALLER, &text);
+    let b_invite = one(&out, PHONE1, "INVITE");
+    let extra = format!(
+        "Contact: <{PHONE1_CONTACT}>\r\nSession-Expires: 100;refresher=uac\r\nRequire: timer\r\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n"
+    );
+    let out = w.send(
+        PHONE1,
+        &respond(&b_invite, 200, Some(PHONE_TAG), &extra, PHONE1_SDP),
+    );
+    let ok = one(&out, CALLER, "200 INVITE");
+    // The caller did not ask for timers: none on its leg.
+    assert_eq!(hv(&ok, "Session-Expires"), None);
+    let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+    w.send(CALLER, &caller.ack(1, ""));
+    for round in 0..3 {
+        let out = w.advance(Duration::from_secs(50));
+        let upd = one(&out, PHONE1, "UPDATE");
+        assert_eq!(
+            hv(&upd, "Session-Expires").as_deref(),
+            Some("100;refresher=uac"),
+            "round {round}"
+        );
+        assert_eq!(count(&out, CALLER, "BYE"), 0);
+        w.send(
+            PHONE1,
+            &respond(
+                &upd,
+                200,
+                None,
+                "Session-Expires: 100;refresher=uac\r\n",
+                "",
+            ),
+        );
+    }
+    w.send(CALLER, &caller.clone().request("BYE", "", ""));
+    assert_eq!(w.record().cause, EndCause::Normal);
+}
+
+#[test]
+fn phone_leg_refresh_unanswered_ends_the_call() {
+    let mut w = World::new();
+    let out = w.send(CALLER, &caller_invite("1002", "se-dead", CALLER_SDP));
+    let b_invite = one(&out, PHONE1, "INVITE");
+    // No UPDATE in Allow: the refresh is a re-INVITE with the last offer.
+    let extra = format!("Contact: <{PHONE1_CONTACT}>\r\nSession-Expires: 100;refresher=uac\r\n");
+    let out = w.send(
+        PHONE1,
+        &respond(&b_invite, 200, Some(PHONE_TAG), &extra, PHONE1_SDP),
+    );
+    let ok = one(&out, CALLER, "200 INVITE");
+    let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+    w.send(CALLER, &caller.ack(1, ""));
+    let out = w.advance(Duration::from_secs(50));
+    let re = one(&out, PHONE1, "INVITE");
+    assert_eq!(
+        body(&re),
+        CALLER_SDP,
+        "refresh carries the session we offered"
+    );
+    // The phone is gone: Timer B ends the refresh, and the call with it.
+    let out = w.advance(Duration::from_secs(40));
+    assert_eq!(distinct(&out, CALLER, "BYE"), 1, "{:?}", summary(&out));
+    assert_eq!(w.record().cause, EndCause::LegLost);
+}
+
+#[test]
+fn reliable_ringing_is_pracked_and_relayed_unreliably() {
+    let mut w = World::new();
+    let out = w.send(CALLER, &caller_invite("1002", "prack", CALLER_SDP));
+    let b_invite = one(&out, PHONE1, "INVITE");
+    assert!(hv(&b_invite, "Supported").is_some_and(|v| v.contains("100rel")));
+    let ringing = respond(
+        &b_invite,
+        180,
+        Some(PHONE_TAG),
+        &format!("Contact: <{PHONE1_CONTACT}>\r\nRequire: 100rel\r\nRSeq: 7\r\n"),
+        "",
+    );
+    let out = w.send(PHONE1, &ringing);
+    let prack = one(&out, PHONE1, "PRACK");
+    assert_eq!(hv(&prack, "RAck").as_deref(), Some("7 1 INVITE"));
+    assert_eq!(
+        ruri(&prack),
+        PHONE1_CONTACT,
+        "PRACK goes to the phone's Contact"
+    );
+    assert!(to_tag(&prack).as_deref() == Some(PHONE_TAG));
+    assert_eq!(prack.cseq.seq, 2);
+    let to_caller = one(&out, CALLER, "180 INVITE");
+    assert_eq!(
+        hv(&to_caller, "Require"),
+        None,
+        "never reliable towards the caller"
+    );
+    assert_eq!(hv(&to_caller, "RSeq"), None);
+    // A retransmission of the same reliable 180 is not PRACKed or relayed again.
+    expect(&w.send(PHONE1, &ringing), &[]);
+    w.send(PHONE1, &respond(&prack, 200, None, "", ""));
+    let out = w.send(
+        PHONE1,
+        &phone_answer(&b_invite, 200, PHONE_TAG, PHONE1_CONTACT, PHONE1_SDP),
+    );
+    let ok = one(&out, CALLER, "200 INVITE");
+    let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+    w.send(CALLER, &caller.ack(1, ""));
+    let out = w.send(CALLER, &caller.clone().request("BYE", "", ""));
+    let bye = one(&out, PHONE1, "BYE");
+    assert!(bye.cseq.seq > 2, "BYE after the PRACK's CSeq");
+}
