@@ -56,6 +56,11 @@ pub struct ResponseParts<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// Server header value; empty = none.
     pub server: &'a str,
+    /// Copy the request's Record-Route headers (§12.1.1: a UAS does so in
+    /// every response that creates a dialog).
+    pub record_route: bool,
+    /// The body (its Content-Type goes in `headers`).
+    pub body: &'a [u8],
 }
 
 /// Builds the response to `req` with `status`.
@@ -89,10 +94,13 @@ pub fn response(req: &Message, status: u16, parts: &ResponseParts<'_>) -> Bytes 
             }
             HeaderName::CallId => header(&mut out, "Call-ID", &h.value),
             HeaderName::CSeq => header(&mut out, "CSeq", &h.value),
+            HeaderName::RecordRoute if parts.record_route => {
+                header(&mut out, "Record-Route", &h.value)
+            }
             _ => {}
         }
     }
-    finish(&mut out, parts, b"");
+    finish(&mut out, parts, parts.body);
     out.freeze()
 }
 
