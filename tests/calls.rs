@@ -21,7 +21,7 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{
     Appliance, Counters, Driver, HANG, Options, PortBlock, SipMsg, Sipp, SippProc, SippRun,
@@ -39,7 +39,6 @@ const ABORT_UNEXPECTED: &[&str] = &["-default_behaviors", "abortunexp"];
 /// The caller's SDP offer and each callee's SDP carry these session names,
 /// so the traces show whose SDP arrived where.
 const CALLER_SDP: &str = "s=switchboard-test-caller";
-const CALLEE_SDP: &str = "s=switchboard-test-callee";
 
 fn appliance(opts: Options) -> Appliance {
     require_tool("sipp");
@@ -90,22 +89,14 @@ impl Phone {
     fn port(&self) -> u16 {
         self.proc.sip_port
     }
-
-    /// Waits for the phone's scenario to end (it has handled its one call)
-    /// — unless the caller already failed: then nothing more will come, and
-    /// the phone is stopped at once (its report still shows how far it got).
-    fn finish(self, caller: &SippRun) -> SippRun {
-        let deadline = if caller.status.code() == Some(0) {
-            Instant::now() + HANG
-        } else {
-            Instant::now()
-        };
-        self.proc.wait(deadline)
-    }
 }
 
+/// How long the SIPp runs of one call may take in all (SIPp's own
+/// `-timeout` is 60 s): a hang guard, not a measurement.
+const CALL_DEADLINE: Duration = Duration::from_secs(90);
+
 /// The caller, user 1001, calling `callee` through the appliance.
-fn call(a: &Appliance, scenario: &str, callee: &str, transport: &'static str) -> SippRun {
+fn call(a: &Appliance, scenario: &str, callee: &str, transport: &'static str) -> SippProc {
     let target = if transport == "t1" {
         a.tcp_addr()
     } else {
@@ -115,7 +106,18 @@ fn call(a: &Appliance, scenario: &str, callee: &str, transport: &'static str) ->
         .trace_messages()
         .args(&["-s", callee])
         .args(ABORT_UNEXPECTED)
-        .run()
+        .spawn()
+}
+
+/// Waits for the caller and the phones to finish their call; the first to
+/// fail stops the others (see [`SippProc::wait_all`]). Returns the
+/// caller's run, then the phones' in the order given.
+fn finish(caller: SippProc, phones: Vec<Phone>) -> (SippRun, Vec<SippRun>) {
+    let mut procs = vec![caller];
+    procs.extend(phones.into_iter().map(|p| p.proc));
+    let mut runs = SippProc::wait_all(procs, Instant::now() + CALL_DEADLINE).into_iter();
+    let caller = runs.next().expect("the caller's run");
+    (caller, runs.collect())
 }
 
 /// SIPp's verdict on a one-call run: exit 0, one successful call, none
@@ -239,7 +241,11 @@ fn assert_answer_relayed(caller: &SippRun, callee: &SippRun) {
         .into_iter()
         .find(|m| m.status() == Some(200))
         .unwrap_or_else(|| panic!("the caller got no 200\n{}", caller.trace()));
-    assert!(body(sent).contains(CALLEE_SDP), "{}", callee.trace());
+    assert!(
+        body(sent).contains("s=switchboard-test-"),
+        "{}",
+        callee.trace()
+    );
     assert_eq!(
         body(got),
         body(sent),
@@ -260,6 +266,17 @@ fn assert_clean(s: &Stopped) {
         "every transaction completed\n{}",
         s.tail()
     );
+}
+
+/// The call counters: calls taken, answered (and then completed), not
+/// answered; none left active.
+fn assert_calls(s: &Stopped, started: u64, answered: u64, unanswered: u64) {
+    let c = &s.counters;
+    exactly(c, "totals", "calls_started", started, s);
+    exactly(c, "totals", "calls_answered", answered, s);
+    exactly(c, "totals", "calls_completed", answered, s);
+    exactly(c, "totals", "calls_unanswered", unanswered, s);
+    exactly(c, "totals", "calls_active", 0, s);
 }
 
 fn at_least(c: &Counters, group: &str, name: &str, n: u64, s: &Stopped) {
@@ -285,8 +302,11 @@ fn basic_call(opts: Options, caller_transport: &'static str) {
     let mut a = appliance(opts);
     let callee = Phone::start(&a, "1002", "call_uas_answer.xml", &[]);
     let port = callee.port();
-    let caller = call(&a, "call_uac_basic.xml", "1002", caller_transport);
-    let callee = callee.finish(&caller);
+    let (caller, mut phones) = finish(
+        call(&a, "call_uac_basic.xml", "1002", caller_transport),
+        vec![callee],
+    );
+    let callee = phones.remove(0);
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
 
     assert_b_leg_invite(&a, &caller, &callee, port, "1002");
@@ -313,6 +333,8 @@ fn basic_call(opts: Options, caller_transport: &'static str) {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 1, 1, 0);
+    exactly(c, "totals", "stray_acks", 0, &s);
     at_least(c, "requests in", "INVITE", 1, &s);
     at_least(c, "requests in", "ACK", 1, &s);
     at_least(c, "requests in", "BYE", 1, &s);
@@ -354,8 +376,11 @@ fn call_callee_bye() {
     let mut a = appliance(Options::new(Driver::Auto));
     let callee = Phone::start(&a, "1002", "call_uas_callee_bye.xml", &[]);
     let port = callee.port();
-    let caller = call(&a, "call_uac_callee_bye.xml", "1002", "u1");
-    let callee = callee.finish(&caller);
+    let (caller, mut phones) = finish(
+        call(&a, "call_uac_callee_bye.xml", "1002", "u1"),
+        vec![callee],
+    );
+    let callee = phones.remove(0);
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
 
     assert_b_leg_invite(&a, &caller, &callee, port, "1002");
@@ -378,6 +403,7 @@ fn call_callee_bye() {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 1, 1, 0);
     at_least(c, "requests in", "BYE", 1, &s);
     at_least(c, "requests out", "BYE", 1, &s);
 }
@@ -391,8 +417,8 @@ fn call_cancel() {
     let mut a = appliance(Options::new(Driver::Auto));
     let callee = Phone::start(&a, "1002", "call_uas_ring_cancel.xml", &[]);
     let port = callee.port();
-    let caller = call(&a, "call_uac_cancel.xml", "1002", "u1");
-    let callee = callee.finish(&caller);
+    let (caller, mut phones) = finish(call(&a, "call_uac_cancel.xml", "1002", "u1"), vec![callee]);
+    let callee = phones.remove(0);
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
 
     assert_b_leg_invite(&a, &caller, &callee, port, "1002");
@@ -416,6 +442,7 @@ fn call_cancel() {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 1, 0, 1);
     at_least(c, "requests in", "CANCEL", 1, &s);
     at_least(c, "requests out", "CANCEL", 1, &s);
     at_least(c, "responses in", "487", 1, &s);
@@ -437,8 +464,8 @@ fn callee_refuses(status: u16, relayed: u16) {
         "call_uas_reject.xml",
         &["-key", "status", &code],
     );
-    let caller = call(&a, "call_uac_reject.xml", "1002", "u1");
-    let callee = callee.finish(&caller);
+    let (caller, mut phones) = finish(call(&a, "call_uac_reject.xml", "1002", "u1"), vec![callee]);
+    let callee = phones.remove(0);
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
     assert_eq!(
         final_status(&caller),
@@ -451,6 +478,7 @@ fn callee_refuses(status: u16, relayed: u16) {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 1, 0, 1);
     at_least(c, "responses in", &code, 1, &s);
     exactly(c, "responses out", &relayed.to_string(), 1, &s);
     if status != relayed {
@@ -488,8 +516,8 @@ fn call_busy_phone_503_becomes_500() {
 #[test]
 fn call_unknown() {
     let mut a = appliance(Options::new(Driver::Auto));
-    let unknown = call(&a, "call_uac_reject.xml", "999", "u1");
-    let unregistered = call(&a, "call_uac_reject.xml", "1009", "u1");
+    let (unknown, _) = finish(call(&a, "call_uac_reject.xml", "999", "u1"), vec![]);
+    let (unregistered, _) = finish(call(&a, "call_uac_reject.xml", "1009", "u1"), vec![]);
     assert_runs_succeeded(
         &a,
         &[
@@ -499,11 +527,22 @@ fn call_unknown() {
     );
     assert_eq!(final_status(&unknown), 404, "{}", unknown.trace());
     assert_eq!(final_status(&unregistered), 480, "{}", unregistered.trace());
+    for run in [&unknown, &unregistered] {
+        assert_eq!(
+            run.received_responses("INVITE")
+                .first()
+                .and_then(|m| m.status()),
+            Some(100),
+            "100 Trying first, then the routing answer\n{}",
+            run.trace()
+        );
+    }
 
     a.assert_alive();
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 2, 0, 2);
     at_least(c, "requests in", "INVITE", 2, &s);
     exactly(c, "responses out", "404", 1, &s);
     exactly(c, "responses out", "480", 1, &s);
@@ -520,8 +559,8 @@ fn call_unknown() {
 fn call_no_answer() {
     let mut a = appliance(Options::new(Driver::Auto).set("calls.no_answer_timeout_s=2"));
     let callee = Phone::start(&a, "1002", "call_uas_ring_cancel.xml", &[]);
-    let caller = call(&a, "call_uac_reject.xml", "1002", "u1");
-    let callee = callee.finish(&caller);
+    let (caller, mut phones) = finish(call(&a, "call_uac_reject.xml", "1002", "u1"), vec![callee]);
+    let callee = phones.remove(0);
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
     assert_eq!(final_status(&caller), 480, "{}", caller.trace());
     callee.received_request("CANCEL");
@@ -530,6 +569,7 @@ fn call_no_answer() {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 1, 0, 1);
     at_least(c, "requests out", "CANCEL", 1, &s);
     at_least(c, "responses in", "487", 1, &s);
     exactly(c, "responses out", "480", 1, &s);
@@ -551,8 +591,8 @@ fn call_fork() {
     let winner_port = winner.port();
     assert_eq!(winner.user, loser.user);
     let caller = call(&a, "call_uac_basic.xml", "1002", "u1");
-    let winner = winner.finish(&caller);
-    let loser = loser.finish(&caller);
+    let (caller, mut phones) = finish(caller, vec![winner, loser]);
+    let (winner, loser) = (phones.remove(0), phones.remove(0));
     assert_runs_succeeded(
         &a,
         &[
@@ -587,6 +627,7 @@ fn call_fork() {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    assert_calls(&s, 1, 1, 0);
     at_least(c, "requests out", "INVITE", 2, &s);
     at_least(c, "requests out", "CANCEL", 1, &s);
     // Counted per request, not per retransmission: one BYE, to the winner.
@@ -610,8 +651,8 @@ fn call_refer() {
     let target = Phone::start(&a, "1003", "call_uas_late_offer.xml", &[]);
     let transferor_port = transferor.port();
     let caller = call(&a, "call_uac_transferred.xml", "1002", "u1");
-    let transferor = transferor.finish(&caller);
-    let target = target.finish(&caller);
+    let (caller, mut phones) = finish(caller, vec![transferor, target]);
+    let (transferor, target) = (phones.remove(0), phones.remove(0));
     assert_runs_succeeded(
         &a,
         &[
@@ -642,8 +683,10 @@ fn call_refer() {
             "{ctx}"
         );
         assert!(
-            n.header("Content-Type")
-                .is_some_and(|t| t.eq_ignore_ascii_case("message/sipfrag")),
+            n.header("Content-Type").is_some_and(|t| t
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("message/sipfrag"))),
             "{ctx}"
         );
     }
@@ -718,6 +761,9 @@ fn call_refer() {
     let s = a.stop();
     let c = &s.counters;
     assert_clean(&s);
+    exactly(c, "totals", "transfers", 1, &s);
+    exactly(c, "totals", "transfers_failed", 0, &s);
+    exactly(c, "totals", "calls_active", 0, &s);
     at_least(c, "requests in", "REFER", 1, &s);
     exactly(c, "responses out", "202", 1, &s);
     at_least(c, "requests out", "NOTIFY", 2, &s);
@@ -778,8 +824,8 @@ fn pair_ok(
     uac_args: &[&str],
 ) -> (SippRun, SippRun) {
     let p = pair(uas, uac, transport, uas_args, uac_args);
-    let caller = p.caller.wait(Instant::now() + HANG);
-    let callee = p.callee.wait(Instant::now() + HANG);
+    let mut runs = SippProc::wait_all(vec![p.caller, p.callee], Instant::now() + CALL_DEADLINE);
+    let (caller, callee) = (runs.remove(0), runs.remove(0));
     for (name, r) in [(uac, &caller), (uas, &callee)] {
         if !succeeded(r) {
             panic!(

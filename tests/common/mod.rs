@@ -609,27 +609,44 @@ impl Drop for Appliance {
 /// Blocks until the child exits or `max` passes, whichever is first: a
 /// poll(2) on a pidfd, so it returns the moment the process ends.
 fn wait_a_little(child: &mut Child, max: Duration) {
-    // invariant: a child's pid fits pid_t.
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        // No pidfd support: pace the caller's try_wait polling instead.
+    wait_any(&[&*child], max);
+}
+
+/// Blocks until one of `children` exits or `max` passes, whichever is first
+/// (poll(2) on their pidfds).
+fn wait_any(children: &[&Child], max: Duration) {
+    let mut fds = Vec::new();
+    for c in children {
+        // invariant: a child's pid fits pid_t.
+        let pid = c.id() as libc::pid_t;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // invariant: file descriptors fit i32.
+            fds.push(libc::pollfd {
+                fd: fd as i32,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+    }
+    if fds.len() < children.len() {
+        // No pidfd support (or the process is gone): pace the caller's
+        // try_wait polling instead.
+        for f in &fds {
+            // SAFETY: closing fds we opened above.
+            unsafe { libc::close(f.fd) };
+        }
         std::thread::sleep(max.min(Duration::from_millis(10)));
         return;
     }
-    // invariant: file descriptors fit i32.
-    let fd = fd as i32;
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
     let ms = i32::try_from(max.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd; then we close the fd we own.
+    // SAFETY: a valid array of pollfds; then we close the fds we own.
     unsafe {
-        libc::poll(&mut pfd, 1, ms);
-        libc::close(fd);
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+        for f in &fds {
+            libc::close(f.fd);
+        }
     }
 }
 
@@ -1051,7 +1068,8 @@ pub struct Sipp {
 #[derive(Debug)]
 pub struct SippRun {
     pub status: ExitStatus,
-    /// Killed by the harness at its deadline (a hang), not exited by itself.
+    /// Killed by the harness (still running at its deadline, or when a
+    /// run it waited for together with this one failed).
     pub killed: bool,
     pub stdout: String,
     pub stderr: String,
@@ -1086,7 +1104,7 @@ impl SippRun {
             "sipp exit: {}{}\n--- sipp stdout (tail) ---\n{}\n--- sipp stderr ---\n{}\n--- sipp errors ---\n{}",
             self.status,
             if self.killed {
-                " (killed by the harness: still running at its deadline)"
+                " (killed by the harness: still running at its deadline or when another SIPp of the call failed)"
             } else {
                 ""
             },
@@ -1371,6 +1389,58 @@ impl SippProc {
                 self.collect(status, true)
             }
         }
+    }
+
+    /// Waits for several SIPp processes (the two or three ends of a call):
+    /// returns when all have exited; as soon as one fails (exits non-zero),
+    /// or at `deadline`, the others are killed — their peer will not come.
+    /// Runs are returned in the order given.
+    pub fn wait_all(procs: Vec<SippProc>, deadline: Instant) -> Vec<SippRun> {
+        let mut procs = procs;
+        let mut done: Vec<Option<(ExitStatus, bool)>> = vec![None; procs.len()];
+        loop {
+            for (p, d) in procs.iter_mut().zip(done.iter_mut()) {
+                if d.is_none()
+                    && let Some(c) = p.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    *d = Some((status, false));
+                }
+            }
+            let failed = done.iter().flatten().any(|(s, _)| !s.success());
+            let all = done.iter().all(Option::is_some);
+            if all {
+                break;
+            }
+            if failed || Instant::now() >= deadline {
+                for (p, d) in procs.iter_mut().zip(done.iter_mut()) {
+                    if d.is_none()
+                        && let Some(c) = p.child.as_mut()
+                    {
+                        let _ = c.kill();
+                        let status = c.wait().expect("the exit status of the killed SIPp");
+                        *d = Some((status, true));
+                    }
+                }
+                break;
+            }
+            let running: Vec<&Child> = procs
+                .iter()
+                .zip(done.iter())
+                .filter(|(_, d)| d.is_none())
+                .filter_map(|(p, _)| p.child.as_ref())
+                .collect();
+            wait_any(&running, deadline - Instant::now());
+        }
+        procs
+            .iter_mut()
+            .zip(done)
+            .map(|(p, d)| {
+                let (status, killed) = d.expect("every process ended");
+                p.child = None;
+                p.collect(status, killed)
+            })
+            .collect()
     }
 
     fn collect(&self, status: ExitStatus, killed: bool) -> SippRun {
