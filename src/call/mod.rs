@@ -394,6 +394,9 @@ struct Transfer {
     /// The leg being moved (the one that stays).
     moved: LegId,
     target: u16,
+    /// The target's offer, waiting for the moved leg's INVITE transaction
+    /// (its ACK) to end before the re-INVITE carries it.
+    pending_offer: Option<(Option<String>, Bytes)>,
 }
 
 #[derive(Debug)]
@@ -715,35 +718,31 @@ impl B2bua {
             LegId::B(i) if i == call.peer => Some(LegId::A),
             LegId::B(_) => None,
         };
-        let transfer_target = call.transfer.as_ref().map(|t| LegId::B(t.target));
-        for o in other.into_iter().chain(transfer_target) {
-            if let Some(ol) = call.leg_mut(o)
-                && let Some(cseq) = ol.ack_deferred.take()
-            {
-                let branch = self.ids.branch();
-                let ct = msg
-                    .content_type
-                    .as_ref()
-                    .map(|_| "application/sdp")
-                    .filter(|_| !msg.body.is_empty());
-                let ack = ol.dialog.request(
-                    &self.cfg.local,
-                    &Req {
-                        method: "ACK",
-                        branch: &branch,
-                        cseq,
-                        max_forwards: 70,
-                        content_type: ct,
-                        body: &msg.body,
-                        user_agent: &self.cfg.user_agent,
-                        ..Default::default()
-                    },
-                );
-                ol.last_ack = Some(ack.clone());
-                let peer = ol.dialog.peer;
-                self.counters.requests_out[Method::Ack.counter_index()].bump();
-                self.out.push_back(CallOutput::Transmit { peer, data: ack });
-            }
+        let pending_transfer = call
+            .transfer
+            .as_mut()
+            .filter(|t| t.moved == leg)
+            .and_then(|t| t.pending_offer.take().map(|o| (t.target, o)));
+        if let Some((target, offer)) = pending_transfer {
+            self.transfer_reinvite(now, id, leg, target, offer);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(o) = other
+            && let Some(ol) = call.leg_mut(o)
+            && let Some(cseq) = ol.ack_deferred.take()
+        {
+            let ct = msg
+                .content_type
+                .as_ref()
+                .map(|_| "application/sdp")
+                .filter(|_| !msg.body.is_empty());
+            let ack = build_ack(&self.cfg, &mut self.ids, &ol.dialog, cseq, &msg.body, ct);
+            ol.last_ack = Some(ack.clone());
+            let peer = ol.dialog.peer;
+            self.counters.requests_out[Method::Ack.counter_index()].bump();
+            self.out.push_back(CallOutput::Transmit { peer, data: ack });
         }
     }
 
@@ -1980,7 +1979,7 @@ impl B2bua {
             );
             return;
         }
-        if call.transfer.is_some() || call.a.invite_busy {
+        if call.transfer.is_some() {
             self.reply(stx, &msg, peer, Reply::new(491));
             return;
         }
@@ -2050,6 +2049,7 @@ impl B2bua {
             referrer,
             moved,
             target: idx,
+            pending_offer: None,
         });
         let mut leg = Leg::new(dialog.clone());
         leg.invite_busy = true;
@@ -2145,7 +2145,27 @@ impl B2bua {
         b.leg.invite_busy = false;
         b.leg.ack_deferred = Some(b.leg.dialog.local_seq);
         b.leg.deferred_offer = msg.body.clone();
-        let (ct, body) = body_of(msg);
+        let offer = body_of(msg);
+        if call.leg(moved).is_some_and(|l| l.invite_busy) {
+            // E.g. the caller's ACK of the original answer is still on its
+            // way: re-INVITE once it arrives.
+            if let Some(t) = call.transfer.as_mut() {
+                t.pending_offer = Some(offer);
+            }
+            return;
+        }
+        self.transfer_reinvite(now, id, moved, leg, offer);
+    }
+
+    /// Sends the moved party the target's offer (RFC 3725 flow I).
+    fn transfer_reinvite(
+        &mut self,
+        now: Instant,
+        id: u64,
+        moved: LegId,
+        target: u16,
+        (ct, body): (Option<String>, Bytes),
+    ) {
         self.send_in_dialog(
             now,
             id,
@@ -2154,10 +2174,7 @@ impl B2bua {
             &[],
             ct.as_deref(),
             &body,
-            Purpose::TransferReinvite {
-                call: id,
-                target: leg,
-            },
+            Purpose::TransferReinvite { call: id, target },
         );
     }
 

@@ -2097,3 +2097,36 @@ fn reliable_ringing_is_pracked_and_relayed_unreliably() {
     let bye = one(&out, PHONE1, "BYE");
     assert!(bye.cseq.seq > 2, "BYE after the PRACK's CSeq");
 }
+
+/// The transferor's REFER may overtake the caller's ACK of the original
+/// answer (separate UAs): it is accepted, and the caller's re-INVITE waits
+/// for that ACK.
+#[test]
+fn refer_before_the_callers_ack_waits_for_it() {
+    let mut w = World::new();
+    let (_a, b_invite) = ring(&mut w, "refer-early");
+    let out = w.send(
+        PHONE1,
+        &phone_answer(&b_invite, 200, PHONE_TAG, PHONE1_CONTACT, PHONE1_SDP),
+    );
+    let ok = one(&out, CALLER, "200 INVITE");
+    let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+    let mut phone = Dlg::uas(&b_invite, PHONE1, PHONE_TAG, PHONE1_CONTACT);
+    let out = w.send(
+        PHONE1,
+        &phone.request("REFER", "Refer-To: <sip:1003@switchboard.local>\r\n", ""),
+    );
+    expect(
+        &out,
+        &["41001 <- 202 REFER", "41001 <- NOTIFY", "41003 <- INVITE"],
+    );
+    let i3 = one(&out, PHONE3, "INVITE");
+    let out = w.send(
+        PHONE3,
+        &phone_answer(&i3, 200, "t3", PHONE3_CONTACT, PHONE3_SDP),
+    );
+    assert_eq!(count(&out, CALLER, "INVITE"), 0, "{:?}", summary(&out));
+    let out = w.send(CALLER, &caller.ack(1, ""));
+    let re = one(&out, CALLER, "INVITE");
+    assert_eq!(body(&re), PHONE3_SDP);
+}
