@@ -8,7 +8,9 @@
 // Unit tests build virtual clocks from one real `Instant::now()` base.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod call;
 pub mod config;
+pub mod sdp;
 pub mod shell;
 pub mod sip;
 pub mod stats;

@@ -120,6 +120,8 @@ pub struct Config {
     pub sip: SipConfig,
     /// `[registrar]`: REGISTER handling and digest auth.
     pub registrar: RegistrarConfig,
+    /// `[calls]`: the B2BUA's call policy.
+    pub calls: CallsConfig,
     /// `[media]`: RTP.
     pub media: MediaConfig,
     /// `[cti]`: control plane.
@@ -253,6 +255,32 @@ impl Default for SipConfig {
             tcp_idle_timeout: Duration::from_secs(600),
             tcp_message_timeout: Duration::from_secs(30),
             tcp_max_connections: 4096,
+        }
+    }
+}
+
+/// `[calls]`: how the B2BUA treats calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallsConfig {
+    /// `no_answer_timeout_s`: ringing longer than this ends the attempt;
+    /// the caller gets 480 and the ringing phones a CANCEL.
+    pub no_answer_timeout: Duration,
+    /// `max_duration_s`: an answered call longer than this is hung up
+    /// (BYE to both legs).
+    pub max_duration: Duration,
+    /// `session_expires_s`: RFC 4028 session interval we ask for.
+    pub session_expires: Duration,
+    /// `min_se_s`: RFC 4028 smallest session interval we accept (422 below).
+    pub min_se: Duration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            no_answer_timeout: Duration::from_secs(30),
+            max_duration: Duration::from_secs(4 * 3600),
+            session_expires: Duration::from_secs(1800),
+            min_se: Duration::from_secs(90),
         }
     }
 }

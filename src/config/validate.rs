@@ -12,9 +12,9 @@ use std::time::Duration;
 use super::tree::{self, Entry, Kind, Node, Origin};
 use super::types::{self, DigestAlgorithm, ListenAddr, PortRange, Transport};
 use super::{
-    Config, ConfigErrors, ConfigProblem, Cores, CrmConfig, CrmLookupConfig, CrmWebhookConfig,
-    CtiConfig, DriverChoice, MediaConfig, NodeConfig, OVERRIDE_LABEL, RegistrarConfig, ShellConfig,
-    SipConfig, UserConfig,
+    CallsConfig, Config, ConfigErrors, ConfigProblem, Cores, CrmConfig, CrmLookupConfig,
+    CrmWebhookConfig, CtiConfig, DriverChoice, MediaConfig, NodeConfig, OVERRIDE_LABEL,
+    RegistrarConfig, ShellConfig, SipConfig, UserConfig,
 };
 
 /// Largest CPU id accepted in `node.cores` (glibc's `cpu_set_t` holds 1024).
@@ -131,6 +131,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
             "shell",
             "sip",
             "registrar",
+            "calls",
             "media",
             "cti",
             "crm",
@@ -141,6 +142,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
     let shell = shell_section(p, top.take("shell"));
     let (sip, listen_valid) = sip_section(p, top.take("sip"));
     let registrar = registrar_section(p, top.take("registrar"));
+    let calls = calls_section(p, top.take("calls"));
     let media = media_section(p, top.take("media"));
     let cti = cti_section(p, top.take("cti"));
     let crm = crm_section(p, top.take("crm"));
@@ -151,6 +153,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
         shell,
         sip,
         registrar,
+        calls,
         media,
         cti,
         crm,
@@ -796,6 +799,42 @@ fn digest_algorithms(p: &mut Problems, key: &str, node: &Node) -> Option<Vec<Dig
     ok.then_some(out)
 }
 
+fn calls_section(p: &mut Problems, node: Option<&Node>) -> CallsConfig {
+    let d = CallsConfig::default();
+    let mut s = Section::open(
+        p,
+        "calls",
+        node,
+        &[
+            "no_answer_timeout_s",
+            "max_duration_s",
+            "session_expires_s",
+            "min_se_s",
+        ],
+    );
+    let no_answer_timeout = s.secs(p, "no_answer_timeout_s", 1, 3_600, d.no_answer_timeout);
+    let max_duration = s.secs(p, "max_duration_s", 60, 7 * 86_400, d.max_duration);
+    // RFC 4028 §4: Min-SE is at least 90 s.
+    let min_se = s.secs(p, "min_se_s", 90, 86_400, d.min_se);
+    let session_expires = s.secs(p, "session_expires_s", 90, 86_400, d.session_expires);
+    s.ordered(
+        p,
+        "min_se_s",
+        min_se,
+        "session_expires_s",
+        session_expires,
+        "min_se_s <= session_expires_s",
+        |d: Duration| u128::from(d.as_secs()),
+    );
+    s.finish(p);
+    CallsConfig {
+        no_answer_timeout,
+        max_duration,
+        session_expires,
+        min_se,
+    }
+}
+
 fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
     let d = MediaConfig::default();
     let mut s = Section::open(p, "media", node, &["rtp_ports"]);
@@ -1077,12 +1116,12 @@ mod tests {
         assert_eq!(
             problems(text, &[]),
             [
-                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, media, cti, crm, users)",
+                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, cti, crm, users)",
                 "firmware-config/x.toml:3: node.cors: unknown key, did you mean \"cores\"? (expected one of: cores, data_dir, log)",
                 "firmware-config/x.toml:5: sip.t1: unknown key, did you mean \"t1_ms\"? (expected one of: listen, domain, user_agent, t1_ms, t2_ms, t4_ms, max_message_bytes, max_headers, tcp_idle_timeout_s, tcp_message_timeout_s, tcp_max_connections)",
                 "firmware-config/x.toml:7: crm.webhook.secrett: unknown key, did you mean \"secret\"? (expected one of: url, secret)",
                 "firmware-config/x.toml:11: users[0].mail: unknown key (expected one of: id, password, name)",
-                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, media, cti, crm, users)",
+                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, cti, crm, users)",
             ]
         );
     }

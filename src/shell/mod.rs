@@ -31,6 +31,8 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
+use crate::call::CallConfig;
+use crate::call::dialog::Local;
 use crate::config::{Config, Cores, DigestAlgorithm as CfgAlgorithm, DriverChoice, Transport};
 use crate::sip::auth::DigestAlgorithm;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
@@ -145,6 +147,30 @@ fn endpoint_config(
             .map(|u| (u.id.clone(), u.password.clone()))
             .collect(),
         seed,
+        call: CallConfig {
+            shard: ShardId(shard),
+            domain: cfg.sip.domain.clone(),
+            user_agent: cfg.sip.user_agent.clone(),
+            timers: TimerConfig {
+                t1: cfg.sip.t1,
+                t2: cfg.sip.t2,
+                t4: cfg.sip.t4,
+            },
+            local: Local {
+                listen: cfg
+                    .sip
+                    .listen
+                    .iter()
+                    .map(|l| (l.addr, l.transport == Transport::Tcp))
+                    .collect(),
+            },
+            users: cfg.users.iter().map(|u| u.id.clone()).collect(),
+            no_answer: cfg.calls.no_answer_timeout,
+            max_duration: cfg.calls.max_duration,
+            session_expires: secs(cfg.calls.session_expires),
+            min_se: secs(cfg.calls.min_se),
+            seed: seed.rotate_left(17),
+        },
     }
 }
 

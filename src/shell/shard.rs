@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::driver::{ConnId, Driver, IoEvent, ListenerId, SockId, Waker};
 use super::mesh::{Mesh, MeshMsg};
 use super::wheel::TimerWheel;
+use crate::call::record::{LogSink, RecordSink};
 use crate::sip::endpoint::{Endpoint, Link, Output, Peer, TimerKey};
 use crate::sip::framing::{Frame, StreamFramer};
 use crate::sip::ids::ShardId;
@@ -68,6 +69,8 @@ pub struct Shard {
     stream_sends: Vec<(ConnId, Bytes)>,
     closes: Vec<ConnId>,
     touched: Vec<bool>,
+    /// Where finished call records go.
+    records: Box<dyn RecordSink>,
 }
 
 impl Shard {
@@ -97,6 +100,7 @@ impl Shard {
             stream_sends: Vec::new(),
             closes: Vec::new(),
             touched: vec![false; shards],
+            records: Box::new(LogSink),
         }
     }
 
@@ -146,7 +150,7 @@ impl Shard {
             if stop.load(Ordering::Relaxed) {
                 let deadline = *drain_deadline.get_or_insert_with(|| {
                     tracing::info!(shard = self.id.0, "draining");
-                    self.endpoint.begin_drain();
+                    self.endpoint.begin_drain(now);
                     now + self.settings.drain_timeout
                 });
                 let pending = self.endpoint.pending_invites();
@@ -289,6 +293,7 @@ impl Shard {
                 Output::Timer { at, key } => {
                     self.wheel.insert(at.max(now), ShardTimer::Endpoint(key))
                 }
+                Output::Record(r) => self.records.handle_record(*r),
             }
         }
         for (conn, data) in self.stream_sends.drain(..) {

@@ -17,7 +17,12 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Trying",
         180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
         200 => "OK",
+        202 => "Accepted",
+        302 => "Moved Temporarily",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -26,19 +31,35 @@ pub fn reason_phrase(status: u16) -> &'static str {
         406 => "Not Acceptable",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        422 => "Session Interval Too Small",
         423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         483 => "Too Many Hops",
+        482 => "Loop Detected",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
         486 => "Busy Here",
         487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        489 => "Bad Event",
+        491 => "Request Pending",
         500 => "Server Internal Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Server Time-out",
         505 => "Version Not Supported",
         513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
         _ => "Unknown",
     }
 }
@@ -56,6 +77,11 @@ pub struct ResponseParts<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// Server header value; empty = none.
     pub server: &'a str,
+    /// Copy the request's Record-Route headers (§12.1.1: a UAS does so in
+    /// every response that creates a dialog).
+    pub record_route: bool,
+    /// The body (its Content-Type goes in `headers`).
+    pub body: &'a [u8],
 }
 
 /// Builds the response to `req` with `status`.
@@ -89,10 +115,13 @@ pub fn response(req: &Message, status: u16, parts: &ResponseParts<'_>) -> Bytes 
             }
             HeaderName::CallId => header(&mut out, "Call-ID", &h.value),
             HeaderName::CSeq => header(&mut out, "CSeq", &h.value),
+            HeaderName::RecordRoute if parts.record_route => {
+                header(&mut out, "Record-Route", &h.value)
+            }
             _ => {}
         }
     }
-    finish(&mut out, parts, b"");
+    finish(&mut out, parts, parts.body);
     out.freeze()
 }
 

@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::auth::{AuthOutcome, DigestAlgorithm, DigestAuth, FailureCounters};
 use super::build::{self, ResponseParts};
-use super::grammar::{Scheme, Uri, unescape};
+use super::grammar::{Scheme, unescape};
 use super::ids::{IdGen, ShardId, shard_of};
 use super::message::{self, Contacts, Framing, HeaderName, Limits, Message, Method};
 use super::registrar::{
@@ -40,14 +40,20 @@ use super::registrar::{
 use super::transaction::{
     ServerInvite, ServerNonInvite, TimerConfig, TuEvent, TxOutput, is_rfc3261_branch,
 };
+use crate::call::record::CallRecord;
+use crate::call::{self, B2bua, CallConfig, CallOutput};
 use crate::stats::ShardCounters;
 
-/// Methods this endpoint implements (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// Methods this endpoint implements (the Allow header): REGISTER, and the
+/// call engine's (INVITE and the requests it relays inside calls).
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
 /// Bodies we understand (the Accept header).
 pub const ACCEPT: &str = "application/sdp";
-/// Option tags we support (none yet; later issues add 100rel, timer, replaces).
-pub const SUPPORTED: &[&str] = &[];
+/// Option tags a caller may require: RFC 4028 session timers. (We PRACK a
+/// callee's reliable provisional responses, but never send our own, so a
+/// caller's `Require: 100rel` gets 420.)
+pub const SUPPORTED: &[&str] = &["timer"];
 
 /// How a peer is reached: a UDP listen address (by index in `sip.listen`,
 /// the same on every shard) or a TCP connection owned by some shard.
@@ -89,6 +95,8 @@ pub struct Forwarded {
 pub enum TimerKey {
     Transaction(u64),
     Registrar,
+    /// The call engine's.
+    Call(call::TimerKey),
 }
 
 /// What the shell must do.
@@ -108,6 +116,8 @@ pub enum Output {
         at: Instant,
         key: TimerKey,
     },
+    /// A finished call, for the shard's record sink.
+    Record(Box<CallRecord>),
 }
 
 /// Settings of an endpoint.
@@ -130,6 +140,8 @@ pub struct EndpointConfig {
     /// user id → password.
     pub users: HashMap<String, String>,
     pub seed: u64,
+    /// The B2BUA's settings.
+    pub call: CallConfig,
 }
 
 enum TxKind {
@@ -198,6 +210,7 @@ pub struct Endpoint {
     counters: std::sync::Arc<ShardCounters>,
     log_limit: LogLimit,
     draining: bool,
+    calls: B2bua,
 }
 
 impl Endpoint {
@@ -226,13 +239,14 @@ impl Endpoint {
             tx_index: HashMap::new(),
             next_tx: 0,
             out: VecDeque::new(),
-            counters,
+            counters: counters.clone(),
             log_limit: LogLimit {
                 window_start: None,
                 in_window: 0,
                 suppressed: 0,
             },
             draining: false,
+            calls: B2bua::new(cfg.call.clone(), counters.clone()),
             cfg,
         }
     }
@@ -256,16 +270,26 @@ impl Endpoint {
         self.out.pop_front()
     }
 
-    /// Stop taking new INVITEs (SIGTERM); everything else is still answered.
-    pub fn begin_drain(&mut self) {
+    /// SIGTERM: stop taking new INVITEs and end every call (BYE to
+    /// answered legs, CANCEL and 503 while ringing); everything else is
+    /// still answered.
+    pub fn begin_drain(&mut self, now: Instant) {
         self.draining = true;
+        self.calls.begin_drain(now);
+        self.pump_calls(now);
     }
 
-    /// INVITEs not answered finally yet: the work a draining shard waits
-    /// for. (An answered INVITE only waits for its ACK; leaving then costs
-    /// the peer nothing but a retransmission into a closed socket.)
+    /// The work a draining shard waits for: INVITEs not answered finally,
+    /// calls, and our BYEs still waiting for their answer. (An answered
+    /// INVITE only waits for its ACK; leaving then costs the peer nothing
+    /// but a retransmission into a closed socket.)
     pub fn pending_invites(&self) -> usize {
-        self.txs.values().filter(|t| t.invite.is_some()).count()
+        self.txs.values().filter(|t| t.invite.is_some()).count() + self.calls.pending_work()
+    }
+
+    /// Calls this shard holds.
+    pub fn active_calls(&self) -> usize {
+        self.calls.active_calls()
     }
 
     /// A datagram or framed stream message that arrived on this shard.
@@ -303,6 +327,38 @@ impl Endpoint {
                 self.registrar.handle_timeout(now);
                 self.after_registrar();
             }
+            TimerKey::Call(k) => {
+                self.calls.handle_timer(now, k);
+                self.pump_calls(now);
+            }
+        }
+    }
+
+    /// Carries out what the call engine asked for.
+    fn pump_calls(&mut self, now: Instant) {
+        while let Some(o) = self.calls.poll_output() {
+            match o {
+                CallOutput::Transmit { peer, data } => self.transmit(peer, data),
+                CallOutput::Respond { stx, status, data } => {
+                    let Some(tx) = self.txs.get_mut(&stx) else {
+                        continue;
+                    };
+                    let r = match &mut tx.kind {
+                        TxKind::Invite(t) => t.send_response(now, status, data),
+                        TxKind::NonInvite(t) => t.send_response(now, status, data),
+                    };
+                    match r {
+                        Ok(()) => self.counters.response_out(status),
+                        Err(e) => tracing::debug!(error = %e, "call engine response refused"),
+                    }
+                    self.drain_tx(stx);
+                }
+                CallOutput::Timer { at, key } => self.out.push_back(Output::Timer {
+                    at,
+                    key: TimerKey::Call(key),
+                }),
+                CallOutput::Record(r) => self.out.push_back(Output::Record(r)),
+            }
         }
     }
 
@@ -329,9 +385,9 @@ impl Endpoint {
         }
         match msg.status() {
             Some(status) => {
-                // No client transactions yet: a response matches nothing.
                 self.counters.response_in(status);
-                self.counters.stray_responses.bump();
+                self.calls.handle_response(now, msg);
+                self.pump_calls(now);
             }
             None => self.handle_request(now, peer, msg),
         }
@@ -457,8 +513,13 @@ impl Endpoint {
             return;
         }
         if method == Method::Ack {
-            // ACK for a 2xx (no dialogs yet) or for nothing: absorbed.
-            self.counters.stray_acks.bump();
+            // ACK for a 2xx: the dialog's business.
+            if msg.to.tag().is_some_and(|t| self.calls.owns_tag(t)) {
+                self.calls.handle_ack(now, &msg);
+                self.pump_calls(now);
+            } else {
+                self.counters.stray_acks.bump();
+            }
             return;
         }
         let id = self.next_tx;
@@ -485,7 +546,20 @@ impl Endpoint {
             },
         );
         self.tx_index.insert(key, id);
-        let answer = self.decide(now, peer, &msg);
+        let answer = match self.decide(now, peer, &msg) {
+            Decision::Answer(a) => a,
+            Decision::Call => {
+                if method == Method::Invite && msg.to.tag().is_none() {
+                    self.calls.handle_invite(now, id, peer, msg, &self.location);
+                } else {
+                    self.calls
+                        .handle_in_dialog(now, id, peer, msg, &self.location);
+                }
+                self.pump_calls(now);
+                self.drain_tx(id);
+                return;
+            }
+        };
         let provisional = answer.status < 200;
         self.respond(now, id, &msg, answer);
         if method == Method::Invite
@@ -515,6 +589,7 @@ impl Endpoint {
                 source: Some(tx.peer.addr),
                 headers: &headers,
                 server: &self.cfg.server,
+                ..Default::default()
             },
         );
         self.counters.response_out(answer.status);
@@ -579,20 +654,56 @@ impl Endpoint {
     }
 
     /// The UAS core's decision for a new request (§8.2).
-    fn decide(&mut self, now: Instant, peer: Peer, msg: &Message) -> Answer {
+    fn decide(&mut self, now: Instant, peer: Peer, msg: &Message) -> Decision {
+        let method = msg.method();
+        // In one of our dialogs: the call engine's, whatever the method.
+        if !matches!(method, Method::Cancel | Method::Register | Method::Ack)
+            && msg.to.tag().is_some_and(|t| self.calls.owns_tag(t))
+            && msg.version.eq_ignore_ascii_case(b"SIP/2.0")
+            && msg.cseq.method == *method
+        {
+            return Decision::Call;
+        }
+        if let Some(refused) = self.check(msg) {
+            return Decision::Answer(refused);
+        }
+        Decision::Answer(match method {
+            Method::Options => Answer::status(200)
+                .with("Allow", ALLOW)
+                .with("Accept", ACCEPT)
+                .with("Accept-Encoding", "identity")
+                .with("Accept-Language", "en")
+                .with("Supported", &SUPPORTED.join(", ")),
+            Method::Register => self.register(now, peer, msg),
+            Method::Invite => match self.invite(msg) {
+                Some(refused) => refused,
+                None => return Decision::Call,
+            },
+            Method::Cancel => self.cancel(now, msg),
+            _ if msg.to.tag().is_some() || *method == Method::Bye => Answer::status(481),
+            _ => Answer::status(405).with("Allow", ALLOW),
+        })
+    }
+
+    /// The §8.2 checks every request outside our dialogs passes first:
+    /// `Some` refuses it.
+    fn check(&mut self, msg: &Message) -> Option<Answer> {
         let method = msg.method();
         if !msg.version.eq_ignore_ascii_case(b"SIP/2.0") {
-            return Answer::status(505);
+            return Some(Answer::status(505));
         }
         if let Method::Other(_) = method {
-            return Answer::status(501).with("Allow", ALLOW);
+            return Some(Answer::status(501).with("Allow", ALLOW));
         }
         if msg.cseq.method != *method {
-            return Answer::reason(400, "Bad Request (CSeq method does not match)");
+            return Some(Answer::reason(
+                400,
+                "Bad Request (CSeq method does not match)",
+            ));
         }
         let uri = msg.request_uri().map(|u| &u.scheme);
         if !matches!(uri, Some(Scheme::Sip | Scheme::Sips | Scheme::Tel)) {
-            return Answer::status(416);
+            return Some(Answer::status(416));
         }
         if *method != Method::Cancel {
             let unsupported: Vec<String> = msg
@@ -606,16 +717,21 @@ impl Endpoint {
                 .map(|t| String::from_utf8_lossy(t).into_owned())
                 .collect();
             if !unsupported.is_empty() {
-                return Answer::status(420).with("Unsupported", &unsupported.join(", "));
+                return Some(Answer::status(420).with("Unsupported", &unsupported.join(", ")));
             }
         }
         if !msg.body.is_empty() {
             match &msg.content_type {
-                None => return Answer::reason(400, "Bad Request (body without Content-Type)"),
+                None => {
+                    return Some(Answer::reason(
+                        400,
+                        "Bad Request (body without Content-Type)",
+                    ));
+                }
                 Some(t)
                     if !(t.matches("application", "sdp") || t.matches("multipart", "mixed")) =>
                 {
-                    return Answer::status(415).with("Accept", ACCEPT);
+                    return Some(Answer::status(415).with("Accept", ACCEPT));
                 }
                 Some(_) => {}
             }
@@ -624,39 +740,23 @@ impl Endpoint {
             && let Some(accept) = &msg.accept
             && !accept.iter().any(|a| a.matches("application", "sdp"))
         {
-            return Answer::status(406).with("Accept", ACCEPT);
+            return Some(Answer::status(406).with("Accept", ACCEPT));
         }
-        match method {
-            Method::Options => Answer::status(200)
-                .with("Allow", ALLOW)
-                .with("Accept", ACCEPT)
-                .with("Accept-Encoding", "identity")
-                .with("Accept-Language", "en")
-                .with("Supported", &SUPPORTED.join(", ")),
-            Method::Register => self.register(now, peer, msg),
-            Method::Invite => self.invite(msg),
-            Method::Cancel => self.cancel(now, msg),
-            _ if msg.to.tag().is_some() || *method == Method::Bye => Answer::status(481),
-            _ => Answer::status(405).with("Allow", ALLOW),
-        }
+        None
     }
 
-    fn invite(&mut self, msg: &Message) -> Answer {
+    /// An INVITE outside our dialogs: `None` hands it to the call engine.
+    fn invite(&mut self, msg: &Message) -> Option<Answer> {
         if msg.to.tag().is_some() {
-            return Answer::status(481);
+            return Some(Answer::status(481));
         }
         if self.draining {
-            return Answer::status(503).with("Retry-After", "30");
+            return Some(Answer::status(503).with("Retry-After", "30"));
         }
         if msg.max_forwards == Some(0) {
-            return Answer::status(483);
+            return Some(Answer::status(483));
         }
-        let user = msg.request_uri().map(Uri::user_text).unwrap_or_default();
-        if self.cfg.users.contains_key(&user) {
-            Answer::reason(480, "Temporarily Unavailable (no call routing yet)")
-        } else {
-            Answer::status(404)
-        }
+        None
     }
 
     /// CANCEL (§9.2): matches the INVITE transaction with the same branch.
@@ -665,7 +765,10 @@ impl Endpoint {
         let Some(&invite_id) = self.tx_index.get(&key) else {
             return Answer::status(481);
         };
-        if let Some(invite) = self.txs.get_mut(&invite_id).and_then(|t| t.invite.take()) {
+        if self.calls.owns_invite(invite_id) {
+            self.calls.handle_cancel(now, invite_id);
+            self.pump_calls(now);
+        } else if let Some(invite) = self.txs.get_mut(&invite_id).and_then(|t| t.invite.take()) {
             self.respond(now, invite_id, &invite, Answer::status(487));
             self.drain_tx(invite_id);
         }
@@ -754,9 +857,9 @@ impl Endpoint {
                 ContactSet::List(specs)
             }
         };
-        let (transport, conn) = match peer.link {
-            Link::Udp { .. } => (registrar::Transport::Udp, None),
-            Link::Tcp { conn, .. } => (registrar::Transport::Tcp, Some(conn)),
+        let transport = match peer.link {
+            Link::Udp { .. } => registrar::Transport::Udp,
+            Link::Tcp { .. } => registrar::Transport::Tcp,
         };
         let req = RegisterRequest {
             user: user.clone(),
@@ -766,7 +869,7 @@ impl Endpoint {
             cseq: msg.cseq.seq,
             source: peer.addr,
             transport,
-            conn,
+            link: peer.link,
         };
         let result = self.registrar.handle_register(now, req);
         self.after_registrar();
@@ -861,6 +964,13 @@ impl Endpoint {
     }
 }
 
+/// What becomes of a new request.
+enum Decision {
+    Answer(Answer),
+    /// The call engine takes it.
+    Call,
+}
+
 /// A response decision: status, optional reason, extra headers.
 #[derive(Debug, Clone)]
 struct Answer {
@@ -914,6 +1024,7 @@ mod tests {
                 .map(|u| (u.to_string(), format!("pw{u}")))
                 .collect(),
             seed: 42,
+            call: CallConfig::loopback(ShardId(shard), (1001..=1010).map(|u| u.to_string())),
         }
     }
 
@@ -1023,7 +1134,11 @@ mod tests {
             let data = std::fs::read(format!("{dir}/{name}.dat")).unwrap();
             let mut w = World::new();
             let got = w.send(&data);
-            match (got.first(), want.is_empty()) {
+            // INVITEs get 100 Trying first; the table names the final answer.
+            match (
+                got.iter().find(|m| m.status() != Some(100)),
+                want.is_empty(),
+            ) {
                 (None, true) => {}
                 (Some(r), false) => {
                     let st = r.status().unwrap();
@@ -1054,7 +1169,7 @@ mod tests {
         assert_eq!(r[0].status(), Some(200));
         assert_eq!(header(&r[0], "Allow"), [ALLOW]);
         assert_eq!(header(&r[0], "Accept"), [ACCEPT]);
-        assert_eq!(header(&r[0], "Supported"), [""]);
+        assert_eq!(header(&r[0], "Supported"), ["timer"]);
         assert!(r[0].to.tag().is_some());
     }
 
@@ -1148,8 +1263,9 @@ mod tests {
         let mut w = World::new();
         let invite = "INVITE sip:5555@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKi1\r\nMax-Forwards: 70\r\nTo: <sip:5555@switchboard.local>\r\nFrom: <sip:1001@switchboard.local>;tag=a\r\nCall-ID: i1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
         let r = w.send(invite.as_bytes());
-        assert_eq!(r[0].status(), Some(404));
-        let tag = String::from_utf8(r[0].to.tag().unwrap().to_vec()).unwrap();
+        assert_eq!(r[0].status(), Some(100));
+        assert_eq!(r[1].status(), Some(404));
+        let tag = String::from_utf8(r[1].to.tag().unwrap().to_vec()).unwrap();
         // Timer G fires: the 404 is sent again.
         let mut timer = None;
         w.ep.handle_message(w.now, PEER, Bytes::from_static(b""));

@@ -47,6 +47,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::endpoint::Link;
+
 /// Transport on which a binding was registered (and the phone is reachable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -130,8 +132,9 @@ pub struct RegisterRequest {
     /// Where the REGISTER came from (reach the phone there, NAT-friendly).
     pub source: SocketAddr,
     pub transport: Transport,
-    /// The connection the REGISTER came on (TCP/TLS/WS), if any.
-    pub conn: Option<u64>,
+    /// How the REGISTER reached us (listen socket or connection): the way
+    /// back to the phone.
+    pub link: Link,
 }
 
 /// One registered contact of a user.
@@ -140,7 +143,8 @@ pub struct Binding {
     pub uri: String,
     pub source: SocketAddr,
     pub transport: Transport,
-    pub conn: Option<u64>,
+    /// The way back to the phone (NAT-friendly: where its REGISTER came from).
+    pub link: Link,
     pub expires_at: Instant,
     pub q: Option<f32>,
     pub call_id: String,
@@ -499,7 +503,7 @@ fn make_binding(now: Instant, req: &RegisterRequest, spec: &ContactSpec, expires
         uri: spec.uri.clone(),
         source: req.source,
         transport: req.transport,
-        conn: req.conn,
+        link: req.link,
         expires_at: deadline(now, expires),
         q: spec.q,
         call_id: req.call_id.clone(),
@@ -751,6 +755,7 @@ pub fn sip_uri_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::ids::ShardId;
 
     const LIMITS: RegistrarLimits = RegistrarLimits {
         min_expires: 60,
@@ -790,7 +795,7 @@ mod tests {
             cseq,
             source: "192.0.2.10:5060".parse().unwrap(),
             transport: Transport::Udp,
-            conn: None,
+            link: Link::Udp { listen: 0 },
         }
     }
 
@@ -1435,7 +1440,10 @@ mod tests {
             1,
         );
         rq.transport = Transport::Tcp;
-        rq.conn = Some(42);
+        rq.link = Link::Tcp {
+            shard: ShardId(1),
+            conn: 42,
+        };
         rq.source = "203.0.113.9:40123".parse().unwrap();
         if let ContactSet::List(l) = &mut rq.contacts {
             l[0].raw_params = ";+sip.instance=\"<urn:uuid:1>\"".into();
@@ -1443,7 +1451,13 @@ mod tests {
         r.handle_register(t0, rq).unwrap();
         let b = r.lookup(t0, "alice").next().unwrap();
         assert_eq!(b.transport, Transport::Tcp);
-        assert_eq!(b.conn, Some(42));
+        assert_eq!(
+            b.link,
+            Link::Tcp {
+                shard: ShardId(1),
+                conn: 42
+            }
+        );
         assert_eq!(b.source, "203.0.113.9:40123".parse().unwrap());
         assert_eq!(b.raw_params, ";+sip.instance=\"<urn:uuid:1>\"");
         assert_eq!(b.transport.token(), "TCP");

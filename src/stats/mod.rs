@@ -72,6 +72,20 @@ pub struct ShardCounters {
     pub tcp_closed_slow: Counter,
     /// Outputs addressed to broadcast/multicast/unspecified addresses.
     pub refused_destinations: Counter,
+    /// Calls the B2BUA took (an initial INVITE it routed or refused).
+    pub calls_started: Counter,
+    /// Calls answered (2xx relayed to the caller).
+    pub calls_answered: Counter,
+    /// Calls that ended without being answered (refused, busy, cancelled,
+    /// no answer).
+    pub calls_unanswered: Counter,
+    /// Answered calls that have ended.
+    pub calls_completed: Counter,
+    /// Calls this shard holds now (gauge).
+    pub calls_active: Counter,
+    /// Blind transfers (REFER) executed / refused or failed.
+    pub transfers: Counter,
+    pub transfers_failed: Counter,
 }
 
 impl Default for ShardCounters {
@@ -97,6 +111,13 @@ impl Default for ShardCounters {
             tcp_closed_bad_framing: Counter::default(),
             tcp_closed_slow: Counter::default(),
             refused_destinations: Counter::default(),
+            calls_started: Counter::default(),
+            calls_answered: Counter::default(),
+            calls_unanswered: Counter::default(),
+            calls_completed: Counter::default(),
+            calls_active: Counter::default(),
+            transfers: Counter::default(),
+            transfers_failed: Counter::default(),
         }
     }
 }
@@ -166,7 +187,7 @@ impl Snapshot {
                 s.parse_errors.push((k.name(), n));
             }
         }
-        let scalars: [(&'static str, Reader); 16] = [
+        let scalars: [(&'static str, Reader); 23] = [
             ("stray_responses", |c| c.stray_responses.get()),
             ("stray_acks", |c| c.stray_acks.get()),
             ("transactions_created", |c| c.transactions_created.get()),
@@ -182,6 +203,13 @@ impl Snapshot {
             ("tcp_closed_bad_framing", |c| c.tcp_closed_bad_framing.get()),
             ("tcp_closed_slow", |c| c.tcp_closed_slow.get()),
             ("refused_destinations", |c| c.refused_destinations.get()),
+            ("calls_started", |c| c.calls_started.get()),
+            ("calls_answered", |c| c.calls_answered.get()),
+            ("calls_unanswered", |c| c.calls_unanswered.get()),
+            ("calls_completed", |c| c.calls_completed.get()),
+            ("calls_active", |c| c.calls_active.get()),
+            ("transfers", |c| c.transfers.get()),
+            ("transfers_failed", |c| c.transfers_failed.get()),
             ("parse_errors_total", |c| {
                 c.parse_errors.iter().map(Counter::get).sum()
             }),

@@ -7,7 +7,9 @@
 //! * [`reserve_ports`]: ports no other test process uses (flock-claimed,
 //!   probed free for UDP and TCP).
 //! * [`UdpPeer`], [`TcpPeer`], [`SipMsg`]: a tiny raw SIP client.
-//! * [`Sipp`]: runs SIPp in the foreground against the appliance.
+//! * [`Sipp`]: runs SIPp in the foreground against the appliance, or in
+//!   the background ([`Sipp::spawn`], e.g. a phone answering calls) from a
+//!   fixed port, optionally with a parsed message trace.
 //! * [`require_tool`]: a missing peer is a failure, never a skip.
 //!
 //! Every wait polls a condition with a deadline; nothing sleeps to pass time.
@@ -21,7 +23,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The appliance binary under test.
@@ -607,27 +609,44 @@ impl Drop for Appliance {
 /// Blocks until the child exits or `max` passes, whichever is first: a
 /// poll(2) on a pidfd, so it returns the moment the process ends.
 fn wait_a_little(child: &mut Child, max: Duration) {
-    // invariant: a child's pid fits pid_t.
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        // No pidfd support: pace the caller's try_wait polling instead.
+    wait_any(&[&*child], max);
+}
+
+/// Blocks until one of `children` exits or `max` passes, whichever is first
+/// (poll(2) on their pidfds).
+fn wait_any(children: &[&Child], max: Duration) {
+    let mut fds = Vec::new();
+    for c in children {
+        // invariant: a child's pid fits pid_t.
+        let pid = c.id() as libc::pid_t;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // invariant: file descriptors fit i32.
+            fds.push(libc::pollfd {
+                fd: fd as i32,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+    }
+    if fds.len() < children.len() {
+        // No pidfd support (or the process is gone): pace the caller's
+        // try_wait polling instead.
+        for f in &fds {
+            // SAFETY: closing fds we opened above.
+            unsafe { libc::close(f.fd) };
+        }
         std::thread::sleep(max.min(Duration::from_millis(10)));
         return;
     }
-    // invariant: file descriptors fit i32.
-    let fd = fd as i32;
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
     let ms = i32::try_from(max.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd; then we close the fd we own.
+    // SAFETY: a valid array of pollfds; then we close the fds we own.
     unsafe {
-        libc::poll(&mut pfd, 1, ms);
-        libc::close(fd);
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+        for f in &fds {
+            libc::close(f.fd);
+        }
     }
 }
 
@@ -742,6 +761,41 @@ impl SipMsg {
 
     pub fn call_id(&self) -> Option<&str> {
         self.header("Call-ID")
+    }
+
+    /// The method of a request.
+    pub fn method(&self) -> Option<&str> {
+        if self.start.starts_with("SIP/2.0 ") {
+            return None;
+        }
+        self.start.split(' ').next()
+    }
+
+    /// The Request-URI of a request.
+    pub fn request_uri(&self) -> Option<&str> {
+        self.method()?;
+        self.start.split(' ').nth(1)
+    }
+
+    /// The method named in CSeq.
+    pub fn cseq_method(&self) -> Option<&str> {
+        self.header("CSeq")?.split_whitespace().nth(1)
+    }
+
+    /// The `tag` parameter of a From or To header value.
+    pub fn tag_of(&self, header: &str) -> Option<&str> {
+        let v = self.header(header)?;
+        // Parameters after the URI (after `>` when the URI is bracketed).
+        let params = v.rsplit_once('>').map_or(v, |(_, p)| p);
+        params.split(';').find_map(|p| {
+            let (k, val) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("tag").then(|| val.trim())
+        })
+    }
+
+    /// The body as text.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -1006,18 +1060,34 @@ pub struct Sipp {
     calls: u32,
     args: Vec<String>,
     timeout_s: u32,
+    local_port: Option<u16>,
+    trace_messages: bool,
 }
 
 /// What a SIPp run left behind.
 #[derive(Debug)]
 pub struct SippRun {
     pub status: ExitStatus,
+    /// Killed by the harness (still running at its deadline, or when a
+    /// run it waited for together with this one failed).
+    pub killed: bool,
     pub stdout: String,
     pub stderr: String,
     /// The error log (`-trace_err`), empty when nothing unexpected happened.
     pub errors: String,
     /// Last row of the `-trace_stat` CSV, by column name.
     pub stats: HashMap<String, String>,
+    /// Every message sent and received, in order (`-trace_msg`), when the
+    /// run asked for [`Sipp::trace_messages`]; empty otherwise.
+    pub messages: Vec<Traced>,
+}
+
+/// One message in a SIPp message trace.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    /// Sent by SIPp (else received).
+    pub sent: bool,
+    pub msg: SipMsg,
 }
 
 impl SippRun {
@@ -1031,8 +1101,13 @@ impl SippRun {
     /// Everything useful for an assertion message.
     pub fn report(&self) -> String {
         format!(
-            "sipp exit: {}\n--- sipp stdout (tail) ---\n{}\n--- sipp stderr ---\n{}\n--- sipp errors ---\n{}",
+            "sipp exit: {}{}\n--- sipp stdout (tail) ---\n{}\n--- sipp stderr ---\n{}\n--- sipp errors ---\n{}",
             self.status,
+            if self.killed {
+                " (killed by the harness: still running at its deadline or when another SIPp of the call failed)"
+            } else {
+                ""
+            },
             tail_lines(&self.stdout, 30),
             tail_lines(&self.stderr, 20),
             tail_lines(&self.errors, 40)
@@ -1060,6 +1135,65 @@ impl SippRun {
             self.report()
         );
     }
+
+    /// Messages SIPp received, in order.
+    pub fn received(&self) -> impl Iterator<Item = &SipMsg> {
+        self.messages.iter().filter(|t| !t.sent).map(|t| &t.msg)
+    }
+
+    /// Messages SIPp sent, in order (retransmissions included).
+    pub fn sent(&self) -> impl Iterator<Item = &SipMsg> {
+        self.messages.iter().filter(|t| t.sent).map(|t| &t.msg)
+    }
+
+    /// The first request of `method` SIPp received; panics when none came.
+    pub fn received_request(&self, method: &str) -> &SipMsg {
+        self.received()
+            .find(|m| m.method() == Some(method))
+            .unwrap_or_else(|| panic!("SIPp received no {method}\n{}", self.trace()))
+    }
+
+    /// Every request of `method` SIPp received.
+    pub fn received_requests(&self, method: &str) -> Vec<&SipMsg> {
+        self.received()
+            .filter(|m| m.method() == Some(method))
+            .collect()
+    }
+
+    /// The first request of `method` SIPp sent; panics when none was sent.
+    pub fn sent_request(&self, method: &str) -> &SipMsg {
+        self.sent()
+            .find(|m| m.method() == Some(method))
+            .unwrap_or_else(|| panic!("SIPp sent no {method}\n{}", self.trace()))
+    }
+
+    /// Responses SIPp received to `method` (by CSeq), in order.
+    pub fn received_responses(&self, method: &str) -> Vec<&SipMsg> {
+        self.received()
+            .filter(|m| m.status().is_some() && m.cseq_method() == Some(method))
+            .collect()
+    }
+
+    /// Responses SIPp sent to `method` (by CSeq), in order.
+    pub fn sent_responses(&self, method: &str) -> Vec<&SipMsg> {
+        self.sent()
+            .filter(|m| m.status().is_some() && m.cseq_method() == Some(method))
+            .collect()
+    }
+
+    /// Start lines of the whole trace, for assertion messages.
+    pub fn trace(&self) -> String {
+        let mut s = String::from("--- sipp message trace (start lines) ---\n");
+        for t in &self.messages {
+            s.push_str(if t.sent { "  sent " } else { "  recv " });
+            s.push_str(&t.msg.start);
+            if let Some(c) = t.msg.header("CSeq") {
+                s.push_str(&format!("   [CSeq: {c}]"));
+            }
+            s.push('\n');
+        }
+        s
+    }
 }
 
 fn tail_lines(s: &str, n: usize) -> String {
@@ -1069,6 +1203,8 @@ fn tail_lines(s: &str, n: usize) -> String {
 
 impl Sipp {
     /// `scenario` is a file name in tests/sipp; transport `u1` or `t1`.
+    /// `target` is where a client scenario sends (a server scenario answers
+    /// whoever sent to it, but SIPp still wants a remote host).
     pub fn new(scenario: &str, target: SocketAddr, transport: &'static str) -> Sipp {
         Sipp {
             scenario: Path::new(SIPP_DIR).join(scenario),
@@ -1077,6 +1213,8 @@ impl Sipp {
             calls: 1,
             args: Vec::new(),
             timeout_s: 60,
+            local_port: None,
+            trace_messages: false,
         }
     }
 
@@ -1100,19 +1238,46 @@ impl Sipp {
         self
     }
 
+    /// SIPp's own SIP port (`-p`), e.g. the port a phone registered from
+    /// and then answers on. The caller keeps it reserved
+    /// ([`reserve_ports`]); by default each run takes a fresh one.
+    pub fn local_port(mut self, port: u16) -> Self {
+        self.local_port = Some(port);
+        self
+    }
+
+    /// Record every message (`-trace_msg`) into [`SippRun::messages`].
+    pub fn trace_messages(mut self) -> Self {
+        self.trace_messages = true;
+        self
+    }
+
     /// Runs SIPp in the foreground to completion (it stops by itself after
-    /// `-m` calls, or at `-timeout` with an error).
+    /// `-m` calls, or at `-timeout` with an error; the harness kills it if
+    /// it outlives that by far).
     pub fn run(self) -> SippRun {
+        let deadline = Instant::now() + Duration::from_secs(u64::from(self.timeout_s) + 30);
+        self.spawn().wait(deadline)
+    }
+
+    /// Starts SIPp in the background: a server scenario (`uas`) answering
+    /// while a client runs in the foreground. Wait for it with
+    /// [`SippProc::wait`]; dropping the handle kills it.
+    pub fn spawn(self) -> SippProc {
         require_tool("sipp");
         assert!(self.target.ip().is_loopback());
         // Own SIP port (UDP+TCP), control port, media ports (mp and mp+2).
         let ports = reserve_ports(6);
+        let sip_port = self.local_port.unwrap_or(ports.port(0));
         let dir = tempfile::Builder::new()
             .prefix("switchboard-sipp-")
             .tempdir()
             .expect("create a SIPp work directory");
         let stat = dir.path().join("stat.csv");
         let errors = dir.path().join("errors.log");
+        let messages = dir.path().join("messages.log");
+        let stdout = File::create(dir.path().join("stdout")).expect("create SIPp's stdout file");
+        let stderr = File::create(dir.path().join("stderr")).expect("create SIPp's stderr file");
         let mut cmd = Command::new("sipp");
         cmd.current_dir(dir.path())
             .arg("-sf")
@@ -1120,7 +1285,7 @@ impl Sipp {
             .arg(self.target.to_string())
             .args(["-t", self.transport])
             .args(["-i", "127.0.0.1"])
-            .args(["-p", &ports.port(0).to_string()])
+            .args(["-p", &sip_port.to_string()])
             .args(["-cp", &ports.port(1).to_string()])
             .args(["-mp", &ports.port(2).to_string()])
             .args(["-m", &self.calls.to_string()])
@@ -1136,23 +1301,229 @@ impl Sipp {
             .arg(&stat)
             .arg("-trace_err")
             .arg("-error_file")
-            .arg(&errors)
-            .args(&self.args)
-            .stdin(Stdio::null());
-        let out: Output = cmd
-            .output()
+            .arg(&errors);
+        if self.trace_messages {
+            cmd.arg("-trace_msg").arg("-message_file").arg(&messages);
+        }
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        let child = cmd
+            .spawn()
             .unwrap_or_else(|e| panic!("cannot run sipp: {e}"));
-        let stats = std::fs::read_to_string(&stat)
-            .map(|t| parse_sipp_csv(&t))
-            .unwrap_or_default();
-        SippRun {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            errors: std::fs::read_to_string(&errors).unwrap_or_default(),
-            stats,
+        SippProc {
+            child: Some(child),
+            dir,
+            sip_port,
+            transport: self.transport,
+            scenario: self.scenario,
+            _ports: ports,
         }
     }
+}
+
+/// A SIPp process running in the background. Dropping it kills SIPp.
+pub struct SippProc {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The SIP port it listens on (`-p`).
+    pub sip_port: u16,
+    transport: &'static str,
+    scenario: PathBuf,
+    _ports: PortBlock,
+}
+
+impl SippProc {
+    /// Where it takes SIP messages.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((LOCALHOST, self.sip_port))
+    }
+
+    /// Waits until SIPp has bound its SIP port (UDP) or listens on it (TCP),
+    /// as the kernel reports in /proc/net — no probing bind that could steal
+    /// the port. Panics with SIPp's output if it exits first or takes longer
+    /// than [`HANG`].
+    pub fn wait_listening(&mut self) {
+        let deadline = Instant::now() + HANG;
+        let table = if self.transport.starts_with('t') {
+            "/proc/net/tcp"
+        } else {
+            "/proc/net/udp"
+        };
+        loop {
+            if port_bound(table, self.sip_port) {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "SIPp ({}) exited before it listened on port {}\n{}",
+                    self.scenario.display(),
+                    self.sip_port,
+                    self.collect(status, false).report()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "SIPp ({}) did not bind port {} within {HANG:?}",
+                    self.scenario.display(),
+                    self.sip_port
+                );
+            }
+            // Paces the polling of /proc/net.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for SIPp to exit by itself; kills it at `deadline` (then
+    /// [`SippRun::killed`] is set). Returns what it left behind.
+    pub fn wait(mut self, deadline: Instant) -> SippRun {
+        let mut child = self.child.take().expect("SIPp running");
+        match wait_child(&mut child, deadline) {
+            Some(status) => self.collect(status, false),
+            // wait_child killed and reaped it.
+            None => {
+                let status = child.wait().expect("the exit status of the killed SIPp");
+                self.collect(status, true)
+            }
+        }
+    }
+
+    /// Waits for several SIPp processes (the two or three ends of a call):
+    /// returns when all have exited; as soon as one fails (exits non-zero),
+    /// or at `deadline`, the others are killed — their peer will not come.
+    /// Runs are returned in the order given.
+    pub fn wait_all(procs: Vec<SippProc>, deadline: Instant) -> Vec<SippRun> {
+        let mut procs = procs;
+        let mut done: Vec<Option<(ExitStatus, bool)>> = vec![None; procs.len()];
+        loop {
+            for (p, d) in procs.iter_mut().zip(done.iter_mut()) {
+                if d.is_none()
+                    && let Some(c) = p.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    *d = Some((status, false));
+                }
+            }
+            let failed = done.iter().flatten().any(|(s, _)| !s.success());
+            let all = done.iter().all(Option::is_some);
+            if all {
+                break;
+            }
+            if failed || Instant::now() >= deadline {
+                for (p, d) in procs.iter_mut().zip(done.iter_mut()) {
+                    if d.is_none()
+                        && let Some(c) = p.child.as_mut()
+                    {
+                        let _ = c.kill();
+                        let status = c.wait().expect("the exit status of the killed SIPp");
+                        *d = Some((status, true));
+                    }
+                }
+                break;
+            }
+            let running: Vec<&Child> = procs
+                .iter()
+                .zip(done.iter())
+                .filter(|(_, d)| d.is_none())
+                .filter_map(|(p, _)| p.child.as_ref())
+                .collect();
+            wait_any(&running, deadline - Instant::now());
+        }
+        procs
+            .iter_mut()
+            .zip(done)
+            .map(|(p, d)| {
+                let (status, killed) = d.expect("every process ended");
+                p.child = None;
+                p.collect(status, killed)
+            })
+            .collect()
+    }
+
+    fn collect(&self, status: ExitStatus, killed: bool) -> SippRun {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
+        SippRun {
+            status,
+            killed,
+            stdout: read("stdout").unwrap_or_default(),
+            stderr: read("stderr").unwrap_or_default(),
+            errors: read("errors.log").unwrap_or_default(),
+            stats: read("stat.csv")
+                .map(|t| parse_sipp_csv(&t))
+                .unwrap_or_default(),
+            messages: std::fs::read(self.dir.path().join("messages.log"))
+                .map(|b| parse_sipp_messages(&b))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for SippProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take()
+            && let Ok(None) = c.try_wait()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether /proc/net/{udp,tcp} lists a socket bound to 127.0.0.1 or the
+/// wildcard on `port` (listening, for TCP).
+fn port_bound(table: &str, port: u16) -> bool {
+    let tcp = table.ends_with("tcp");
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return false;
+    };
+    let want = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
+    text.lines().skip(1).any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() > 3 && want.iter().any(|w| cols[1] == w) && (!tcp || cols[3] == "0A")
+    })
+}
+
+/// A `-trace_msg` log: entries start with a line of dashes and a time
+/// stamp, then `UDP message sent (N bytes):` or `TCP message received [N]
+/// bytes :`, a blank line and exactly N bytes of message.
+fn parse_sipp_messages(log: &[u8]) -> Vec<Traced> {
+    const SEP: &[u8] = b"----------------------------------------------- ";
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(at) = find(&log[i..], SEP) {
+        let start = i + at;
+        let Some(nl1) = find(&log[start..], b"\n").map(|n| start + n + 1) else {
+            break;
+        };
+        let Some(nl2) = find(&log[nl1..], b"\n").map(|n| nl1 + n + 1) else {
+            break;
+        };
+        let what = String::from_utf8_lossy(&log[nl1..nl2]).into_owned();
+        // The blank line after the description.
+        let body_at = nl2 + usize::from(log.get(nl2) == Some(&b'\n'));
+        let len: Option<usize> = what
+            .split(['(', '['])
+            .nth(1)
+            .and_then(|r| r.split([')', ']']).next())
+            .and_then(|n| n.split_whitespace().next()?.parse().ok());
+        let sent = what.contains(" sent ");
+        match len {
+            Some(n) if what.contains(" message ") && body_at + n <= log.len() => {
+                if let Some(msg) = SipMsg::parse(&log[body_at..body_at + n]) {
+                    out.push(Traced { sent, msg });
+                }
+                i = body_at + n;
+            }
+            _ => i = nl2,
+        }
+    }
+    out
 }
 
 /// The last data row of a SIPp `-trace_stat` CSV, keyed by the header row.

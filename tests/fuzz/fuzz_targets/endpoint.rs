@@ -44,7 +44,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use switchboard::sip::auth::{self, ClientRequest, DigestAlgorithm};
 use switchboard::sip::endpoint::{Endpoint, EndpointConfig, Link, Output, Peer, TimerKey};
-use switchboard::sip::ids::ShardId;
+use switchboard::call::CallConfig;
+use switchboard::sip::ids::{ShardId, shard_of};
 use switchboard::sip::message::{self, Framing, Limits};
 use switchboard::sip::registrar::RegistrarLimits;
 use switchboard::sip::transaction::TimerConfig;
@@ -109,6 +110,11 @@ fn config(shard: u16) -> EndpointConfig {
         md5_only_user_agents: vec!["baresip v1.".into()],
         users: users(),
         seed: 42 + u64::from(shard),
+        call: CallConfig {
+            // Every call ends within the three virtual hours the target runs.
+            max_duration: Duration::from_secs(3600),
+            ..CallConfig::loopback(ShardId(shard), users().into_keys())
+        },
     }
 }
 
@@ -238,9 +244,39 @@ impl World {
                     max_headers: usize::MAX,
                 };
                 match message::parse(data.clone(), Framing::Datagram, &unlimited) {
+                    Ok(m) if m.is_request() => {
+                        // The B2BUA's own requests: on a branch of this shard.
+                        let method = m.method().as_bytes();
+                        assert!(
+                            [
+                                &b"INVITE"[..],
+                                b"ACK",
+                                b"CANCEL",
+                                b"BYE",
+                                b"PRACK",
+                                b"UPDATE",
+                                b"NOTIFY",
+                                b"INFO",
+                                b"OPTIONS",
+                                b"MESSAGE",
+                                b"REFER",
+                            ]
+                            .contains(&method),
+                            "transmitted an unexpected request: {data:?}"
+                        );
+                        let branch = m.top_via().branch().map(|b| b.to_vec());
+                        assert_eq!(
+                            branch.as_deref().and_then(shard_of),
+                            Some(ShardId(from as u16)),
+                            "a request on a branch not minted by shard {from}: {data:?}"
+                        );
+                        if trace() {
+                            eprintln!("  shard {from} -> {}: {}", peer.addr, first_line(&data));
+                        }
+                    }
                     Ok(m) => {
                         let status = m.status().unwrap_or_else(|| {
-                            panic!("transmitted a request: {data:?}");
+                            panic!("transmitted neither request nor response: {data:?}");
                         });
                         assert!((100..=699).contains(&status));
                         if trace() {
@@ -273,6 +309,7 @@ impl World {
                 }
                 self.nodes[to].ep.handle_forwarded(self.now, msg);
             }
+            Output::Record(_) => {}
             Output::Broadcast(change) => {
                 if trace() {
                     eprintln!(

@@ -1,0 +1,133 @@
+//! Call records: what happened to one call, handed to a [`RecordSink`] when
+//! the call ends. Storage (SQLite, the CRM outbox) comes with the CRM issue;
+//! until then the shell's sink writes one log line per call.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Which side of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller (A leg).
+    Caller,
+    /// The called party (the answering B leg).
+    Callee,
+    /// The appliance itself (timeout, shutdown, a leg that died).
+    System,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
+            Side::System => "system",
+        })
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    /// Answered, then a BYE.
+    Normal,
+    /// The caller gave up while it rang (CANCEL, or BYE in the early dialog).
+    CallerCancelled,
+    /// Refused before ringing anyone: unknown number (404), nobody
+    /// registered (480), shutting down (503).
+    Refused(u16),
+    /// Every callee leg failed; the caller got this status.
+    Failed(u16),
+    /// Nobody answered within `calls.no_answer_timeout_s`.
+    NoAnswer,
+    /// `calls.max_duration_s` reached.
+    MaxDuration,
+    /// A leg stopped answering (ACK never came, a request timed out, 481).
+    LegLost,
+    /// RFC 4028 session interval passed without a refresh.
+    SessionExpired,
+    /// The appliance is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for EndCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndCause::Normal => f.write_str("normal"),
+            EndCause::CallerCancelled => f.write_str("caller-cancelled"),
+            EndCause::Refused(s) => write!(f, "refused-{s}"),
+            EndCause::Failed(s) => write!(f, "failed-{s}"),
+            EndCause::NoAnswer => f.write_str("no-answer"),
+            EndCause::MaxDuration => f.write_str("max-duration"),
+            EndCause::LegLost => f.write_str("leg-lost"),
+            EndCause::SessionExpired => f.write_str("session-expired"),
+            EndCause::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+/// One leg of a call as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegRecord {
+    pub call_id: String,
+    /// The user part dialled (callee legs) or the caller's user part.
+    pub user: String,
+    pub peer: SocketAddr,
+    /// Final status this leg answered (callee legs), if any.
+    pub status: Option<u16>,
+}
+
+/// Everything kept about one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The caller leg's Call-ID: the call's name in logs.
+    pub call_id: String,
+    pub caller: LegRecord,
+    /// Every callee leg tried (forks, transfer targets), in order.
+    pub callees: Vec<LegRecord>,
+    /// The number dialled (Request-URI user).
+    pub dialled: String,
+    pub started: Instant,
+    pub answered: Option<Instant>,
+    pub ended: Instant,
+    pub cause: EndCause,
+    /// Who hung up (answered calls) or gave up.
+    pub hung_up_by: Side,
+    /// Blind transfers executed in this call.
+    pub transfers: u32,
+}
+
+/// Where finished call records go. The shard owns one; it must not block.
+pub trait RecordSink: Send {
+    fn handle_record(&mut self, record: CallRecord);
+}
+
+/// Logs each record as one line (the default until the store lands).
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl RecordSink for LogSink {
+    fn handle_record(&mut self, r: CallRecord) {
+        let talk_ms = r
+            .answered
+            .map(|a| r.ended.saturating_duration_since(a).as_millis());
+        let callees: Vec<String> = r
+            .callees
+            .iter()
+            .map(|l| format!("{}:{}", l.user, l.status.unwrap_or(0)))
+            .collect();
+        tracing::info!(
+            call_id = %r.call_id,
+            from = %r.caller.user,
+            to = %r.dialled,
+            legs = %callees.join(","),
+            cause = %r.cause,
+            hung_up_by = %r.hung_up_by,
+            setup_ms = r.answered.map(|a| a.saturating_duration_since(r.started).as_millis()),
+            talk_ms,
+            transfers = r.transfers,
+            "call ended"
+        );
+    }
+}

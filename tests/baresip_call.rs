@@ -1,0 +1,767 @@
+//! Two real softphones call each other through the appliance (issue #3).
+//!
+//! baresip 1.0 (Debian) runs twice: A registers as 1001, B as 1002 (digest
+//! MD5, as in tests/baresip.rs). A dials `sip:1002@switchboard.local` through
+//! its outbound proxy, the appliance; B answers by itself
+//! (`answermode=auto`). Each phone sends a sine tone from a WAV file the test
+//! writes (A 440 Hz, B 1000 Hz, 8 kHz 16-bit mono, via the `aufile` source),
+//! and records what it hears (the `sndfile` filter dumps the decoded audio
+//! to `dump-...-dec.wav`). The codec is PCMU. This release relays only SIP:
+//! RTP flows directly between the phones.
+//!
+//! Once both recordings hold 2 s of audio, A hangs up and both quit. A
+//! Goertzel filter over the middle of each recording must find the other
+//! phone's tone, at least 10× stronger than the phone's own tone and than an
+//! unrelated frequency. tshark decodes the SIP of the whole run live on `lo`
+//! and must find no malformed message, and INVITE, 200, ACK, BYE and 200 on
+//! both legs (A → appliance → B), so the check is not vacuous; every SDP
+//! address must be 127.0.0.1.
+//!
+//! `baresip_call_direct_without_appliance` (ignored) runs the same call
+//! phone to phone, without the appliance: it checks the peers, the audio
+//! path and the checks themselves when the appliance test fails.
+
+// Test and benchmark code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use common::{
+    Appliance, Driver, HANG, LOCALHOST, Options, PortBlock, UdpPeer, require_tool, reserve_ports,
+    unique, wait_child,
+};
+
+/// Sample rate of the tones and of PCMU.
+const RATE: u32 = 8000;
+/// What A (1001) sends.
+const TONE_A: f64 = 440.0;
+/// What B (1002) sends.
+const TONE_B: f64 = 1000.0;
+/// Neither phone sends this: the noise floor.
+const TONE_OFF: f64 = 1700.0;
+/// Peak amplitude of the tones (about -12 dBFS).
+const AMPLITUDE: f64 = 8000.0;
+/// Length of the tone files: far longer than any call here (the `aufile`
+/// source of baresip 1.0 stops at the end of its file).
+const TONE_SECONDS: u32 = 120;
+/// Each phone must record this much audio before the call ends.
+const HEARD_SAMPLES: usize = 2 * RATE as usize;
+/// The heard tone must be this many times stronger (in energy) than the
+/// phone's own tone and than the off frequency.
+const DOMINANCE: f64 = 10.0;
+/// Expert severity "error" (PI_ERROR): how tshark flags a malformed packet.
+const PI_ERROR: &str = "8388608";
+
+#[test]
+fn baresip_call_io_uring() {
+    call(Route::Appliance(Options::new(Driver::IoUring).all_cores()));
+}
+
+#[test]
+fn baresip_call_epoll() {
+    call(Route::Appliance(Options::new(Driver::Epoll)));
+}
+
+/// The same call phone to phone, no appliance: checks the peers and the
+/// audio checks alone (`cargo test --test baresip_call -- --ignored`).
+#[test]
+#[ignore = "diagnostic: the call without the appliance"]
+fn baresip_call_direct_without_appliance() {
+    call(Route::Direct);
+}
+
+enum Route {
+    /// Register with the appliance and call through it.
+    Appliance(Options),
+    /// No appliance: A dials B's address.
+    Direct,
+}
+
+fn call(route: Route) {
+    require_tool("baresip");
+    require_tool("tshark");
+    let work = tempfile::Builder::new()
+        .prefix("switchboard-baresip-call-")
+        .tempdir()
+        .expect("temp dir");
+    let appliance = match &route {
+        Route::Appliance(opts) => Some(Appliance::start(opts.clone())),
+        Route::Direct => None,
+    };
+    // Phone ports: SIP, then RTP and RTCP (see `Phone::start`).
+    let a_ports = reserve_ports(4);
+    let b_ports = reserve_ports(4);
+    // Receives the marker datagram that closes the capture.
+    let marker_ports = reserve_ports(1);
+    let marker_sock =
+        UdpSocket::bind((LOCALHOST, marker_ports.port(0))).expect("bind the marker port");
+    let a_sip = a_ports.port(0);
+    let b_sip = b_ports.port(0);
+    let appliance_port = appliance.as_ref().map(|a| a.port);
+    let mut sip_ports = vec![a_sip, b_sip, marker_ports.port(0)];
+    sip_ports.extend(appliance_port);
+    let mut cap = Capture::start(&sip_ports);
+
+    let account = |user: &str| match &appliance {
+        Some(a) => format!(
+            "<sip:{user}@switchboard.local>;auth_pass=pw{user};outbound=\"sip:127.0.0.1:{}\";regint=300;answermode=auto",
+            a.port
+        ),
+        None => format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto"),
+    };
+    let mut phones = [
+        Phone::start(
+            "A",
+            &account("1001"),
+            TONE_A,
+            &work.path().join("a"),
+            a_ports,
+        ),
+        Phone::start(
+            "B",
+            &account("1002"),
+            TONE_B,
+            &work.path().join("b"),
+            b_ports,
+        ),
+    ];
+    let report = |phones: &[Phone; 2], appliance: &Option<Appliance>| -> String {
+        format!(
+            "{}\n{}\n{}",
+            phones[0].output(),
+            phones[1].output(),
+            appliance
+                .as_ref()
+                .map(|a| a.stderr_tail())
+                .unwrap_or_default()
+        )
+    };
+    // Waits until each phone prints a line matching `want`; one matching
+    // `abort` first fails at once.
+    let expect_both = |phones: &mut [Phone; 2],
+                       what: &str,
+                       want: &dyn Fn(&str) -> bool,
+                       abort: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + HANG;
+        for i in [0, 1] {
+            if let Err(e) = phones[i].wait_line(deadline, want, abort) {
+                panic!(
+                    "phone {}: no {what} ({e})\n{}",
+                    phones[i].name,
+                    report(phones, &appliance)
+                );
+            }
+        }
+    };
+
+    if appliance.is_some() {
+        expect_both(
+            &mut phones,
+            "registration (`200 OK ... binding`)",
+            &|l| l.contains("200 OK") && l.contains("binding"),
+            &|_| false,
+        );
+    }
+    let target = match &appliance {
+        Some(_) => "sip:1002@switchboard.local".to_string(),
+        None => format!("sip:1002@127.0.0.1:{b_sip}"),
+    };
+    phones[0].cmd(&format!("/dial {target}"));
+    expect_both(
+        &mut phones,
+        &format!("`Call established` after A dialled {target}"),
+        &|l| l.contains("Call established"),
+        // The call ended before it was set up (`session closed: 480 ...`).
+        &|l| l.contains("session closed"),
+    );
+
+    // Audio flows until both recordings hold HEARD_SAMPLES (the phones'
+    // output paces the polling).
+    let want_bytes = 44 + 2 * HEARD_SAMPLES as u64;
+    let deadline = Instant::now() + HANG;
+    loop {
+        let sizes = [phones[0].recorded_bytes(), phones[1].recorded_bytes()];
+        if sizes.iter().all(|&n| n >= want_bytes) {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the recordings did not reach {want_bytes} bytes within {HANG:?}: \
+                 A {} bytes, B {} bytes\n{}",
+                sizes[0],
+                sizes[1],
+                report(&phones, &appliance)
+            );
+        }
+        for p in &mut phones {
+            p.pump(Duration::from_millis(50));
+        }
+    }
+
+    phones[0].cmd("/hangup");
+    expect_both(
+        &mut phones,
+        "end of call after A hung up",
+        &|l| l.contains("Call with") && l.contains("terminated"),
+        &|_| false,
+    );
+    // `/quit` unregisters, then exits.
+    for p in &mut phones {
+        p.cmd("/quit");
+    }
+    for i in [0, 1] {
+        if !phones[i].wait_exit() {
+            panic!(
+                "phone {} did not quit on /quit\n{}",
+                phones[i].name,
+                report(&phones, &appliance)
+            );
+        }
+    }
+
+    // Everything sent before the marker has been decoded once the marker has.
+    let frames = cap.finish(&marker_sock);
+
+    if let Some(mut a) = appliance {
+        a.assert_alive();
+        let s = a.stop();
+        let c = &s.counters;
+        assert!(c.total("registrations") >= 2, "{}", s.tail());
+        assert_eq!(c.total("auth_failures"), 0, "{}", s.tail());
+        assert!(c.get("requests in", "INVITE") >= 1, "{}", s.tail());
+        assert!(c.get("requests in", "BYE") >= 1, "{}", s.tail());
+    }
+
+    // The wire: no malformed SIP; the call's INVITE, 200 and BYE on every
+    // leg; SDP offering loopback only.
+    let shown = || {
+        frames
+            .iter()
+            .map(|f| f.raw.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    eprintln!("tshark decoded {} SIP frames", frames.len());
+    let malformed: Vec<&str> = frames
+        .iter()
+        .filter(|f| f.severities.iter().any(|s| s == PI_ERROR))
+        .map(|f| f.raw.as_str())
+        .collect();
+    assert!(
+        malformed.is_empty(),
+        "tshark found malformed SIP:\n{}\n--- all SIP frames ---\n{}",
+        malformed.join("\n"),
+        shown()
+    );
+    let legs: Vec<(u16, u16)> = match appliance_port {
+        Some(ap) => vec![(a_sip, ap), (ap, b_sip)],
+        None => vec![(a_sip, b_sip)],
+    };
+    for (from, to) in legs {
+        let sent = |method: &str| {
+            frames
+                .iter()
+                .any(|f| f.src == from && f.dst == to && f.method == method)
+        };
+        let ok_back = |method: &str| {
+            frames.iter().any(|f| {
+                f.src == to && f.dst == from && f.status == "200" && f.cseq_method == method
+            })
+        };
+        for (what, seen) in [
+            ("INVITE", sent("INVITE")),
+            ("200 to the INVITE", ok_back("INVITE")),
+            ("ACK", sent("ACK")),
+            ("BYE", sent("BYE")),
+            ("200 to the BYE", ok_back("BYE")),
+        ] {
+            assert!(
+                seen,
+                "no {what} on the leg {from} -> {to} in the capture\n--- all SIP frames ---\n{}",
+                shown()
+            );
+        }
+    }
+    let sdp_addrs: Vec<&String> = frames.iter().flat_map(|f| &f.sdp_addrs).collect();
+    assert!(
+        !sdp_addrs.is_empty() && sdp_addrs.iter().all(|a| *a == "127.0.0.1"),
+        "SDP connection addresses: {sdp_addrs:?}"
+    );
+
+    // The audio: each phone heard the other's tone, not its own.
+    for (p, own, other) in [(&phones[0], TONE_A, TONE_B), (&phones[1], TONE_B, TONE_A)] {
+        let path = p
+            .recording()
+            .unwrap_or_else(|| panic!("phone {} left no recording", p.name));
+        let samples = read_wav(&path);
+        assert!(
+            samples.len() >= HEARD_SAMPLES,
+            "phone {}: {} samples recorded, want at least {HEARD_SAMPLES}",
+            p.name,
+            samples.len()
+        );
+        let mid = &samples[samples.len() / 4..samples.len() * 3 / 4];
+        let heard = goertzel_amplitude(mid, other);
+        let itself = goertzel_amplitude(mid, own);
+        let off = goertzel_amplitude(mid, TONE_OFF);
+        let verdict = format!(
+            "phone {} (sends {own} Hz) heard amplitude {heard:.1} at {other} Hz, \
+             {itself:.1} at {own} Hz, {off:.1} at {TONE_OFF} Hz over {} samples",
+            p.name,
+            mid.len()
+        );
+        eprintln!("{verdict}");
+        // Energy ratios: amplitude squared.
+        assert!(
+            heard * heard >= DOMINANCE * itself * itself && heard * heard >= DOMINANCE * off * off,
+            "{verdict}: the other phone's tone does not dominate"
+        );
+        // The tone arrives at about its sent level (G.711 keeps it); a
+        // quarter rules out a faint leak under silence.
+        assert!(
+            heard >= AMPLITUDE / 4.0,
+            "{verdict}: the other phone's tone is too faint"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A baresip phone
+// ---------------------------------------------------------------------------
+
+struct Phone {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<String>,
+    log: Vec<String>,
+    dir: PathBuf,
+    _ports: PortBlock,
+}
+
+impl Phone {
+    /// Starts baresip in `dir` (created) with `account`, sending a sine of
+    /// `tone_hz` and recording what it hears into `dir`. `ports`: SIP on
+    /// the first port, RTP and RTCP on the next pair that starts even.
+    fn start(
+        name: &'static str,
+        account: &str,
+        tone_hz: f64,
+        dir: &Path,
+        ports: PortBlock,
+    ) -> Phone {
+        std::fs::create_dir_all(dir).expect("phone dir");
+        let tone = dir.join("tone.wav");
+        write_tone(&tone, tone_hz, TONE_SECONDS);
+        // libre picks the RTP port as (min + rand % (max - min)) & ~1, RTCP
+        // the next one: min even and max = min + 2 leave only min.
+        let rtp = if ports.port(1).is_multiple_of(2) {
+            ports.port(1)
+        } else {
+            ports.port(2)
+        };
+        assert!(rtp < ports.port(3));
+        std::fs::write(dir.join("accounts"), format!("{account}\n")).expect("write accounts");
+        // `net_interface lo` fails in baresip 1.0 ("could not get network
+        // address"); the address works and puts 127.0.0.1 in the SDP.
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "sip_listen 127.0.0.1:{sip}\n\
+                 net_interface 127.0.0.1\n\
+                 rtp_ports {rtp}-{rtp_max}\n\
+                 module_path /usr/lib/baresip/modules\n\
+                 module stdio.so\n\
+                 module g711.so\n\
+                 module aufile.so\n\
+                 module aubridge.so\n\
+                 module sndfile.so\n\
+                 module account.so\n\
+                 module_app menu.so\n\
+                 audio_source aufile,{tone}\n\
+                 audio_player aubridge,nil\n\
+                 snd_path {dir}\n",
+                sip = ports.port(0),
+                rtp_max = rtp + 2,
+                tone = tone.display(),
+                dir = dir.display(),
+            ),
+        )
+        .expect("write config");
+
+        let mut child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir)
+            .env("HOME", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start baresip: {e}"));
+        let (tx, rx) = mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Phone {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            rx,
+            log: Vec::new(),
+            dir: dir.to_path_buf(),
+            _ports: ports,
+        }
+    }
+
+    /// A menu command (`/dial ...`, `/hangup`, `/quit`).
+    fn cmd(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("baresip stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("phone {}: cannot send {line:?}: {e}", self.name));
+    }
+
+    /// Collects output for at most `max` (returns at the first line).
+    fn pump(&mut self, max: Duration) {
+        if let Ok(line) = self.rx.recv_timeout(max) {
+            self.log.push(line);
+        }
+        while let Ok(line) = self.rx.try_recv() {
+            self.log.push(line);
+        }
+    }
+
+    /// Waits for an output line matching `want` (the next one: earlier
+    /// lines were consumed by earlier waits); a line matching `abort`
+    /// first is an error.
+    fn wait_line(
+        &mut self,
+        deadline: Instant,
+        want: &dyn Fn(&str) -> bool,
+        abort: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    if want(&line) {
+                        self.log.push(line);
+                        return Ok(());
+                    }
+                    if abort(&line) {
+                        let e = format!("instead: {line}");
+                        self.log.push(line);
+                        return Err(e);
+                    }
+                    self.log.push(line);
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(format!("none within {HANG:?}")),
+                Err(RecvTimeoutError::Disconnected) => return Err("baresip exited".into()),
+            }
+        }
+    }
+
+    /// Closes stdin and waits for the exit; false if it had to be killed.
+    fn wait_exit(&mut self) -> bool {
+        let ok = wait_child(&mut self.child, Instant::now() + HANG).is_some();
+        self.stdin = None;
+        while let Ok(line) = self.rx.recv_timeout(Duration::ZERO) {
+            self.log.push(line);
+        }
+        ok
+    }
+
+    /// The decoded audio sndfile dumps (`dump-<time>-dec.wav`).
+    fn recording(&self) -> Option<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
+            })
+    }
+
+    fn recorded_bytes(&self) -> u64 {
+        self.recording()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- baresip {} output ---\n{}",
+            self.name,
+            self.log.join("\n")
+        )
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tshark
+// ---------------------------------------------------------------------------
+
+/// One decoded SIP frame.
+#[derive(Debug)]
+struct Frame {
+    src: u16,
+    dst: u16,
+    call_id: String,
+    status: String,
+    method: String,
+    cseq_method: String,
+    sdp_addrs: Vec<String>,
+    severities: Vec<String>,
+    raw: String,
+}
+
+/// tshark decoding SIP live on `lo`, one line per frame.
+struct Capture {
+    child: Child,
+    rx: Receiver<String>,
+}
+
+impl Capture {
+    /// Captures UDP and TCP on `ports`, each decoded as SIP.
+    fn start(ports: &[u16]) -> Capture {
+        let filter = ports
+            .iter()
+            .map(|p| format!("port {p}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-i", "lo", "-n", "-l", "-f", &filter]);
+        for p in ports {
+            cmd.args(["-d", &format!("udp.port=={p},sip")]);
+            cmd.args(["-d", &format!("tcp.port=={p},sip")]);
+        }
+        cmd.args(["-Y", "sip", "-T", "fields", "-E", "separator=|"]);
+        for f in [
+            "udp.srcport",
+            "udp.dstport",
+            "sip.Call-ID",
+            "sip.Status-Code",
+            "sip.Method",
+            "sip.CSeq.method",
+            "sdp.connection_info.address",
+            "_ws.expert.severity",
+            "_ws.expert.message",
+        ] {
+            cmd.args(["-e", f]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tshark: {e}"));
+        // tshark says "Capturing on 'Loopback: lo'" once the capture runs.
+        let mut err_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut said = Vec::new();
+        loop {
+            match err_lines.next() {
+                Some(Ok(l)) if l.contains("Capturing on") => break,
+                Some(Ok(l)) => said.push(l),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("tshark did not start capturing: {}", said.join("\n"));
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in err_lines {});
+        let (tx, rx) = mpsc::channel::<String>();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Capture { child, rx }
+    }
+
+    /// Sends a marker OPTIONS to `marker` (a captured port), reads frames
+    /// until tshark shows it, stops tshark and returns the frames before it.
+    fn finish(&mut self, marker: &UdpSocket) -> Vec<Frame> {
+        let call_id = format!("marker-{}", unique());
+        let to = marker.local_addr().expect("marker address");
+        let peer = UdpPeer::new();
+        peer.send(
+            to,
+            common::options_request(&call_id, "UDP", peer.local()).as_bytes(),
+        );
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.rx.recv_timeout(left) else {
+                panic!("tshark never showed the marker; saw:\n{frames:#?}");
+            };
+            let f = parse_frame(&line);
+            if f.call_id == call_id {
+                break;
+            }
+            frames.push(f);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        frames
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_frame(line: &str) -> Frame {
+    let f: Vec<&str> = line.split('|').collect();
+    let field = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+    let list = |i: usize| {
+        f.get(i)
+            .map(|s| {
+                s.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Frame {
+        src: field(0).parse().unwrap_or(0),
+        dst: field(1).parse().unwrap_or(0),
+        call_id: field(2),
+        status: field(3),
+        method: field(4),
+        cseq_method: field(5),
+        sdp_addrs: list(6),
+        severities: list(7),
+        raw: line.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Audio
+// ---------------------------------------------------------------------------
+
+/// A WAV file (PCM, 16-bit, mono, RATE) holding a sine of `hz`.
+fn write_tone(path: &Path, hz: f64, seconds: u32) {
+    let n = RATE * seconds;
+    let data_len = n * 2;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&RATE.to_le_bytes());
+    b.extend_from_slice(&(RATE * 2).to_le_bytes()); // bytes per second
+    b.extend_from_slice(&2u16.to_le_bytes()); // block align
+    b.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..n {
+        let t = f64::from(i) / f64::from(RATE);
+        // invariant: |AMPLITUDE| < i16::MAX.
+        let s = (AMPLITUDE * (2.0 * std::f64::consts::PI * hz * t).sin()).round() as i16;
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).expect("write the tone WAV");
+}
+
+/// The samples of a PCM 16-bit mono WAV at RATE (panics on anything else).
+fn read_wav(path: &Path) -> Vec<i16> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(
+        b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WAVE",
+        "{}: not a WAV file",
+        path.display()
+    );
+    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut pos = 12;
+    let mut format_ok = false;
+    while pos + 8 <= b.len() {
+        let id = &b[pos..pos + 4];
+        let len = u32_at(pos + 4) as usize;
+        let body = pos + 8;
+        if id == b"fmt " {
+            let (fmt, channels, rate, bits) = (
+                u16_at(body),
+                u16_at(body + 2),
+                u32_at(body + 4),
+                u16_at(body + 14),
+            );
+            assert!(
+                fmt == 1 && channels == 1 && rate == RATE && bits == 16,
+                "{}: format {fmt}, {channels} channels, {rate} Hz, {bits} bits; \
+                 want PCM mono {RATE} Hz 16 bits",
+                path.display()
+            );
+            format_ok = true;
+        } else if id == b"data" {
+            assert!(format_ok, "{}: data before fmt", path.display());
+            // A writer that did not finish leaves the size short or zero:
+            // take what is there.
+            let end = if len == 0 {
+                b.len()
+            } else {
+                (body + len).min(b.len())
+            };
+            return b[body..end]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+        }
+        pos = body + len + (len & 1);
+    }
+    panic!("{}: no data chunk", path.display());
+}
+
+/// The amplitude of the `hz` component of `x` (Goertzel): a sine of
+/// amplitude A at `hz` gives about A.
+fn goertzel_amplitude(x: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / f64::from(RATE);
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - c * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / x.len() as f64
+}
