@@ -266,7 +266,8 @@ run_attempt() {
     nofile=$(ulimit -n)
     [ "$nofile" = unlimited ] || [ "$limit" -lt $((nofile - 100)) ] || limit=$((nofile - 100))
     local safety=$((calls / rate + HOLD_MS / 1000 + 60))
-    python3 "$H" cpu "$TSPEC" "proc:$uas" "udp:$PORT_T,$PORT_UAS,$PORT_UAC" >"$d/cpu0.json"
+    python3 "$H" cpu "$TSPEC" "proc:$uas" "udp:$PORT_T,$PORT_UAS,$PORT_UAC" >"$d/cpu0.json" ||
+        die "could not read the CPU counters of $target or the uas"
     local t0 t1 uac_rc=0
     t0=$(date +%s.%N)
     (
@@ -285,7 +286,10 @@ run_attempt() {
     wait "$uacsh" || uac_rc=$?
     forget "$uacsh"
     t1=$(date +%s.%N)
-    python3 "$H" cpu "$TSPEC" "proc:$uas" "udp:$PORT_T,$PORT_UAS,$PORT_UAC" >"$d/cpu1.json"
+    python3 "$H" cpu "$TSPEC" "proc:$uas" "udp:$PORT_T,$PORT_UAS,$PORT_UAC" >"$d/cpu1.json" || {
+        tail -n 20 "$d/target.log" >&2 || true
+        die "$target or the uas exited during the run (logs in $d; --keep keeps them)"
+    }
 
     # Stop the uas (SIGUSR1: SIPp finishes and writes its final statistics),
     # then the target.
@@ -326,6 +330,7 @@ run_one() {
         local d=$WORK/$target-$rate-$n
         rc=0
         run_attempt "$target" "$rate" "$calls" "$d" || rc=$?
+        [ -s "$d/result.json" ] || die "no result for $target at $rate cps (see $d)"
         attempts+=("$d/result.json")
         foreign=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["foreign_cores"])' "$d/result.json")
         if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$foreign" "$MAX_OTHER"; then
