@@ -419,6 +419,9 @@ struct Call {
     answered: Option<Instant>,
     transfer: Option<Transfer>,
     transfers: u32,
+    /// Client transactions relaying a request of this call (some may have
+    /// finished already): answered 487 if the call ends first.
+    relays: Vec<u64>,
 }
 
 impl Call {
@@ -660,6 +663,7 @@ impl B2bua {
             answered: None,
             transfer: None,
             transfers: 0,
+            relays: Vec::new(),
         };
         call.a.invite_busy = true;
         call.a.allows_update = a_allows_update;
@@ -1170,34 +1174,69 @@ impl B2bua {
                     self.send_cancel(now, tid);
                 }
             }
-            Purpose::Relay {
-                call, from, stx, ..
-            } => {
-                let (call, from, stx) = (*call, *from, *stx);
-                if status >= 200 {
-                    let req = match self.txs.get_mut(&tid).map(|t| &mut t.purpose) {
-                        Some(Purpose::Relay { req, .. }) => {
-                            std::mem::replace(req, Box::new(empty_message()))
-                        }
-                        _ => return,
-                    };
+            _ if status < 200 => {}
+            Purpose::Relay { .. } => {
+                if let Some((call, from, stx, req)) = self.take_relay(tid) {
                     self.on_relay_final(now, call, from, stx, &req, tid, msg, status);
                 }
             }
             Purpose::TransferReinvite { call, target } => {
                 let (call, target) = (*call, *target);
-                if status >= 200 {
-                    self.on_transfer_reinvite(now, call, target, tid, msg, status);
-                }
+                self.on_transfer_reinvite(now, call, target, tid, msg, status);
+                self.done(tid);
             }
             Purpose::Refresh { call, leg } => {
                 let (call, leg) = (*call, *leg);
-                if status >= 200 {
-                    self.on_refresh_final(now, call, leg, tid, msg);
+                self.on_refresh_final(now, call, leg, tid, msg);
+                self.done(tid);
+            }
+            Purpose::Fire => {
+                if (200..300).contains(&status) {
+                    self.reack(tid, msg);
                 }
             }
-            Purpose::Fire => {}
         }
+    }
+
+    /// The final answer of a client transaction has been handled: later
+    /// 2xx retransmissions only get an ACK again.
+    fn done(&mut self, tid: u64) {
+        if let Some(tx) = self.txs.get_mut(&tid) {
+            tx.purpose = Purpose::Fire;
+        }
+    }
+
+    /// Takes a relay's origin out of its transaction (once).
+    fn take_relay(&mut self, tid: u64) -> Option<(u64, LegId, u64, Box<Message>)> {
+        let tx = self.txs.get_mut(&tid)?;
+        match std::mem::replace(&mut tx.purpose, Purpose::Fire) {
+            Purpose::Relay {
+                call,
+                from,
+                stx,
+                req,
+            } => Some((call, from, stx, req)),
+            other => {
+                tx.purpose = other;
+                None
+            }
+        }
+    }
+
+    /// A retransmitted 2xx to an INVITE whose answer was handled: its ACK
+    /// was lost, send one again (§13.2.2.4).
+    fn reack(&mut self, tid: u64, msg: &Message) {
+        let Some(tx) = self.txs.get(&tid) else { return };
+        let Machine::Invite(_, parts) = &tx.machine else {
+            return;
+        };
+        let mut d = parts.dialog.clone();
+        d.learn_from_response(msg);
+        let ack = build_ack(&self.cfg, &mut self.ids, &d, parts.cseq, b"", None);
+        self.out.push_back(CallOutput::Transmit {
+            peer: d.peer,
+            data: ack,
+        });
     }
 
     fn on_tx_timeout(&mut self, now: Instant, tid: u64) {
@@ -1207,15 +1246,9 @@ impl B2bua {
                 let (call, leg) = (*call, *leg);
                 self.b_failed(now, call, leg, 408, None);
             }
-            Purpose::Relay {
-                call, from, stx, ..
-            } => {
-                let (call, from, stx) = (*call, *from, *stx);
-                let req = match self.txs.get_mut(&tid).map(|t| &mut t.purpose) {
-                    Some(Purpose::Relay { req, .. }) => {
-                        std::mem::replace(req, Box::new(empty_message()))
-                    }
-                    _ => return,
+            Purpose::Relay { .. } => {
+                let Some((call, from, stx, req)) = self.take_relay(tid) else {
+                    return;
                 };
                 if let Some(l) = self.calls.get(&call).and_then(|c| c.leg(from)) {
                     let peer = l.dialog.peer;
@@ -1588,6 +1621,7 @@ impl B2bua {
             },
         );
         self.send_request(now, peer, Method::Bye, &branch, data, Purpose::Fire);
+        self.done(tid);
     }
 
     /// A B leg that is no longer part of the call (a fork that lost, a
@@ -1640,13 +1674,7 @@ impl B2bua {
             );
         }
         // §15.1.2: requests still pending in the ended dialogs get 487.
-        let pending: Vec<u64> = self
-            .txs
-            .iter()
-            .filter(|(_, t)| matches!(t.purpose, Purpose::Relay { call, .. } if call == id))
-            .map(|(tid, _)| *tid)
-            .collect();
-        for tid in pending {
+        for tid in std::mem::take(&mut call.relays) {
             let Some(tx) = self.txs.get_mut(&tid) else {
                 continue;
             };
@@ -1814,16 +1842,23 @@ impl B2bua {
             stx,
             req: Box::new(msg),
         };
-        if method == Method::Invite {
+        let tid = if method == Method::Invite {
             let branch_leg = self.calls.get_mut(&id).and_then(|c| c.leg_mut(to));
-            if let Some(l) = branch_leg {
-                let d = l.dialog.clone();
-                l.invite_busy = true;
-                l.dialog.local_seq = l.dialog.local_seq.wrapping_add(1);
-                self.send_invite(now, d, purpose, 70, &carried, ct.as_deref(), &body);
+            match branch_leg {
+                Some(l) => {
+                    let d = l.dialog.clone();
+                    l.invite_busy = true;
+                    l.dialog.local_seq = l.dialog.local_seq.wrapping_add(1);
+                    Some(self.send_invite(now, d, purpose, 70, &carried, ct.as_deref(), &body))
+                }
+                None => None,
             }
         } else {
-            self.send_in_dialog(now, id, to, method, &headers, ct.as_deref(), &body, purpose);
+            self.send_in_dialog(now, id, to, method, &headers, ct.as_deref(), &body, purpose)
+        };
+        if let (Some(tid), Some(call)) = (tid, self.calls.get_mut(&id)) {
+            call.relays.retain(|t| self.txs.contains_key(t));
+            call.relays.push(tid);
         }
     }
 
@@ -2735,16 +2770,4 @@ fn body_of(msg: &Message) -> (Option<String>, Bytes) {
         .find(|h| h.name == HeaderName::ContentType)
         .map(|h| text(&h.value));
     (ct, msg.body.clone())
-}
-
-fn empty_message() -> Message {
-    // invariant: a fixed, valid message.
-    crate::sip::message::parse(
-        Bytes::from_static(
-            b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKx\r\nFrom: <sip:x>;tag=x\r\nTo: <sip:x>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n",
-        ),
-        crate::sip::message::Framing::Datagram,
-        &crate::sip::message::Limits::default(),
-    )
-    .expect("static message parses")
 }
