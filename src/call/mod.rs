@@ -66,6 +66,16 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER,
 /// responses (RFC 3262) and run session timers (RFC 4028).
 const SUPPORTED: &str = "100rel, timer";
 
+/// Room the engine's maps start with. Transactions live 32 s after their
+/// answer (RFC 6026 Timer M), so the maps grow with the call rate; values are
+/// boxed and the maps pre-sized so that growing rehashes pointers, not
+/// calls, in one go on the shard's hot path.
+const INITIAL_CAPACITY: usize = 16 * 1024;
+/// Client transactions: about three per call for 32 s, so room for
+/// ~1300 calls/s before the first rehash. The buckets are only touched
+/// when used (a few MiB of address space).
+pub(crate) const TX_CAPACITY: usize = 128 * 1024;
+
 /// Most contacts one call forks to.
 const MAX_FORKS: usize = 16;
 
@@ -456,13 +466,13 @@ impl Call {
 pub struct B2bua {
     cfg: CallConfig,
     ids: IdGen,
-    calls: HashMap<u64, Call>,
+    calls: HashMap<u64, Box<Call>>,
     next_call: u64,
     /// Our local tag → the call and leg.
     dialogs: HashMap<String, (u64, LegId)>,
     /// Server transaction of a caller's INVITE → its call (for CANCEL).
     invites: HashMap<u64, u64>,
-    txs: HashMap<u64, ClientTx>,
+    txs: HashMap<u64, Box<ClientTx>>,
     /// branch + NUL + CSeq method → client transaction.
     tx_index: HashMap<Vec<u8>, u64>,
     next_tx: u64,
@@ -511,12 +521,12 @@ impl B2bua {
         B2bua {
             ids: IdGen::new(cfg.shard, cfg.seed ^ 0x6361_6c6c),
             cfg,
-            calls: HashMap::new(),
+            calls: HashMap::with_capacity(INITIAL_CAPACITY),
             next_call: 0,
-            dialogs: HashMap::new(),
-            invites: HashMap::new(),
-            txs: HashMap::new(),
-            tx_index: HashMap::new(),
+            dialogs: HashMap::with_capacity(INITIAL_CAPACITY),
+            invites: HashMap::with_capacity(INITIAL_CAPACITY),
+            txs: HashMap::with_capacity(TX_CAPACITY),
+            tx_index: HashMap::with_capacity(TX_CAPACITY),
             next_tx: 0,
             out: VecDeque::new(),
             counters,
@@ -685,7 +695,7 @@ impl B2bua {
             );
         }
         call.a_invite = Some((stx, Box::new(msg)));
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.counters.calls_active.set(self.calls.len() as u64);
         self.out.push_back(CallOutput::Timer {
             at: now + self.cfg.no_answer,
@@ -910,7 +920,7 @@ impl B2bua {
             }
             TimerKey::Session(id, leg) => self.on_session_timer(now, id, leg),
             TimerKey::CancelGiveUp(tid) => {
-                if self.txs.get(&tid).is_some_and(ClientTx::open)
+                if self.txs.get(&tid).is_some_and(|t| t.open())
                     && let Some(tx) = self.txs.remove(&tid)
                 {
                     self.tx_index.remove(&tx.key);
@@ -1103,14 +1113,14 @@ impl B2bua {
         self.tx_index.insert(key.clone(), tid);
         self.txs.insert(
             tid,
-            ClientTx {
+            Box::new(ClientTx {
                 machine,
                 peer,
                 key,
                 scheduled: None,
                 purpose,
                 cancelled: false,
-            },
+            }),
         );
         let mut events = Vec::new();
         self.drain_tx(tid, &mut events);

@@ -203,7 +203,7 @@ pub struct Endpoint {
     registrar: Registrar,
     registrar_scheduled: Option<Instant>,
     location: LocationService,
-    txs: HashMap<u64, ServerTx>,
+    txs: HashMap<u64, Box<ServerTx>>,
     tx_index: HashMap<Vec<u8>, u64>,
     next_tx: u64,
     out: VecDeque<Output>,
@@ -235,8 +235,9 @@ impl Endpoint {
             registrar: Registrar::new(cfg.registrar),
             registrar_scheduled: None,
             location: LocationService::new(),
-            txs: HashMap::new(),
-            tx_index: HashMap::new(),
+            // Pre-sized like the call engine's (see call::TX_CAPACITY).
+            txs: HashMap::with_capacity(crate::call::TX_CAPACITY),
+            tx_index: HashMap::with_capacity(crate::call::TX_CAPACITY),
             next_tx: 0,
             out: VecDeque::new(),
             counters: counters.clone(),
@@ -536,14 +537,14 @@ impl Endpoint {
         };
         self.txs.insert(
             id,
-            ServerTx {
+            Box::new(ServerTx {
                 kind,
                 peer,
                 key: key.clone(),
                 scheduled: None,
                 invite: None,
                 to_tag,
-            },
+            }),
         );
         self.tx_index.insert(key, id);
         let answer = match self.decide(now, peer, &msg) {
