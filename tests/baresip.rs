@@ -11,12 +11,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
 use std::time::Instant;
 
-use common::{Appliance, Driver, HANG, Options, require_tool, reserve_ports, wait_child};
+use common::{
+    Appliance, Driver, HANG, Options, require_tool, reserve_ports, spawn_baresip, wait_child,
+};
 
 fn baresip_registers(opts: Options) {
     require_tool("baresip");
@@ -50,31 +50,7 @@ fn baresip_registers(opts: Options) {
     )
     .expect("write config");
 
-    let mut child = Command::new("baresip")
-        .arg("-f")
-        .arg(dir.path())
-        .env("HOME", dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start baresip: {e}"));
-    let (tx, rx) = mpsc::channel::<String>();
-    for stream in [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let (mut child, rx) = spawn_baresip(dir.path());
 
     let deadline = Instant::now() + HANG;
     let mut output = Vec::new();

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Appliance, Driver, HANG, LOCALHOST, Options, PortBlock, UdpPeer, require_tool, reserve_ports,
-    unique, wait_child,
+    spawn_baresip, unique, wait_child,
 };
 
 /// Sample rate of the tones and of PCMU.
@@ -396,30 +396,7 @@ impl Phone {
         )
         .expect("write config");
 
-        let mut child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir)
-            .env("HOME", dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start baresip: {e}"));
-        let (tx, rx) = mpsc::channel::<String>();
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let (mut child, rx) = spawn_baresip(dir);
         Phone {
             name,
             stdin: child.stdin.take(),

@@ -14,7 +14,7 @@ usage: bench/calls/run.sh [--rate R] [--calls N | --duration S] [--target kamail
                           [--sweep [--sweep-rates "R1 R2 ..."]] [--hold MS]
                           [--ports TARGET,UAS,UAC] [--pin TARGET_CPUS:SIPP_CPUS | --no-pin]
                           [--kam-children N] [--quiet-wait S] [--max-other-load CPUS]
-                          [--retries N] [--keep]
+                          [--retries N] [--keep] [--appliance-set KEY=VALUE]...
 
   --rate R          calls per second offered by the SIPp uac (default 200)
   --calls N         calls per run (default: R x duration)
@@ -36,6 +36,9 @@ usage: bench/calls/run.sh [--rate R] [--calls N | --duration S] [--target kamail
                     it is marked disturbed and repeated (--retries, default 2), keeping
                     the attempt with the least other load
   --keep            keep the work directory (logs, SIPp traces) and print its path
+  --appliance-set KEY=VALUE
+                    extra config override for the appliance (repeatable), e.g.
+                    shell.timer_tick_ms=20
 
 Exit status: 0 when every call of every run succeeded, 1 when any call failed
 (or a run completed no call), 2 on a usage or set-up error.
@@ -65,6 +68,7 @@ QUIET_WAIT=60
 MAX_OTHER=0.15
 RETRIES=2
 KEEP=0
+APPLIANCE_SET=()
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 
@@ -85,6 +89,7 @@ while [ $# -gt 0 ]; do
         --max-other-load) MAX_OTHER=${2:?}; shift 2 ;;
         --retries) RETRIES=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --appliance-set) APPLIANCE_SET+=(--set "${2:?}"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -212,7 +217,7 @@ start_target() { # target dir -> sets TPID, TSPEC
                 --set "sip.listen=[\"udp:$IP:$PORT_T\"]" \
                 --set 'registrar.digest_algorithms=["MD5","SHA-256"]' \
                 --set "node.data_dir=\"$d/data\"" \
-                --set 'node.log="warn"') >"$d/target.log" 2>&1 &
+                --set 'node.log="warn"' "${APPLIANCE_SET[@]}") >"$d/target.log" 2>&1 &
             TPID=$!
             TSPEC="threads:$TPID"
             ;;

@@ -168,8 +168,19 @@ impl Shard {
         }
     }
 
+    /// Applies what other shards sent before this message arrived (e.g. a
+    /// registration a REGISTER's 200 OK already confirmed), so a message
+    /// never overtakes the mesh traffic that happened before it.
+    fn catch_up_mesh(&mut self, now: Instant) {
+        let mesh = Arc::clone(&self.mesh);
+        mesh.drain(usize::from(self.id.0), |m| self.on_mesh(now, m));
+    }
+
     fn on_io(&mut self, ev: IoEvent<'_>) {
         let now = Instant::now();
+        if matches!(ev, IoEvent::Datagram { .. } | IoEvent::Stream { .. }) {
+            self.catch_up_mesh(now);
+        }
         match ev {
             IoEvent::Datagram { sock, src, data } => {
                 let Some(&listen) = self.udp_listen.get(&sock) else {

@@ -1612,3 +1612,39 @@ pub fn authorization(challenge: &str, user: &str, password: &str, nc: u32) -> St
     h.push_str("\r\n");
     h
 }
+
+// ---------------------------------------------------------------------------
+// baresip
+// ---------------------------------------------------------------------------
+
+/// Starts baresip with its config folder `dir` (also its HOME), stdin piped
+/// for menu commands; every line it prints on stdout or stderr arrives on
+/// the receiver.
+pub fn spawn_baresip(dir: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("baresip")
+        .arg("-f")
+        .arg(dir)
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start baresip: {e}"));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    (child, rx)
+}
