@@ -965,3 +965,30 @@ fn scenarios_back_to_back() {
         target.report()
     );
 }
+
+// ---------------------------------------------------------------------------
+// SIGTERM with a call up (CONTRACT: end active calls cleanly with BYE)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sigterm_ends_an_answered_call_with_bye_to_both_legs() {
+    let a = appliance(Options::new(Driver::Auto));
+    // The callee waits for a BYE; so does the caller (the callee-hangs-up
+    // caller scenario): only the appliance can send both.
+    let callee = Phone::start(&a, "1002", "call_uas_answer.xml", &[]);
+    let mut caller = call(&a, "call_uac_callee_bye.xml", "1002", "u1");
+    caller.wait_traced("ACK sip:");
+    let s = a.stop();
+    let (caller, phones) = finish(caller, vec![callee]);
+    assert!(succeeded(&caller), "caller: {}", caller.report());
+    assert!(succeeded(&phones[0]), "callee: {}", phones[0].report());
+    let c = &s.counters;
+    assert_clean(&s);
+    assert_calls(&s, 1, 1, 0);
+    exactly(c, "requests out", "BYE", 2, &s);
+    assert!(
+        s.stderr.contains("cause=shutdown"),
+        "the call record names the shutdown: {}",
+        s.tail()
+    );
+}

@@ -1377,6 +1377,27 @@ impl SippProc {
         }
     }
 
+    /// Waits until SIPp's message trace (it must run with
+    /// [`Sipp::trace_messages`]) holds `needle`, e.g. the ACK it sent: the
+    /// call has reached that point. Panics after [`HANG`].
+    pub fn wait_traced(&mut self, needle: &str) {
+        let deadline = Instant::now() + HANG;
+        let path = self.dir.path().join("messages.log");
+        loop {
+            let text = std::fs::read(&path).unwrap_or_default();
+            if find(&text, needle.as_bytes()).is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SIPp ({}) never traced {needle:?} within {HANG:?}",
+                self.scenario.display()
+            );
+            // Paces the polling of the trace file.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits for SIPp to exit by itself; kills it at `deadline` (then
     /// [`SippRun::killed`] is set). Returns what it left behind.
     pub fn wait(mut self, deadline: Instant) -> SippRun {
