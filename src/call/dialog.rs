@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::sip::build::Fmt;
 use crate::sip::endpoint::{Link, Peer};
 use crate::sip::message::{Contacts, HeaderName, Message};
 
@@ -238,14 +239,4 @@ pub fn record_routes(msg: &Message) -> Vec<String> {
         });
     }
     out
-}
-
-/// `fmt::Write` over a `BytesMut`.
-pub struct Fmt<'a>(pub &'a mut BytesMut);
-
-impl std::fmt::Write for Fmt<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
-    }
 }

@@ -298,10 +298,9 @@ struct Leg {
     /// Our ACK to this leg's last 2xx (re-sent on a retransmitted 2xx).
     last_ack: Option<Bytes>,
     /// A 2xx from this leg (to an INVITE without offer) whose ACK waits for
-    /// the answer in the other leg's ACK: its CSeq.
-    ack_deferred: Option<u32>,
-    /// The offer in that 2xx (to reject if the answer never comes).
-    deferred_offer: Bytes,
+    /// the answer in the other leg's ACK: its CSeq, and the offer it
+    /// carried (rejected in the ACK if the answer never comes).
+    ack_deferred: Option<(u32, Bytes)>,
     /// An INVITE transaction is in progress in this dialog (glare → 491).
     invite_busy: bool,
     /// RFC 4028 session timer of this leg, once negotiated.
@@ -353,7 +352,6 @@ impl Leg {
             ack_scheduled: None,
             last_ack: None,
             ack_deferred: None,
-            deferred_offer: Bytes::new(),
             invite_busy: false,
             session: None,
             allows_update: false,
@@ -745,7 +743,7 @@ impl B2bua {
         };
         if let Some(o) = other
             && let Some(ol) = call.leg_mut(o)
-            && let Some(cseq) = ol.ack_deferred.take()
+            && let Some((cseq, _)) = ol.ack_deferred.take()
         {
             let ct = msg
                 .content_type
@@ -823,9 +821,6 @@ impl B2bua {
             Method::Prack => {
                 // We never send reliable provisionals: nothing to acknowledge.
                 self.reply(stx, &msg, peer, Reply::new(481));
-            }
-            Method::Notify if self.notify_for_us(id, leg) => {
-                self.reply(stx, &msg, peer, Reply::new(200));
             }
             _ => self.relay(now, id, leg, stx, peer, msg),
         }
@@ -981,40 +976,27 @@ impl B2bua {
             route_set: Vec::new(),
             peer,
         };
-        let mut carried: Vec<(&str, String)> = Vec::new();
-        for h in CARRIED {
-            if let Some(v) = a_invite.other_header(h) {
-                carried.push((h, text(v)));
-            }
-        }
+        let mut carried = carried(a_invite);
         carried.push(("Session-Expires", self.cfg.session_expires.to_string()));
         carried.push(("Min-SE", self.cfg.min_se.to_string()));
-        let ct = a_invite
-            .content_type
-            .as_ref()
-            .and_then(|_| {
-                a_invite
-                    .headers
-                    .iter()
-                    .find(|h| h.name == HeaderName::ContentType)
-            })
-            .map(|h| text(&h.value));
+        let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (ct, body) = body_of(a_invite);
         let idx = call.b.len() as u16;
         let tid = self.send_invite(
             now,
             dialog.clone(),
             Purpose::BInvite { call: id, leg: idx },
             max_forwards,
-            &carried,
+            &headers,
             ct.as_deref(),
-            &a_invite.body,
+            &body,
         );
         self.dialogs
             .insert(dialog.local_tag.clone(), (id, LegId::B(idx)));
         let mut leg = Leg::new(dialog);
         leg.invite_busy = true;
         leg.dialog.local_seq = 1;
-        leg.last_sdp = ct.zip((!a_invite.body.is_empty()).then(|| a_invite.body.clone()));
+        leg.last_sdp = ct.map(|ct| (ct, body));
         call.b.push(BLeg {
             leg,
             tx: tid,
@@ -1036,18 +1018,16 @@ impl B2bua {
         mut dialog: Dialog,
         purpose: Purpose,
         max_forwards: u8,
-        carried: &[(&str, String)],
+        carried: &[(&str, &str)],
         content_type: Option<&str>,
         body: &[u8],
     ) -> u64 {
         let cseq = dialog.next_seq();
         let branch = self.ids.branch();
-        let allow = ("Allow", ALLOW.to_string());
-        let supported = ("Supported", SUPPORTED.to_string());
         let headers: Vec<(&str, &str)> = carried
             .iter()
-            .chain([&allow, &supported])
-            .map(|(n, v)| (*n, v.as_str()))
+            .copied()
+            .chain([("Allow", ALLOW), ("Supported", SUPPORTED)])
             .collect();
         let data = dialog.request(
             &self.cfg.local,
@@ -1070,7 +1050,7 @@ impl B2bua {
             cseq,
         };
         let machine = Machine::Invite(
-            ClientInvite::new(now, self.cfg.timers, reliable(peer), data),
+            ClientInvite::new(now, self.cfg.timers, peer.reliable(), data),
             Box::new(parts),
         );
         self.start_tx(machine, peer, &branch, b"INVITE", purpose)
@@ -1089,7 +1069,7 @@ impl B2bua {
         let machine = Machine::NonInvite(ClientNonInvite::new(
             now,
             self.cfg.timers,
-            reliable(peer),
+            peer.reliable(),
             data,
         ));
         self.start_tx(machine, peer, branch, method.as_bytes(), purpose)
@@ -1147,7 +1127,7 @@ impl B2bua {
             let d = l.dialog.clone();
             l.invite_busy = true;
             l.dialog.local_seq = l.dialog.local_seq.wrapping_add(1);
-            return Some(self.send_invite(now, d, purpose, 70, &[], content_type, body));
+            return Some(self.send_invite(now, d, purpose, 70, headers, content_type, body));
         }
         let cseq = l.dialog.next_seq();
         let contact = matches!(method, Method::Update | Method::Notify | Method::Refer);
@@ -1187,12 +1167,12 @@ impl B2bua {
             _ if status < 200 => {}
             Purpose::Relay { .. } => {
                 if let Some((call, from, stx, req)) = self.take_relay(tid) {
-                    self.on_relay_final(now, call, from, stx, &req, tid, msg, status);
+                    self.on_relay_final(now, call, from, stx, &req, msg, status);
                 }
             }
             Purpose::TransferReinvite { call, target } => {
                 let (call, target) = (*call, *target);
-                self.on_transfer_reinvite(now, call, target, tid, msg, status);
+                self.on_transfer_reinvite(now, call, target, msg, status);
                 self.done(tid);
             }
             Purpose::Refresh { call, leg } => {
@@ -1398,7 +1378,7 @@ impl B2bua {
             }
             let wanted = b.state != BState::Done && !b.cancel_wanted;
             if transfer && wanted {
-                self.transfer_answered(now, id, leg, tid, msg);
+                self.transfer_answered(now, id, leg, msg);
                 return;
             }
             if !wanted || call.phase != Phase::Setup {
@@ -1427,8 +1407,7 @@ impl B2bua {
                 self.counters.requests_out[Method::Ack.counter_index()].bump();
                 self.out.push_back(CallOutput::Transmit { peer, data: ack });
             } else {
-                b.leg.ack_deferred = Some(cseq);
-                b.leg.deferred_offer = msg.body.clone();
+                b.leg.ack_deferred = Some((cseq, msg.body.clone()));
             }
             call.phase = Phase::Answered;
             call.peer = leg;
@@ -1764,8 +1743,8 @@ impl B2bua {
         leg.ack_wait = None;
         // §13.2.2.4: its 2xx still gets its ACK, with an answer that
         // rejects every stream (the real answer never came).
-        if let Some(cseq) = leg.ack_deferred.take() {
-            let answer = reject_all(&leg.deferred_offer);
+        if let Some((cseq, offer)) = leg.ack_deferred.take() {
+            let answer = reject_all(&offer);
             let ct = (!answer.is_empty()).then_some("application/sdp");
             let ack = build_ack(&self.cfg, &mut self.ids, &leg.dialog, cseq, &answer, ct);
             self.out.push_back(CallOutput::Transmit {
@@ -1824,10 +1803,7 @@ impl B2bua {
         {
             l.dialog.refresh_target(&msg);
         }
-        let mut carried: Vec<(&str, String)> = CARRIED
-            .iter()
-            .filter_map(|h| msg.other_header(h).map(|v| (*h, text(v))))
-            .collect();
+        let mut carried = carried(&msg);
         // Our session timer on the far leg rides on the relayed request.
         if matches!(msg.method(), Method::Invite | Method::Update)
             && let Some(st) = call.leg(to).and_then(|l| l.session)
@@ -1839,12 +1815,11 @@ impl B2bua {
             };
             carried.push(("Session-Expires", se_value(st.interval, r)));
         }
-        let (ct_sent, body_sent) = body_of(&msg);
-        if let (Some(ct), Some(l)) = (ct_sent, call.leg_mut(to)) {
-            l.last_sdp = Some((ct, body_sent));
+        let (ct, body) = body_of(&msg);
+        if let (Some(ct), Some(l)) = (&ct, call.leg_mut(to)) {
+            l.last_sdp = Some((ct.clone(), body.clone()));
         }
         let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let (ct, body) = body_of(&msg);
         let method = msg.method().clone();
         let purpose = Purpose::Relay {
             call: id,
@@ -1852,20 +1827,7 @@ impl B2bua {
             stx,
             req: Box::new(msg),
         };
-        let tid = if method == Method::Invite {
-            let branch_leg = self.calls.get_mut(&id).and_then(|c| c.leg_mut(to));
-            match branch_leg {
-                Some(l) => {
-                    let d = l.dialog.clone();
-                    l.invite_busy = true;
-                    l.dialog.local_seq = l.dialog.local_seq.wrapping_add(1);
-                    Some(self.send_invite(now, d, purpose, 70, &carried, ct.as_deref(), &body))
-                }
-                None => None,
-            }
-        } else {
-            self.send_in_dialog(now, id, to, method, &headers, ct.as_deref(), &body, purpose)
-        };
+        let tid = self.send_in_dialog(now, id, to, method, &headers, ct.as_deref(), &body, purpose);
         if let (Some(tid), Some(call)) = (tid, self.calls.get_mut(&id)) {
             call.relays.retain(|t| self.txs.contains_key(t));
             call.relays.push(tid);
@@ -1881,7 +1843,6 @@ impl B2bua {
         from: LegId,
         stx: u64,
         req: &Message,
-        tid: u64,
         msg: &Message,
         status: u16,
     ) {
@@ -1903,10 +1864,8 @@ impl B2bua {
                 l.dialog.refresh_target(msg);
             }
             if is_invite && (200..300).contains(&status) {
-                let cseq = match self.txs.get(&tid).map(|t| &t.machine) {
-                    Some(Machine::Invite(_, p)) => p.cseq,
-                    _ => l.dialog.local_seq,
-                };
+                // The 2xx carries its INVITE's CSeq number (§8.2.6.2), the ACK's.
+                let cseq = msg.cseq.seq;
                 if offered {
                     let d = l.dialog.clone();
                     let ack = build_ack(&self.cfg, &mut self.ids, &d, cseq, b"", None);
@@ -1916,8 +1875,7 @@ impl B2bua {
                         self.out.push_back(CallOutput::Transmit { peer, data: ack });
                     }
                 } else {
-                    l.ack_deferred = Some(cseq);
-                    l.deferred_offer = msg.body.clone();
+                    l.ack_deferred = Some((cseq, msg.body.clone()));
                 }
             }
         }
@@ -1984,12 +1942,6 @@ impl B2bua {
     // ------------------------------------------------------------------
     // Blind transfer (RFC 3515, RFC 5589 §6)
     // ------------------------------------------------------------------
-
-    /// Whether a NOTIFY on `leg` belongs to a subscription of ours (we never
-    /// send REFER ourselves, so none does: NOTIFYs are relayed).
-    fn notify_for_us(&self, _id: u64, _leg: LegId) -> bool {
-        false
-    }
 
     /// A REFER from the connected callee: blind transfer of the caller
     /// (RFC 3515; RFC 5589 §6). Only the callee side may transfer: the
@@ -2174,7 +2126,7 @@ impl B2bua {
 
     /// The transfer target answered with its offer: re-INVITE the caller
     /// with it.
-    fn transfer_answered(&mut self, now: Instant, id: u64, leg: u16, _tid: u64, msg: &Message) {
+    fn transfer_answered(&mut self, now: Instant, id: u64, leg: u16, msg: &Message) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -2188,8 +2140,7 @@ impl B2bua {
         b.status = msg.status();
         b.leg.dialog.learn_from_response(msg);
         b.leg.invite_busy = false;
-        b.leg.ack_deferred = Some(b.leg.dialog.local_seq);
-        b.leg.deferred_offer = msg.body.clone();
+        b.leg.ack_deferred = Some((b.leg.dialog.local_seq, msg.body.clone()));
         let offer = body_of(msg);
         if call.leg(moved).is_some_and(|l| l.invite_busy) {
             // E.g. the caller's ACK of the original answer is still on its
@@ -2229,7 +2180,6 @@ impl B2bua {
         now: Instant,
         id: u64,
         target: u16,
-        tid: u64,
         msg: &Message,
         status: u16,
     ) {
@@ -2247,7 +2197,11 @@ impl B2bua {
             // Hang up the target; the caller keeps its old session.
             if let Some(b) = call.b.get_mut(usize::from(target)) {
                 b.state = BState::Done;
-                let cseq = b.leg.ack_deferred.take().unwrap_or(b.leg.dialog.local_seq);
+                let cseq = b
+                    .leg
+                    .ack_deferred
+                    .take()
+                    .map_or(b.leg.dialog.local_seq, |(c, _)| c);
                 let d = b.leg.dialog.clone();
                 let ack = build_ack(&self.cfg, &mut self.ids, &d, cseq, b"", None);
                 self.out.push_back(CallOutput::Transmit {
@@ -2274,10 +2228,8 @@ impl B2bua {
             return;
         }
         // ACK the caller's 2xx, and the target's with the caller's answer.
-        let cseq = match self.txs.get(&tid).map(|t| &t.machine) {
-            Some(Machine::Invite(_, p)) => p.cseq,
-            _ => 0,
-        };
+        // The 2xx carries its INVITE's CSeq number (§8.2.6.2), the ACK's.
+        let cseq = msg.cseq.seq;
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -2300,7 +2252,11 @@ impl B2bua {
             return;
         };
         if let Some(b) = call.b.get_mut(usize::from(target)) {
-            let cseq = b.leg.ack_deferred.take().unwrap_or(b.leg.dialog.local_seq);
+            let cseq = b
+                .leg
+                .ack_deferred
+                .take()
+                .map_or(b.leg.dialog.local_seq, |(c, _)| c);
             let d = b.leg.dialog.clone();
             let ack = build_ack(&self.cfg, &mut self.ids, &d, cseq, &body, ct.as_deref());
             if let Some(b) = self
@@ -2441,14 +2397,17 @@ impl B2bua {
         } else {
             let (ct, body) = l.last_sdp.clone().unzip();
             let body = body.unwrap_or_default();
-            let carried = [("Session-Expires", value)];
-            let Some(l) = self.calls.get_mut(&id).and_then(|c| c.leg_mut(leg)) else {
-                return;
-            };
-            let d = l.dialog.clone();
-            l.invite_busy = true;
-            l.dialog.local_seq = l.dialog.local_seq.wrapping_add(1);
-            self.send_invite(now, d, purpose, 70, &carried, ct.as_deref(), &body);
+            let headers = [("Session-Expires", value.as_str())];
+            self.send_in_dialog(
+                now,
+                id,
+                leg,
+                Method::Invite,
+                &headers,
+                ct.as_deref(),
+                &body,
+                purpose,
+            );
         }
     }
 
@@ -2467,10 +2426,8 @@ impl B2bua {
         }
         if (200..300).contains(&status) {
             if is_invite {
-                let cseq = match self.txs.get(&tid).map(|t| &t.machine) {
-                    Some(Machine::Invite(_, p)) => p.cseq,
-                    _ => l.dialog.local_seq,
-                };
+                // The 2xx carries its INVITE's CSeq number (§8.2.6.2), the ACK's.
+                let cseq = msg.cseq.seq;
                 l.dialog.refresh_target(msg);
                 let d = l.dialog.clone();
                 let ack = build_ack(&self.cfg, &mut self.ids, &d, cseq, b"", None);
@@ -2755,10 +2712,6 @@ fn reject_all(offer: &[u8]) -> Vec<u8> {
     }
 }
 
-fn reliable(peer: Peer) -> bool {
-    matches!(peer.link, crate::sip::endpoint::Link::Tcp { .. })
-}
-
 /// The reason phrase of a response, when it differs from the standard one.
 fn reason_of(msg: &Message) -> Option<String> {
     match &msg.start {
@@ -2767,6 +2720,14 @@ fn reason_of(msg: &Message) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The [`CARRIED`] headers of `msg`, for the request on the other leg.
+fn carried(msg: &Message) -> Vec<(&'static str, String)> {
+    CARRIED
+        .iter()
+        .filter_map(|h| msg.other_header(h).map(|v| (*h, text(v))))
+        .collect()
 }
 
 /// Content-Type value and body of a message (None when it has no body).

@@ -230,8 +230,8 @@ fn write_top_via(out: &mut BytesMut, via: &Via, source: Option<SocketAddr>) {
     }
 }
 
-/// `fmt::Write` over a `BytesMut`.
-struct Fmt<'a>(&'a mut BytesMut);
+/// `fmt::Write` over a `BytesMut` (for `write!` into a message).
+pub struct Fmt<'a>(pub &'a mut BytesMut);
 
 impl std::fmt::Write for Fmt<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {

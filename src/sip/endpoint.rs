@@ -71,7 +71,8 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn reliable(&self) -> bool {
+    /// Over a reliable transport (TCP): no retransmissions (§17).
+    pub fn reliable(&self) -> bool {
         matches!(self.link, Link::Tcp { .. })
     }
 
