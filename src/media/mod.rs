@@ -6,6 +6,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`anchor`] | SDP rewriting: each leg talks to the appliance (RFC 3264) |
 //! | [`g711`] | µ-law / A-law (ITU-T G.711) encode and decode |
 //! | [`resample`] | 8/16/48 kHz conversion of 16-bit linear PCM |
 //! | [`tone`] | tone and DTMF generation |
@@ -20,6 +21,7 @@
 //! | [`recorder`] | stereo recording timeline aligned to wall time |
 //! | [`player`] | prompt and music playback |
 
+pub mod anchor;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
