@@ -23,6 +23,7 @@
 
 pub mod anchor;
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod jitter;
 pub mod mixer;
@@ -33,5 +34,6 @@ pub mod quality;
 pub mod recorder;
 pub mod resample;
 pub mod rtcp;
+pub mod rtp;
 pub mod tone;
 pub mod wav;

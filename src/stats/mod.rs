@@ -86,6 +86,28 @@ pub struct ShardCounters {
     /// Blind transfers (REFER) executed / refused or failed.
     pub transfers: Counter,
     pub transfers_failed: Counter,
+    /// RTP packets received on media ports.
+    pub rtp_in: Counter,
+    /// RTP packets sent on (relayed or generated).
+    pub rtp_relayed: Counter,
+    /// Datagrams on media ports that are not RTP (dropped).
+    pub rtp_malformed: Counter,
+    /// RTP from a source other than the latched one (dropped).
+    pub rtp_foreign: Counter,
+    /// RTP with nowhere to go: no peer yet, unmapped payload type, on hold (dropped).
+    pub rtp_unrouted: Counter,
+    /// RTP dropped because the shard's send queue was full.
+    pub rtp_tx_overflow: Counter,
+    /// RTCP packets received.
+    pub rtcp_in: Counter,
+    /// Calls refused because the shard had no free RTP port pair.
+    pub media_ports_exhausted: Counter,
+    /// Legs ended for RTP inactivity.
+    pub media_timeouts: Counter,
+    /// Media legs open now (gauge).
+    pub media_legs: Counter,
+    /// DTMF digits detected (RFC 4733 and in-band).
+    pub dtmf_digits: Counter,
 }
 
 impl Default for ShardCounters {
@@ -118,6 +140,17 @@ impl Default for ShardCounters {
             calls_active: Counter::default(),
             transfers: Counter::default(),
             transfers_failed: Counter::default(),
+            rtp_in: Counter::default(),
+            rtp_relayed: Counter::default(),
+            rtp_malformed: Counter::default(),
+            rtp_foreign: Counter::default(),
+            rtp_unrouted: Counter::default(),
+            rtp_tx_overflow: Counter::default(),
+            rtcp_in: Counter::default(),
+            media_ports_exhausted: Counter::default(),
+            media_timeouts: Counter::default(),
+            media_legs: Counter::default(),
+            dtmf_digits: Counter::default(),
         }
     }
 }
@@ -187,7 +220,7 @@ impl Snapshot {
                 s.parse_errors.push((k.name(), n));
             }
         }
-        let scalars: [(&'static str, Reader); 23] = [
+        let scalars: [(&'static str, Reader); 34] = [
             ("stray_responses", |c| c.stray_responses.get()),
             ("stray_acks", |c| c.stray_acks.get()),
             ("transactions_created", |c| c.transactions_created.get()),
@@ -210,6 +243,17 @@ impl Snapshot {
             ("calls_active", |c| c.calls_active.get()),
             ("transfers", |c| c.transfers.get()),
             ("transfers_failed", |c| c.transfers_failed.get()),
+            ("rtp_in", |c| c.rtp_in.get()),
+            ("rtp_relayed", |c| c.rtp_relayed.get()),
+            ("rtp_malformed", |c| c.rtp_malformed.get()),
+            ("rtp_foreign", |c| c.rtp_foreign.get()),
+            ("rtp_unrouted", |c| c.rtp_unrouted.get()),
+            ("rtp_tx_overflow", |c| c.rtp_tx_overflow.get()),
+            ("rtcp_in", |c| c.rtcp_in.get()),
+            ("media_ports_exhausted", |c| c.media_ports_exhausted.get()),
+            ("media_timeouts", |c| c.media_timeouts.get()),
+            ("media_legs", |c| c.media_legs.get()),
+            ("dtmf_digits", |c| c.dtmf_digits.get()),
             ("parse_errors_total", |c| {
                 c.parse_errors.iter().map(Counter::get).sum()
             }),

@@ -1,0 +1,302 @@
+//! Engine tests: two legs, SDP through the engine, packets in, queue out.
+
+use super::*;
+
+const CALLER_SDP: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+fn callee_sdp(dir: &str) -> String {
+    format!(
+        "v=0\r\no=b 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r\n"
+    )
+}
+
+struct World {
+    m: MediaEngine,
+    counters: Arc<ShardCounters>,
+    now: Instant,
+    a: LegId,
+    b: LegId,
+}
+
+fn pair(i: u16) -> PortPair {
+    PortPair {
+        port: 20000 + 2 * i,
+        rtp: MediaSock(10 + 2 * i),
+        rtcp: MediaSock(11 + 2 * i),
+    }
+}
+
+/// A call: A offered, B answered.
+fn world() -> World {
+    let counters = Arc::new(ShardCounters::default());
+    let mut m = MediaEngine::new(MediaConfig::loopback(), counters.clone());
+    for i in 0..4 {
+        m.add_pair(pair(i));
+    }
+    let now = Instant::now();
+    let a = m.open_leg(now, 1).unwrap();
+    let b = m.open_leg(now, 1).unwrap();
+    m.translate_offer(a, b, CALLER_SDP.as_bytes()).unwrap();
+    m.translate_answer(b, a, callee_sdp("sendrecv").as_bytes())
+        .unwrap();
+    World {
+        m,
+        counters,
+        now,
+        a,
+        b,
+    }
+}
+
+fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0u8; 12 + 160];
+    rtp::write_header(&mut p, false, pt, seq, ts, ssrc);
+    p
+}
+
+fn sent(m: &mut MediaEngine) -> Vec<(MediaSock, SocketAddr, RtpHeader)> {
+    let mut v = Vec::new();
+    m.drain_transmits(|s, d, data| v.push((s, d, RtpHeader::parse(data).unwrap())));
+    v
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn relays_from_caller_to_callees_sdp_address_through_callees_port() {
+    let mut w = world();
+    w.m.handle_packet(
+        w.now,
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 5, 800, 77),
+    );
+    let out = sent(&mut w.m);
+    assert_eq!(out.len(), 1);
+    let (sock, dst, h) = out[0];
+    assert_eq!(sock, pair(1).rtp);
+    assert_eq!(dst, addr("192.0.2.20:6000"));
+    assert_eq!(
+        (h.payload_type, h.seq, h.timestamp, h.ssrc),
+        (0, 5, 800, 77)
+    );
+    assert_eq!(h.payload_len, 160);
+    assert_eq!(w.counters.rtp_relayed.get(), 1);
+}
+
+#[test]
+fn latches_to_the_first_source_and_drops_others() {
+    let mut w = world();
+    // B's packets come from a NAT address, not its SDP address.
+    let nat = addr("198.51.100.7:31000");
+    w.m.handle_packet(w.now, pair(1).rtp, nat, &rtp(0, 1, 0, 5));
+    w.m.handle_packet(
+        w.now,
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 1, 0, 9),
+    );
+    let out = sent(&mut w.m);
+    assert_eq!(out[1].1, nat, "A's audio goes where B's comes from");
+    w.m.handle_packet(
+        w.now,
+        pair(1).rtp,
+        addr("203.0.113.1:999"),
+        &rtp(0, 2, 160, 5),
+    );
+    assert!(sent(&mut w.m).is_empty());
+    assert_eq!(w.counters.rtp_foreign.get(), 1);
+    // A new description from B lets it latch again.
+    w.m.translate_offer(
+        w.b,
+        w.a,
+        callee_sdp("sendrecv").replace("6000", "6002").as_bytes(),
+    )
+    .unwrap();
+    w.m.handle_packet(
+        w.now,
+        pair(1).rtp,
+        addr("203.0.113.1:999"),
+        &rtp(0, 3, 320, 5),
+    );
+    assert_eq!(sent(&mut w.m).len(), 1);
+}
+
+#[test]
+fn switching_source_keeps_ssrc_and_numbering_continuous() {
+    let mut w = world();
+    let src_b = addr("192.0.2.20:6000");
+    for i in 0..3u16 {
+        let t = w.now + Duration::from_millis(20 * u64::from(i));
+        w.m.handle_packet(
+            t,
+            pair(1).rtp,
+            src_b,
+            &rtp(0, 100 + i, 1000 + 160 * u32::from(i), 0xb),
+        );
+    }
+    let before = sent(&mut w.m);
+    assert_eq!(before.last().unwrap().2.seq, 102);
+    // A third leg (a transfer target) replaces B.
+    let c = w.m.open_leg(w.now, 1).unwrap();
+    w.m.translate_offer(
+        c,
+        w.a,
+        callee_sdp("sendrecv")
+            .replace("192.0.2.20", "192.0.2.30")
+            .as_bytes(),
+    )
+    .unwrap();
+    w.m.translate_answer(w.a, c, CALLER_SDP.as_bytes()).unwrap();
+    let t = w.now + Duration::from_millis(100);
+    w.m.handle_packet(
+        t,
+        pair(2).rtp,
+        addr("192.0.2.30:6000"),
+        &rtp(0, 9000, 555_555, 0xc),
+    );
+    let after = sent(&mut w.m);
+    assert_eq!(after.len(), 1);
+    let h = after[0].2;
+    assert_eq!(h.ssrc, 0xb, "one SSRC towards A");
+    assert_eq!(h.seq, 103);
+    assert!(h.marker, "a new talkspurt starts at the switch");
+    // 60 ms after the last packet (ts 1320): 480 ticks at 8 kHz.
+    assert_eq!(h.timestamp, 1320 + 480);
+    // B no longer reaches A.
+    w.m.handle_packet(t, pair(1).rtp, src_b, &rtp(0, 103, 1480, 0xb));
+    assert!(sent(&mut w.m).is_empty());
+}
+
+#[test]
+fn rtcp_goes_to_the_peers_rtcp_port() {
+    let mut w = world();
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 0x42];
+    w.m.handle_packet(w.now, pair(0).rtcp, addr("192.0.2.10:4001"), &rr);
+    let mut v = Vec::new();
+    w.m.drain_transmits(|s, d, data| v.push((s, d, data.to_vec())));
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].0, pair(1).rtcp);
+    assert_eq!(v[0].1, addr("192.0.2.20:6001"));
+    assert_eq!(v[0].2, rr);
+}
+
+#[test]
+fn dtmf_events_are_reported_once_per_press() {
+    let mut w = world();
+    let src = addr("192.0.2.10:4000");
+    let mut ev = |digit: u8, end: bool, ts: u32, seq: u16| {
+        let mut p = rtp(101, seq, ts, 1);
+        p.truncate(16);
+        p[12] = digit;
+        p[13] = if end { 0x80 } else { 0 };
+        w.m.handle_packet(w.now, pair(0).rtp, src, &p);
+    };
+    ev(5, false, 8000, 1);
+    ev(5, false, 8000, 2);
+    ev(5, true, 8000, 3);
+    ev(5, true, 8000, 4);
+    ev(11, false, 9600, 5);
+    let mut digits = Vec::new();
+    while let Some(e) = w.m.poll_event() {
+        if let MediaEvent::Dtmf { digit, call, .. } = e {
+            assert_eq!(call, 1);
+            digits.push(digit);
+        }
+    }
+    assert_eq!(digits, ['5', '#']);
+    // Events are relayed to B with B's event payload type.
+    assert!(sent(&mut w.m).iter().all(|(_, _, h)| h.payload_type == 101));
+}
+
+#[test]
+fn silent_leg_is_reported_after_the_timeout_and_held_calls_wait_longer() {
+    let mut w = world();
+    w.m.arm(w.now, w.a);
+    w.m.arm(w.now, w.b);
+    let src = addr("192.0.2.10:4000");
+    w.m.handle_packet(
+        w.now + Duration::from_secs(50),
+        pair(0).rtp,
+        src,
+        &rtp(0, 1, 0, 1),
+    );
+    w.m.sweep(w.now + Duration::from_secs(59));
+    assert_eq!(w.m.poll_event(), None);
+    w.m.sweep(w.now + Duration::from_secs(60));
+    assert_eq!(
+        w.m.poll_event(),
+        Some(MediaEvent::Inactive { call: 1, leg: w.b })
+    );
+    assert_eq!(w.m.poll_event(), None, "A spoke at 50 s");
+    w.m.sweep(w.now + Duration::from_secs(61));
+    assert_eq!(w.m.poll_event(), None, "reported once");
+
+    // On hold (B answered a sendonly re-offer with recvonly): an hour.
+    let mut w = world();
+    w.m.translate_offer(
+        w.a,
+        w.b,
+        CALLER_SDP.replace("sendrecv", "sendonly").as_bytes(),
+    )
+    .unwrap();
+    w.m.translate_answer(w.b, w.a, callee_sdp("recvonly").as_bytes())
+        .unwrap();
+    w.m.arm(w.now, w.b);
+    w.m.sweep(w.now + Duration::from_secs(600));
+    assert_eq!(w.m.poll_event(), None);
+    w.m.sweep(w.now + Duration::from_secs(3600));
+    assert!(matches!(
+        w.m.poll_event(),
+        Some(MediaEvent::Inactive { .. })
+    ));
+}
+
+#[test]
+fn ports_run_out_and_come_back_oldest_first() {
+    let mut w = world();
+    let c = w.m.open_leg(w.now, 2).unwrap();
+    let d = w.m.open_leg(w.now, 2).unwrap();
+    assert_eq!(w.m.open_leg(w.now, 3), Err(MediaError::NoPorts));
+    assert_eq!(w.counters.media_ports_exhausted.get(), 1);
+    w.m.close_leg(c);
+    w.m.close_leg(w.a);
+    w.m.close_leg(w.a); // twice is harmless
+    assert_eq!(w.m.port(c), None);
+    let e = w.m.open_leg(w.now, 4).unwrap();
+    assert_eq!(w.m.port(e), Some(pair(2).port));
+    assert_eq!(w.m.open_legs(), 3);
+    // Packets to a closed leg's port go nowhere.
+    w.m.handle_packet(
+        w.now,
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 1, 0, 1),
+    );
+    assert!(sent(&mut w.m).is_empty());
+    let _ = d;
+}
+
+#[test]
+fn garbage_is_counted_not_relayed() {
+    let mut w = world();
+    for junk in [&b""[..], b"\x80", b"hello world, not rtp", &[0x8f; 20]] {
+        w.m.handle_packet(w.now, pair(0).rtp, addr("192.0.2.10:4000"), junk);
+    }
+    assert!(sent(&mut w.m).is_empty());
+    assert_eq!(w.counters.rtp_malformed.get(), 4);
+    assert_eq!(w.counters.rtcp_in.get(), 0);
+}
+
+#[test]
+fn loss_is_counted_from_sequence_gaps() {
+    let mut w = world();
+    let src = addr("192.0.2.10:4000");
+    for seq in [65534u16, 65535, 2, 3] {
+        w.m.handle_packet(w.now, pair(0).rtp, src, &rtp(0, seq, 0, 1));
+    }
+    let s = w.m.stats(w.a).unwrap();
+    assert_eq!((s.packets_in, s.lost), (4, 2));
+}
