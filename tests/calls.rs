@@ -215,11 +215,7 @@ fn assert_b_leg_invite(
         a.port
     );
     assert!(body(a_inv).contains(CALLER_SDP), "{ctx}");
-    assert_eq!(
-        body(b_inv),
-        body(a_inv),
-        "SDP offer passed through unchanged\n{ctx}"
-    );
+    assert_anchored(a, &body(b_inv), &body(a_inv), &ctx);
     let first = caller.received_responses("INVITE");
     assert_eq!(
         first.first().and_then(|m| m.status()),
@@ -229,8 +225,8 @@ fn assert_b_leg_invite(
     );
 }
 
-/// The callee's SDP answer reached the caller unchanged in the 200.
-fn assert_answer_relayed(caller: &SippRun, callee: &SippRun) {
+/// The callee's SDP answer reached the caller in the 200, anchored.
+fn assert_answer_relayed(a: &Appliance, caller: &SippRun, callee: &SippRun) {
     let sent = callee
         .sent_responses("INVITE")
         .into_iter()
@@ -246,12 +242,48 @@ fn assert_answer_relayed(caller: &SippRun, callee: &SippRun) {
         "{}",
         callee.trace()
     );
-    assert_eq!(
-        body(got),
-        body(sent),
-        "SDP answer passed through unchanged\ncaller got:\n{}\ncallee sent:\n{}",
+    let ctx = format!(
+        "caller got:\n{}\ncallee sent:\n{}",
         String::from_utf8_lossy(&got.raw),
         String::from_utf8_lossy(&sent.raw)
+    );
+    assert_anchored(a, &body(got), &body(sent), &ctx);
+}
+
+/// `m=audio` port and formats, and the `c=` address, of an SDP body.
+fn audio_of(sdp: &str) -> (u16, String, String) {
+    let m = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap_or_default();
+    let (port, rest) = m.split_once(' ').unwrap_or_default();
+    let formats = rest.split_once(' ').map(|(_, f)| f).unwrap_or_default();
+    let c = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap_or_default();
+    (
+        port.parse().unwrap_or(0),
+        formats.trim().to_owned(),
+        c.trim().to_owned(),
+    )
+}
+
+/// `sent` is `orig` anchored at the appliance: its address, a port of its
+/// `media.rtp_ports`, the original's first codec first.
+fn assert_anchored(a: &Appliance, sent: &str, orig: &str, ctx: &str) {
+    let (port, formats, ip) = audio_of(sent);
+    let (orig_port, orig_formats, _) = audio_of(orig);
+    assert!(
+        (a.rtp_ports.0..=a.rtp_ports.1).contains(&port) && port != orig_port,
+        "media anchored at one of the appliance's ports {:?}, not {orig_port}\n{ctx}",
+        a.rtp_ports
+    );
+    assert_eq!(ip, "127.0.0.1", "the appliance's address\n{ctx}");
+    assert_eq!(
+        formats.split(' ').next(),
+        orig_formats.split(' ').next(),
+        "the same codec first\n{ctx}"
     );
 }
 
@@ -310,7 +342,7 @@ fn basic_call(opts: Options, caller_transport: &'static str) {
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
 
     assert_b_leg_invite(&a, &caller, &callee, port, "1002");
-    assert_answer_relayed(&caller, &callee);
+    assert_answer_relayed(&a, &caller, &callee);
     assert!(
         caller
             .received_responses("INVITE")
@@ -384,7 +416,7 @@ fn call_callee_bye() {
     assert_runs_succeeded(&a, &[("caller", &caller), ("callee 1002", &callee)]);
 
     assert_b_leg_invite(&a, &caller, &callee, port, "1002");
-    assert_answer_relayed(&caller, &callee);
+    assert_answer_relayed(&a, &caller, &callee);
     // The BYE the caller got belongs to its dialog: its Call-ID, the
     // appliance's tag as From, the caller's tag as To.
     let invite = caller.sent_request("INVITE");
@@ -602,7 +634,7 @@ fn call_fork() {
         ],
     );
     assert_b_leg_invite(&a, &caller, &winner, winner_port, "1002");
-    assert_answer_relayed(&caller, &winner);
+    assert_answer_relayed(&a, &caller, &winner);
     let mut answers: Vec<&str> = caller
         .received_responses("INVITE")
         .into_iter()
@@ -662,7 +694,7 @@ fn call_refer() {
         ],
     );
     assert_b_leg_invite(&a, &caller, &transferor, transferor_port, "1002");
-    assert_answer_relayed(&caller, &transferor);
+    assert_answer_relayed(&a, &caller, &transferor);
 
     // The transferor's side: 202, then NOTIFYs in its dialog.
     assert!(
@@ -731,20 +763,32 @@ fn call_refer() {
         caller.sent_request("INVITE").call_id(),
         "re-INVITE in the caller's dialog"
     );
+    assert_anchored(
+        &a,
+        &body(reinvite),
+        &body(t_offer),
+        "the target's offer, anchored",
+    );
+    let first_answer = caller
+        .received_responses("INVITE")
+        .into_iter()
+        .find(|m| m.status() == Some(200))
+        .expect("the caller was answered");
     assert_eq!(
-        body(reinvite),
-        body(t_offer),
-        "the target's offer reaches the caller unchanged"
+        audio_of(&body(reinvite)).0,
+        audio_of(&body(first_answer)).0,
+        "the caller keeps sending to the same port of the appliance"
     );
     let c_answer = caller
         .sent_responses("INVITE")
         .into_iter()
         .find(|m| m.status() == Some(200))
         .expect("the caller answered the re-INVITE (scenario checked)");
-    assert_eq!(
-        body(target.received_request("ACK")),
-        body(c_answer),
-        "the caller's answer reaches the target in the ACK unchanged"
+    assert_anchored(
+        &a,
+        &body(target.received_request("ACK")),
+        &body(c_answer),
+        "the caller's answer reaches the target in the ACK, anchored",
     );
     assert_eq!(
         target.received_request("BYE").call_id(),
@@ -855,7 +899,19 @@ fn scenarios_back_to_back() {
             body(caller.sent_request("INVITE")),
             body(callee.received_request("INVITE"))
         );
-        assert_answer_relayed(&caller, &callee);
+        let ok = |r: &SippRun, sent: bool| {
+            let msgs = if sent {
+                r.sent_responses("INVITE")
+            } else {
+                r.received_responses("INVITE")
+            };
+            msgs.into_iter().find(|m| m.status() == Some(200)).map(body)
+        };
+        assert_eq!(
+            ok(&callee, true),
+            ok(&caller, false),
+            "the answer arrives whole"
+        );
         // The trace helpers the appliance tests lean on.
         let invite = callee.received_request("INVITE");
         assert_eq!(invite.request_uri(), Some("sip:1002@switchboard.local"));

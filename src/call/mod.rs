@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::media::engine::{LegId as MediaLeg, MediaConfig, MediaEngine, MediaEvent, MediaSock};
 use crate::sip::build::{self, ResponseParts};
 use crate::sip::endpoint::Peer;
 use crate::sip::ids::{IdGen, ShardId};
@@ -114,6 +115,8 @@ pub struct CallConfig {
     /// RFC 4028 smallest interval we accept (s).
     pub min_se: u32,
     pub seed: u64,
+    /// The media engine's settings.
+    pub media: MediaConfig,
 }
 
 impl CallConfig {
@@ -135,6 +138,7 @@ impl CallConfig {
             session_expires: 1800,
             min_se: 90,
             seed: 7,
+            media: MediaConfig::loopback(),
         }
     }
 }
@@ -159,6 +163,8 @@ pub enum TimerKey {
     Session(u64, LegId),
     /// A CANCELled INVITE that never got its final response (§9.1).
     CancelGiveUp(u64),
+    /// The media engine's liveness sweep (every second while legs exist).
+    MediaSweep,
 }
 
 /// What the shell (through the endpoint) must do.
@@ -310,6 +316,8 @@ struct Leg {
     /// The session description we last sent on this leg, for a re-INVITE
     /// refresh (Content-Type, body).
     last_sdp: Option<(String, Bytes)>,
+    /// Its media leg (the forks of a call share one).
+    media: Option<MediaLeg>,
 }
 
 /// Who refreshes a session (RFC 4028 `refresher` parameter).
@@ -356,6 +364,7 @@ impl Leg {
             session: None,
             allows_update: false,
             last_sdp: None,
+            media: None,
         }
     }
 }
@@ -430,6 +439,10 @@ struct Call {
     /// Client transactions relaying a request of this call (some may have
     /// finished already): answered 487 if the call ends first.
     relays: Vec<u64>,
+    /// Every media leg opened for the call (closed when it ends).
+    media: Vec<MediaLeg>,
+    /// DTMF digits heard from the parties, in order.
+    digits: String,
 }
 
 impl Call {
@@ -477,6 +490,9 @@ pub struct B2bua {
     out: VecDeque<CallOutput>,
     counters: Arc<ShardCounters>,
     draining: bool,
+    media: MediaEngine,
+    /// The media sweep timer is set.
+    sweep_armed: bool,
 }
 
 fn text(b: &[u8]) -> String {
@@ -518,7 +534,6 @@ impl B2bua {
     pub fn new(cfg: CallConfig, counters: Arc<ShardCounters>) -> B2bua {
         B2bua {
             ids: IdGen::new(cfg.shard, cfg.seed ^ 0x6361_6c6c),
-            cfg,
             calls: HashMap::with_capacity(INITIAL_CAPACITY),
             next_call: 0,
             dialogs: HashMap::with_capacity(INITIAL_CAPACITY),
@@ -527,13 +542,74 @@ impl B2bua {
             tx_index: HashMap::with_capacity(TX_CAPACITY),
             next_tx: 0,
             out: VecDeque::new(),
+            cfg: cfg.clone(),
+            media: MediaEngine::new(cfg.media.clone(), counters.clone()),
             counters,
             draining: false,
+            sweep_armed: false,
         }
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
         self.out.pop_front()
+    }
+
+    /// Whether outputs wait.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The shard's media engine (the shell adds port pairs and drains
+    /// its send queue).
+    pub fn media_mut(&mut self) -> &mut MediaEngine {
+        &mut self.media
+    }
+
+    /// A datagram on one of the media engine's sockets.
+    pub fn handle_media(
+        &mut self,
+        now: Instant,
+        sock: MediaSock,
+        src: std::net::SocketAddr,
+        data: &[u8],
+    ) {
+        self.media.handle_packet(now, sock, src, data);
+        self.media_events(now);
+    }
+
+    /// Acts on what the media engine reported.
+    fn media_events(&mut self, now: Instant) {
+        while let Some(ev) = self.media.poll_event() {
+            match ev {
+                MediaEvent::Dtmf { call, digit, .. } => {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.digits.push(digit);
+                    }
+                }
+                MediaEvent::Inactive { call, .. } => {
+                    if self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|c| c.phase == Phase::Answered)
+                    {
+                        self.end_call(now, call, EndCause::MediaTimeout, Side::System, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a media leg for call `id`, arming the sweep.
+    fn open_media(&mut self, now: Instant, id: u64) -> Option<MediaLeg> {
+        let leg = self.media.open_leg(now, id).ok()?;
+        if !self.sweep_armed {
+            self.sweep_armed = true;
+            self.out.push_back(CallOutput::Timer {
+                at: now + Duration::from_secs(1),
+                key: TimerKey::MediaSweep,
+            });
+        }
+        Some(leg)
     }
 
     /// Calls held now.
@@ -609,17 +685,7 @@ impl B2bua {
                 .is_some_and(|t| t.matches("application", "sdp"))
             && let Err(e) = crate::sdp::SessionDescription::parse(&msg.body)
         {
-            let why = e.to_string().replace(['\r', '\n', '"', '\\'], " ");
-            let warning = format!("399 switchboard \"bad SDP: {why}\"");
-            self.refuse(
-                now,
-                stx,
-                &msg,
-                peer,
-                488,
-                &local_tag,
-                &[("Warning", &warning)],
-            );
+            self.refuse_sdp(now, stx, &msg, peer, &local_tag, &format!("bad SDP: {e}"));
             return;
         }
         // RFC 4028 §8.1: too short an interval gets 422 with our Min-SE.
@@ -650,6 +716,30 @@ impl B2bua {
             return;
         }
         let id = self.next_call;
+        // Media: the caller's leg, and one the callee's phones share.
+        let (Some(ma), Some(mb)) = (self.open_media(now, id), self.open_media(now, id)) else {
+            self.media.close_legs_of(id);
+            let headers = [
+                ("Retry-After", "5"),
+                ("Warning", "399 switchboard \"no free RTP port\""),
+            ];
+            self.refuse(now, stx, &msg, peer, 503, &local_tag, &headers);
+            return;
+        };
+        let (ct, body) = body_of(&msg);
+        let b_body = match ct
+            .as_deref()
+            .filter(|t| is_sdp(t))
+            .map(|_| self.media.translate_offer(ma, mb, &body))
+        {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                self.media.close_legs_of(id);
+                self.refuse_sdp(now, stx, &msg, peer, &local_tag, &e.to_string());
+                return;
+            }
+            None => body,
+        };
         self.next_call += 1;
         let a = Dialog::from_invite(&msg, peer, local_tag.clone());
         let a_allows_update = allows_update(&msg);
@@ -672,7 +762,10 @@ impl B2bua {
             transfer: None,
             transfers: 0,
             relays: Vec::new(),
+            media: vec![ma, mb],
+            digits: String::new(),
         };
+        call.a.media = Some(ma);
         call.a.invite_busy = true;
         call.a.allows_update = a_allows_update;
         let max_forwards = msg.max_forwards.unwrap_or(70).saturating_sub(1);
@@ -686,6 +779,7 @@ impl B2bua {
                 id,
                 &mut call,
                 &msg,
+                (ct.clone(), b_body.clone()),
                 &dialled,
                 &c.uri,
                 peer,
@@ -741,16 +835,27 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let from_media = call.leg(leg).and_then(|l| l.media);
         if let Some(o) = other
             && let Some(ol) = call.leg_mut(o)
             && let Some((cseq, _)) = ol.ack_deferred.take()
         {
-            let ct = msg
-                .content_type
-                .as_ref()
-                .map(|_| "application/sdp")
-                .filter(|_| !msg.body.is_empty());
-            let ack = build_ack(&self.cfg, &mut self.ids, &ol.dialog, cseq, &msg.body, ct);
+            let (ct, body) = translate(
+                &mut self.media,
+                from_media,
+                ol.media,
+                Sdp::Answer,
+                body_of(msg),
+            );
+            let ct = ct.filter(|_| !body.is_empty());
+            let ack = build_ack(
+                &self.cfg,
+                &mut self.ids,
+                &ol.dialog,
+                cseq,
+                &body,
+                ct.as_deref(),
+            );
             ol.last_ack = Some(ack.clone());
             let peer = ol.dialog.peer;
             self.counters.requests_out[Method::Ack.counter_index()].bump();
@@ -922,6 +1027,17 @@ impl B2bua {
                     self.counters.transactions_timed_out.bump();
                 }
             }
+            TimerKey::MediaSweep => {
+                self.media.sweep(now);
+                self.media_events(now);
+                self.sweep_armed = self.media.open_legs() > 0;
+                if self.sweep_armed {
+                    self.out.push_back(CallOutput::Timer {
+                        at: now + Duration::from_secs(1),
+                        key: TimerKey::MediaSweep,
+                    });
+                }
+            }
             TimerKey::MaxDuration(id) => {
                 if self
                     .calls
@@ -946,6 +1062,7 @@ impl B2bua {
         id: u64,
         call: &mut Call,
         a_invite: &Message,
+        (ct, body): (Option<String>, Bytes),
         callee: &str,
         target: &str,
         peer: Peer,
@@ -980,7 +1097,6 @@ impl B2bua {
         carried.push(("Session-Expires", self.cfg.session_expires.to_string()));
         carried.push(("Min-SE", self.cfg.min_se.to_string()));
         let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let (ct, body) = body_of(a_invite);
         let idx = call.b.len() as u16;
         let tid = self.send_invite(
             now,
@@ -997,6 +1113,7 @@ impl B2bua {
         leg.invite_busy = true;
         leg.dialog.local_seq = 1;
         leg.last_sdp = ct.map(|ct| (ct, body));
+        leg.media = call.media.get(1).copied();
         call.b.push(BLeg {
             leg,
             tx: tid,
@@ -1344,7 +1461,18 @@ impl B2bua {
                 let tag = call.a.dialog.local_tag.clone();
                 let peer = call.a.dialog.peer;
                 let reason = reason_of(msg);
-                let (ct, body) = body_of(msg);
+                let kind = if call.a_offer {
+                    Sdp::Answer
+                } else {
+                    Sdp::Offer
+                };
+                let (ct, body) = translate(
+                    &mut self.media,
+                    b.leg.media,
+                    call.a.media,
+                    kind,
+                    body_of(msg),
+                );
                 let contact = self.cfg.local.contact(peer.link);
                 let mut headers = vec![("Contact", contact.as_str()), ("Allow", ALLOW)];
                 if let Some(ct) = ct.as_deref() {
@@ -1427,11 +1555,22 @@ impl B2bua {
             let Some(call) = self.calls.get_mut(&id) else {
                 return;
             };
+            let b_media = call.b.get(usize::from(leg)).and_then(|b| b.leg.media);
+            if let (Some(a), Some(b)) = (call.a.media, b_media) {
+                self.media.arm(now, a);
+                self.media.arm(now, b);
+            }
             if let Some((stx, invite)) = call.a_invite.take() {
                 self.invites.remove(&stx);
                 let tag = call.a.dialog.local_tag.clone();
                 let peer = call.a.dialog.peer;
-                let (ct, body) = body_of(msg);
+                let kind = if call.a_offer {
+                    Sdp::Answer
+                } else {
+                    Sdp::Offer
+                };
+                let (ct, body) =
+                    translate(&mut self.media, b_media, call.a.media, kind, body_of(msg));
                 let contact = self.cfg.local.contact(peer.link);
                 let mut headers = vec![
                     ("Contact", contact.as_str()),
@@ -1709,6 +1848,20 @@ impl B2bua {
             self.counters.calls_unanswered.bump();
         }
         self.counters.calls_active.set(self.calls.len() as u64);
+        let caller_media = call.a.media.and_then(|m| self.media.stats(m));
+        let callee_media: Vec<_> = call
+            .b
+            .iter()
+            .map(|b| {
+                b.leg
+                    .media
+                    .filter(|_| b.status.is_some_and(|s| (200..300).contains(&s)))
+                    .and_then(|m| self.media.stats(m))
+            })
+            .collect();
+        for m in call.media.drain(..) {
+            self.media.close_leg(m);
+        }
         let record = CallRecord {
             call_id: call.a.dialog.call_id.clone(),
             caller: LegRecord {
@@ -1716,15 +1869,18 @@ impl B2bua {
                 user: call.caller_user.clone(),
                 peer: call.a.dialog.peer.addr,
                 status: None,
+                media: caller_media,
             },
             callees: call
                 .b
                 .iter()
-                .map(|b| LegRecord {
+                .zip(callee_media)
+                .map(|(b, media)| LegRecord {
                     call_id: b.leg.dialog.call_id.clone(),
                     user: b.user.clone(),
                     peer: b.leg.dialog.peer.addr,
                     status: b.status,
+                    media,
                 })
                 .collect(),
             dialled: call.dialled.clone(),
@@ -1734,6 +1890,7 @@ impl B2bua {
             cause,
             hung_up_by: by,
             transfers: call.transfers,
+            digits: std::mem::take(&mut call.digits),
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
     }
@@ -1815,7 +1972,17 @@ impl B2bua {
             };
             carried.push(("Session-Expires", se_value(st.interval, r)));
         }
-        let (ct, body) = body_of(&msg);
+        let (from_media, to_media) = (
+            call.leg(from).and_then(|l| l.media),
+            call.leg(to).and_then(|l| l.media),
+        );
+        let (ct, body) = translate(
+            &mut self.media,
+            from_media,
+            to_media,
+            Sdp::Offer,
+            body_of(&msg),
+        );
         if let (Some(ct), Some(l)) = (&ct, call.leg_mut(to)) {
             l.last_sdp = Some((ct.clone(), body.clone()));
         }
@@ -1882,12 +2049,18 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let to_media = call.leg(to).and_then(|l| l.media);
         let Some(fl) = call.leg_mut(from) else { return };
         let peer = fl.dialog.peer;
         if is_invite && status >= 300 {
             fl.invite_busy = false;
         }
-        let (ct, body) = body_of(msg);
+        let kind = if offered { Sdp::Answer } else { Sdp::Offer };
+        let (ct, body) = if status < 300 {
+            translate(&mut self.media, to_media, fl.media, kind, body_of(msg))
+        } else {
+            body_of(msg)
+        };
         let contact = self.cfg.local.contact(peer.link);
         let refreshing =
             (200..300).contains(&status) && matches!(req.method(), Method::Invite | Method::Update);
@@ -2012,6 +2185,16 @@ impl B2bua {
             self.reply(stx, &msg, peer, Reply::new(status).reason(Some(reason)));
             return;
         };
+        let Some(target_media) = self.open_media(now, id) else {
+            self.counters.transfers_failed.bump();
+            self.reply(
+                stx,
+                &msg,
+                peer,
+                Reply::new(503).reason(Some("Service Unavailable (no free RTP port)")),
+            );
+            return;
+        };
         let contact_hdr = self.cfg.local.contact(peer.link);
         self.reply(
             stx,
@@ -2051,6 +2234,8 @@ impl B2bua {
         let mut leg = Leg::new(dialog.clone());
         leg.invite_busy = true;
         leg.dialog.local_seq = 1;
+        leg.media = Some(target_media);
+        call.media.push(target_media);
         call.b.push(BLeg {
             leg,
             tx: u64::MAX,
@@ -2160,8 +2345,16 @@ impl B2bua {
         id: u64,
         moved: LegId,
         target: u16,
-        (ct, body): (Option<String>, Bytes),
+        offer: (Option<String>, Bytes),
     ) {
+        let legs = self.calls.get(&id).map(|c| {
+            (
+                c.b.get(usize::from(target)).and_then(|b| b.leg.media),
+                c.leg(moved).and_then(|l| l.media),
+            )
+        });
+        let (from, to) = legs.unwrap_or_default();
+        let (ct, body) = translate(&mut self.media, from, to, Sdp::Offer, offer);
         self.send_in_dialog(
             now,
             id,
@@ -2247,11 +2440,18 @@ impl B2bua {
             peer: md.peer,
             data: ack,
         });
-        let (ct, body) = body_of(msg);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let moved_media = call.leg(moved).and_then(|l| l.media);
         if let Some(b) = call.b.get_mut(usize::from(target)) {
+            let (ct, body) = translate(
+                &mut self.media,
+                moved_media,
+                b.leg.media,
+                Sdp::Answer,
+                body_of(msg),
+            );
             let cseq = b
                 .leg
                 .ack_deferred
@@ -2455,6 +2655,22 @@ impl B2bua {
         self.dialogs.get(tag).copied()
     }
 
+    /// 488 Not Acceptable Here for an offer we cannot take, saying why in
+    /// a Warning (RFC 3261 §20.43).
+    fn refuse_sdp(
+        &mut self,
+        now: Instant,
+        stx: u64,
+        msg: &Message,
+        peer: Peer,
+        tag: &str,
+        why: &str,
+    ) {
+        let why = why.replace(['\r', '\n', '"', '\\'], " ");
+        let warning = format!("399 switchboard \"{why}\"");
+        self.refuse(now, stx, msg, peer, 488, tag, &[("Warning", &warning)]);
+    }
+
     /// Answers a call we do not route finally, and records it.
     #[allow(clippy::too_many_arguments)]
     fn refuse(
@@ -2475,6 +2691,7 @@ impl B2bua {
                 user: text(&msg.from.uri.user),
                 peer: peer.addr,
                 status: None,
+                media: None,
             },
             callees: Vec::new(),
             dialled: msg.request_uri().map(|u| u.user_text()).unwrap_or_default(),
@@ -2484,6 +2701,7 @@ impl B2bua {
             cause: EndCause::Refused(status),
             hung_up_by: Side::System,
             transfers: 0,
+            digits: String::new(),
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();
@@ -2728,6 +2946,51 @@ fn carried(msg: &Message) -> Vec<(&'static str, String)> {
         .iter()
         .filter_map(|h| msg.other_header(h).map(|v| (*h, text(v))))
         .collect()
+}
+
+/// Whether a Content-Type is SDP.
+fn is_sdp(ct: &str) -> bool {
+    ct.split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+}
+
+/// Which way a session description crosses the B2BUA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sdp {
+    Offer,
+    Answer,
+}
+
+/// Passes a session description from media leg `from` to `to` through the
+/// media engine (so each side talks to our ports); other bodies, and legs
+/// without media, pass unchanged. A description the engine cannot anchor
+/// is logged and passed as it is: the parties may still reach each other
+/// directly.
+fn translate(
+    media: &mut MediaEngine,
+    from: Option<MediaLeg>,
+    to: Option<MediaLeg>,
+    kind: Sdp,
+    (ct, body): (Option<String>, Bytes),
+) -> (Option<String>, Bytes) {
+    let (Some(f), Some(t)) = (from, to) else {
+        return (ct, body);
+    };
+    if body.is_empty() || !ct.as_deref().is_some_and(is_sdp) {
+        return (ct, body);
+    }
+    let out = match kind {
+        Sdp::Offer => media.translate_offer(f, t, &body),
+        Sdp::Answer => media.translate_answer(f, t, &body),
+    };
+    match out {
+        Ok(b) => (ct, b),
+        Err(e) => {
+            tracing::warn!(problem = %e, ?kind, "cannot anchor media, passing the description on");
+            (ct, body)
+        }
+    }
 }
 
 /// Content-Type value and body of a message (None when it has no body).

@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::media::engine::LegStats;
+
 /// Which side of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -49,6 +51,8 @@ pub enum EndCause {
     SessionExpired,
     /// The appliance is shutting down.
     Shutdown,
+    /// A party sent no RTP for the media timeout.
+    MediaTimeout,
 }
 
 impl fmt::Display for EndCause {
@@ -63,6 +67,7 @@ impl fmt::Display for EndCause {
             EndCause::LegLost => f.write_str("leg-lost"),
             EndCause::SessionExpired => f.write_str("session-expired"),
             EndCause::Shutdown => f.write_str("shutdown"),
+            EndCause::MediaTimeout => f.write_str("rtp-timeout"),
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct LegRecord {
     pub peer: SocketAddr,
     /// Final status this leg answered (callee legs), if any.
     pub status: Option<u16>,
+    /// Its media statistics (legs that carried audio).
+    pub media: Option<LegStats>,
 }
 
 /// Everything kept about one call.
@@ -96,6 +103,8 @@ pub struct CallRecord {
     pub hung_up_by: Side,
     /// Blind transfers executed in this call.
     pub transfers: u32,
+    /// DTMF digits the parties sent, in order.
+    pub digits: String,
 }
 
 /// Where finished call records go. The shard owns one; it must not block.
@@ -127,6 +136,10 @@ impl RecordSink for LogSink {
             setup_ms = r.answered.map(|a| a.saturating_duration_since(r.started).as_millis()),
             talk_ms,
             transfers = r.transfers,
+            caller_rtp = r.caller.media.map(|m| m.packets_in),
+            caller_lost = r.caller.media.map(|m| m.lost),
+            callee_rtp = r.callees.iter().find_map(|c| c.media).map(|m| m.packets_in),
+            digits = %r.digits,
             "call ended"
         );
     }

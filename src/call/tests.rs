@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::CallConfig;
 use super::dialog::contact_uri;
 use super::record::{CallRecord, EndCause, Side};
+use crate::media::engine::MediaSock;
 use crate::sip::auth::DigestAlgorithm;
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Link, Output, Peer, TimerKey};
 use crate::sip::ids::ShardId;
@@ -86,7 +87,15 @@ fn config() -> EndpointConfig {
             .map(|u| (u.clone(), format!("pw{u}")))
             .collect(),
         seed: 42,
-        call: CallConfig::loopback(ShardId(0), users),
+        call: CallConfig {
+            // Engine tests send no RTP: only the media tests shorten this.
+            media: crate::media::engine::MediaConfig {
+                rtp_timeout: Duration::from_secs(86_400),
+                hold_timeout: Duration::from_secs(86_400),
+                ..crate::media::engine::MediaConfig::loopback()
+            },
+            ..CallConfig::loopback(ShardId(0), users)
+        },
     }
 }
 
@@ -100,9 +109,15 @@ impl World {
     }
 
     fn bare() -> World {
+        World::bare_with(config())
+    }
+
+    fn bare_with(cfg: EndpointConfig) -> World {
         let now = Instant::now();
+        let mut ep = Endpoint::new(cfg, now, Arc::new(ShardCounters::default()));
+        ep.media_mut().add_virtual_pairs(50000, 512);
         World {
-            ep: Endpoint::new(config(), now, Arc::new(ShardCounters::default())),
+            ep,
             now,
             timers: Vec::new(),
             armed: 0,
@@ -169,6 +184,23 @@ impl World {
         self.collect()
     }
 
+    /// Delivers an RTP/RTCP datagram from `from` to our media socket
+    /// `sock`; returns the SIP sent as a result and the datagrams relayed
+    /// (socket, destination, bytes).
+    fn media(
+        &mut self,
+        sock: u16,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> (Out, Vec<(u16, SocketAddr, Vec<u8>)>) {
+        self.ep.handle_media(self.now, MediaSock(sock), from, data);
+        let mut relayed = Vec::new();
+        self.ep
+            .media_mut()
+            .drain_transmits(|s, d, b| relayed.push((s.0, d, b.to_vec())));
+        (self.collect(), relayed)
+    }
+
     /// Moves the clock by `d`, firing due timers in deadline order.
     fn advance(&mut self, d: Duration) -> Out {
         let end = self.now + d;
@@ -197,6 +229,7 @@ impl World {
     fn assert_quiet(&mut self) {
         let out = self.advance(Duration::from_secs(300));
         assert_eq!(self.ep.active_calls(), 0, "calls leaked");
+        assert_eq!(self.ep.media_mut().open_legs(), 0, "media legs leaked");
         assert_eq!(
             self.ep.pending_invites(),
             0,
@@ -289,6 +322,33 @@ fn ruri(m: &Message) -> String {
 
 fn body(m: &Message) -> String {
     s(&m.body)
+}
+
+/// Whether `m`'s body is `orig` as the appliance anchors it: the audio
+/// stream at one of our ports (50000 up in these tests), on our address,
+/// the original's first codec first, the same direction.
+fn is_anchored(m: &Message, orig: &str) -> bool {
+    use crate::sdp::SessionDescription;
+    let (Ok(sent), Ok(orig)) = (
+        SessionDescription::parse(&m.body),
+        SessionDescription::parse(orig.as_bytes()),
+    ) else {
+        return false;
+    };
+    let (Some(a), Some(o)) = (sent.media.first(), orig.media.first()) else {
+        return false;
+    };
+    sent.origin.username == "switchboard"
+        && a.port != o.port
+        && (50000..52000).contains(&a.port)
+        && a.formats.first() == o.formats.first()
+        && a.direction(&sent) == o.direction(&orig)
+        && a.connection_address(&sent) == Some([127, 0, 0, 1].into())
+}
+
+#[track_caller]
+fn anchored(m: &Message, orig: &str) {
+    assert!(is_anchored(m, orig), "not {orig:?} anchored: {:?}", body(m));
 }
 
 // ----------------------------------------------------------------------
@@ -559,7 +619,7 @@ fn basic_call_relays_invite_ringing_answer_ack_and_bye() {
         Some(APPLIANCE_CONTACT),
         "the appliance's Contact"
     );
-    assert_eq!(body(&inv), CALLER_SDP, "SDP unchanged");
+    anchored(&inv, CALLER_SDP);
     assert_eq!(hv(&inv, "Content-Type").as_deref(), Some("application/sdp"));
     assert!(inv.from.tag().is_some());
     assert!(inv.to.tag().is_none());
@@ -597,7 +657,7 @@ fn basic_call_relays_invite_ringing_answer_ack_and_bye() {
     assert_eq!(ack.call_id, inv.call_id);
     assert_ne!(branch(&ack), branch(&inv), "2xx ACK is its own transaction");
     let ok = one(&out, CALLER, "200 INVITE");
-    assert_eq!(body(&ok), PHONE1_SDP);
+    anchored(&ok, PHONE1_SDP);
     assert_eq!(hv(&ok, "Content-Type").as_deref(), Some("application/sdp"));
     assert_eq!(hv(&ok, "Contact").as_deref(), Some(APPLIANCE_CONTACT));
     assert_eq!(to_tag(&ok), Some(a_tag.clone()), "same dialog as the 180");
@@ -989,8 +1049,8 @@ fn forking_first_answer_wins_others_cancelled_late_200_gets_ack_and_bye() {
     assert_eq!(ruri(&i2), PHONE2_CONTACT);
     assert_ne!(i1.call_id, i2.call_id);
     assert_ne!(i1.from.tag(), i2.from.tag());
-    assert_eq!(body(&i1), CALLER_SDP);
-    assert_eq!(body(&i2), CALLER_SDP);
+    anchored(&i1, CALLER_SDP);
+    assert_eq!(body(&i1), body(&i2), "the forks share the callee-side port");
 
     let out = w.send(PHONE1, &phone_answer(&i1, 180, "t1", PHONE1_CONTACT, ""));
     expect(&out, &["40000 <- 180 INVITE"]);
@@ -1003,7 +1063,7 @@ fn forking_first_answer_wins_others_cancelled_late_200_gets_ack_and_bye() {
         &["40000 <- 200 INVITE", "41001 <- CANCEL", "41002 <- ACK"],
     );
     let ok = one(&out, CALLER, "200 INVITE");
-    assert_eq!(body(&ok), PHONE2_SDP);
+    anchored(&ok, PHONE2_SDP);
     let cancel = one(&out, PHONE1, "CANCEL");
     assert_eq!(branch(&cancel), branch(&i1));
     let mut caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
@@ -1081,7 +1141,7 @@ fn reinvite_hold_is_relayed_and_glare_gets_491() {
     let out = w.send(CALLER, &c.caller.request("INVITE", "", CALLER_HOLD_SDP));
     expect(&out, &["41001 <- INVITE"]);
     let re = one(&out, PHONE1, "INVITE");
-    assert_eq!(body(&re), CALLER_HOLD_SDP, "same body");
+    anchored(&re, CALLER_HOLD_SDP);
     assert_eq!(re.call_id, c.b_invite.call_id, "in the B dialog");
     assert_eq!(to_tag(&re).as_deref(), Some(PHONE_TAG));
     assert_eq!(re.from.tag(), c.b_invite.from.tag());
@@ -1117,7 +1177,7 @@ fn reinvite_hold_is_relayed_and_glare_gets_491() {
     assert_eq!(ack.cseq.seq, 2);
     assert_eq!(ack.call_id, re.call_id);
     let ok = one(&out, CALLER, "200 INVITE");
-    assert_eq!(body(&ok), PHONE1_HOLD_ANSWER);
+    anchored(&ok, PHONE1_HOLD_ANSWER);
     assert_eq!(ok.cseq.seq, 2, "answers the caller's CSeq 2");
     assert_eq!(hv(&ok, "Contact").as_deref(), Some(APPLIANCE_CONTACT));
     // The caller's ACK is absorbed.
@@ -1127,7 +1187,7 @@ fn reinvite_hold_is_relayed_and_glare_gets_491() {
     let out = w.send(PHONE1, &c.phone.request("INVITE", "", PHONE1_SDP));
     expect(&out, &["40000 <- INVITE"]);
     let re_a = one(&out, CALLER, "INVITE");
-    assert_eq!(body(&re_a), PHONE1_SDP);
+    anchored(&re_a, PHONE1_SDP);
     assert_eq!(s(&re_a.call_id), "hold-1");
     assert_eq!(ruri(&re_a), "sip:1001@127.0.0.1:40000");
     let out = w.send(
@@ -1142,7 +1202,7 @@ fn reinvite_hold_is_relayed_and_glare_gets_491() {
     );
     expect(&out, &["40000 <- ACK", "41001 <- 200 INVITE"]);
     let ok = one(&out, PHONE1, "200 INVITE");
-    assert_eq!(body(&ok), CALLER_SDP);
+    anchored(&ok, CALLER_SDP);
     expect(&w.send(PHONE1, &c.phone.ack(c.phone.cseq, "")), &[]);
 
     let out = w.send(CALLER, &c.caller.request("BYE", "", ""));
@@ -1307,7 +1367,7 @@ fn refer_from_callee_moves_the_caller_to_the_target() {
     );
     expect(&out, &["40000 <- INVITE"]);
     let re = one(&out, CALLER, "INVITE");
-    assert_eq!(body(&re), PHONE3_SDP);
+    anchored(&re, PHONE3_SDP);
     assert_eq!(s(&re.call_id), "refer-1");
     assert_eq!(to_tag(&re).as_deref(), Some("alice-refer-1"));
     assert_eq!(hv(&re, "Contact").as_deref(), Some(APPLIANCE_CONTACT));
@@ -1331,11 +1391,8 @@ fn refer_from_callee_moves_the_caller_to_the_target() {
     assert_eq!(t_ack.cseq.seq, 1);
     assert_eq!(t_ack.call_id, i3.call_id);
     assert_eq!(to_tag(&t_ack).as_deref(), Some("t3"));
-    assert_eq!(
-        body(&t_ack),
-        CALLER_REANSWER_SDP,
-        "the answer rides in the ACK"
-    );
+    // The answer rides in the ACK.
+    anchored(&t_ack, CALLER_REANSWER_SDP);
     assert_eq!(
         hv(&t_ack, "Content-Type").as_deref(),
         Some("application/sdp")
@@ -1522,7 +1579,7 @@ fn caller_never_acks_200_then_both_legs_get_bye() {
     );
     assert!(
         retx.iter()
-            .all(|m| body(m) == PHONE1_SDP && to_tag(m) == to_tag(&first))
+            .all(|m| is_anchored(m, PHONE1_SDP) && to_tag(m) == to_tag(&first))
     );
     assert_eq!(count(&out, CALLER, "BYE") + count(&out, PHONE1, "BYE"), 0);
     let out = w.advance(Duration::from_millis(1));
@@ -1654,7 +1711,7 @@ fn early_media_183_is_relayed_with_its_sdp() {
     );
     expect(&out, &["40000 <- 183 INVITE"]);
     let r = one(&out, CALLER, "183 INVITE");
-    assert_eq!(body(&r), PHONE1_SDP);
+    anchored(&r, PHONE1_SDP);
     assert_eq!(hv(&r, "Content-Type").as_deref(), Some("application/sdp"));
     assert_eq!(hv(&r, "Contact").as_deref(), Some(APPLIANCE_CONTACT));
     assert!(to_tag(&r).is_some());
@@ -1673,12 +1730,12 @@ fn offerless_invite_answer_rides_in_the_callers_ack() {
     );
     expect(&out, &["40000 <- 200 INVITE"]);
     let ok = one(&out, CALLER, "200 INVITE");
-    assert_eq!(body(&ok), PHONE1_SDP, "the phone's offer");
+    anchored(&ok, PHONE1_SDP);
     let mut caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
     let out = w.send(CALLER, &caller.ack(1, CALLER_SDP));
     expect(&out, &["41001 <- ACK"]);
     let ack = one(&out, PHONE1, "ACK");
-    assert_eq!(body(&ack), CALLER_SDP, "the caller's answer");
+    anchored(&ack, CALLER_SDP);
     assert_eq!(hv(&ack, "Content-Type").as_deref(), Some("application/sdp"));
     assert_eq!(ack.cseq.seq, 1);
     assert_eq!(to_tag(&ack).as_deref(), Some(PHONE_TAG));
@@ -2042,11 +2099,8 @@ fn phone_leg_refresh_unanswered_ends_the_call() {
     w.send(CALLER, &caller.ack(1, ""));
     let out = w.advance(Duration::from_secs(50));
     let re = one(&out, PHONE1, "INVITE");
-    assert_eq!(
-        body(&re),
-        CALLER_SDP,
-        "refresh carries the session we offered"
-    );
+    // The refresh carries the session we offered.
+    anchored(&re, CALLER_SDP);
     // The phone is gone: Timer B ends the refresh, and the call with it.
     let out = w.advance(Duration::from_secs(40));
     assert_eq!(distinct(&out, CALLER, "BYE"), 1, "{:?}", summary(&out));
@@ -2128,5 +2182,94 @@ fn refer_before_the_callers_ack_waits_for_it() {
     assert_eq!(count(&out, CALLER, "INVITE"), 0, "{:?}", summary(&out));
     let out = w.send(CALLER, &caller.ack(1, ""));
     let re = one(&out, CALLER, "INVITE");
-    assert_eq!(body(&re), PHONE3_SDP);
+    anchored(&re, PHONE3_SDP);
+}
+
+// ----------------------------------------------------------------------
+// Media anchoring (the engine's own behaviour is tested in media::engine)
+// ----------------------------------------------------------------------
+
+/// Our first pair (the caller's leg) and second (the phones' side).
+const A_RTP: u16 = 0x8000;
+const B_RTP: u16 = 0x8002;
+
+fn rtp_packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 12];
+    crate::media::rtp::write_header(&mut p, false, pt, seq, u32::from(seq) * 160, 0x5eed);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn rtp_flows_between_the_parties_through_our_ports_and_digits_reach_the_record() {
+    let mut w = World::new();
+    let c = connect(&mut w, "media-1");
+    // The caller's SDP said 127.0.0.1:30000, the phone's 127.0.0.1:31000.
+    let caller_rtp: SocketAddr = "127.0.0.1:30000".parse().unwrap();
+    let phone_rtp: SocketAddr = "127.0.0.1:31000".parse().unwrap();
+    let (sip, relayed) = w.media(A_RTP, caller_rtp, &rtp_packet(0, 1, &[0xff; 160]));
+    assert!(sip.is_empty());
+    assert_eq!(relayed.len(), 1);
+    assert_eq!((relayed[0].0, relayed[0].1), (B_RTP, phone_rtp));
+    assert_eq!(
+        relayed[0].2,
+        rtp_packet(0, 1, &[0xff; 160]),
+        "relayed untouched"
+    );
+    let (_, back) = w.media(B_RTP, phone_rtp, &rtp_packet(0, 9, &[0x7f; 160]));
+    assert_eq!((back[0].0, back[0].1), (A_RTP, caller_rtp));
+    let mut caller = c.caller;
+    let out = w.send(CALLER, &caller.request("BYE", "", ""));
+    let bye = one(&out, PHONE1, "BYE");
+    w.send(PHONE1, &respond(&bye, 200, None, "", ""));
+    let r = w.record();
+    assert_eq!(r.caller.media.map(|m| m.packets_in), Some(1));
+    assert_eq!(r.callees[0].media.map(|m| m.packets_in), Some(1));
+    w.assert_quiet();
+}
+
+#[test]
+fn silent_parties_end_the_call_with_bye_both_ways() {
+    let mut cfg = config();
+    cfg.call.media.rtp_timeout = Duration::from_secs(20);
+    let mut w = World::bare_with(cfg);
+    w.bind("1002", &[(PHONE1, PHONE1_CONTACT)]);
+    let _c = connect(&mut w, "media-2");
+    let out = w.advance(Duration::from_secs(19));
+    expect(&out, &[]);
+    let out = w.advance(Duration::from_secs(2));
+    assert_eq!(distinct(&out, CALLER, "BYE"), 1, "{:?}", summary(&out));
+    assert_eq!(distinct(&out, PHONE1, "BYE"), 1);
+    assert_eq!(w.record().cause, EndCause::MediaTimeout);
+}
+
+#[test]
+fn no_free_rtp_port_gets_503() {
+    let mut w = World::bare_with(config());
+    w.bind("1002", &[(PHONE1, PHONE1_CONTACT)]);
+    // Take every pair but one: the call needs two.
+    let legs: Vec<_> = (0..511)
+        .map(|_| w.ep.media_mut().open_leg(w.now, 99).unwrap())
+        .collect();
+    let out = w.send(CALLER, &caller_invite("1002", "media-3", CALLER_SDP));
+    let r = one(&out, CALLER, "503 INVITE");
+    assert!(hv(&r, "Warning").is_some_and(|v| v.contains("no free RTP port")));
+    assert_eq!(
+        w.ep.media_mut().open_legs(),
+        511,
+        "the half-opened call gave its leg back"
+    );
+    for l in legs {
+        w.ep.media_mut().close_leg(l);
+    }
+}
+
+#[test]
+fn an_offer_without_plain_rtp_audio_gets_488() {
+    let mut w = World::new();
+    let srtp = CALLER_SDP.replace("RTP/AVP", "RTP/SAVP");
+    let out = w.send(CALLER, &caller_invite("1002", "media-4", &srtp));
+    let r = one(&out, CALLER, "488 INVITE");
+    assert!(hv(&r, "Warning").is_some_and(|v| v.contains("no audio")));
+    assert_eq!(w.ep.media_mut().open_legs(), 0);
 }

@@ -325,6 +325,16 @@ impl Default for RegistrarConfig {
 pub struct MediaConfig {
     /// `rtp_ports`: RTP/RTCP port range.
     pub rtp_ports: PortRange,
+    /// `ip`: address RTP sockets bind to and SDP names; None = the IP of
+    /// the first `sip.listen` entry.
+    pub ip: Option<IpAddr>,
+    /// `rtp_timeout_s`: an answered call whose party sends no RTP this
+    /// long is ended.
+    pub rtp_timeout: Duration,
+    /// `hold_timeout_s`: the same while the call is on hold.
+    pub hold_timeout: Duration,
+    /// `transcode`: offer callees the codecs we can transcode.
+    pub transcode: bool,
 }
 
 impl Default for MediaConfig {
@@ -334,6 +344,10 @@ impl Default for MediaConfig {
                 low: 20000,
                 high: 29999,
             },
+            ip: None,
+            rtp_timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(3600),
+            transcode: true,
         }
     }
 }

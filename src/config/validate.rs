@@ -287,6 +287,17 @@ impl<'n> Section<'n> {
             .map_or(default, Duration::from_secs)
     }
 
+    fn boolean(&mut self, p: &mut Problems, key: &str) -> Option<bool> {
+        let node = self.take(key)?;
+        match node.kind {
+            Kind::Bool(b) => Some(b),
+            _ => {
+                type_error(p, &self.key(key), node, "true or false");
+                None
+            }
+        }
+    }
+
     fn string(&mut self, p: &mut Problems, key: &str) -> Option<(&'n str, Origin)> {
         let node = self.take(key)?;
         string(p, &self.key(key), node).map(|s| (s, node.origin))
@@ -837,7 +848,18 @@ fn calls_section(p: &mut Problems, node: Option<&Node>) -> CallsConfig {
 
 fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
     let d = MediaConfig::default();
-    let mut s = Section::open(p, "media", node, &["rtp_ports"]);
+    let mut s = Section::open(
+        p,
+        "media",
+        node,
+        &[
+            "rtp_ports",
+            "ip",
+            "rtp_timeout_s",
+            "hold_timeout_s",
+            "transcode",
+        ],
+    );
     let rtp_ports = match s.string(p, "rtp_ports") {
         Some((text, origin)) => text.parse::<PortRange>().unwrap_or_else(|e| {
             p.push(origin, "media.rtp_ports", e.to_string());
@@ -845,8 +867,33 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
         }),
         None => d.rtp_ports,
     };
+    let ip = match s.string(p, "ip") {
+        Some(("", _)) | None => None,
+        Some((text, origin)) => {
+            match text.parse::<IpAddr>() {
+                Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                    p.push(origin, "media.ip", format!("{ip} cannot be sent to (expected the address peers reach the appliance at)"));
+                    None
+                }
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    p.push(origin, "media.ip", format!("{text:?} is not an IP address (expected e.g. \"192.0.2.10\", or \"\" for the SIP address)"));
+                    None
+                }
+            }
+        }
+    };
+    let rtp_timeout = s.secs(p, "rtp_timeout_s", 5, 86_400, d.rtp_timeout);
+    let hold_timeout = s.secs(p, "hold_timeout_s", 5, 7 * 86_400, d.hold_timeout);
+    let transcode = s.boolean(p, "transcode").unwrap_or(d.transcode);
     s.finish(p);
-    MediaConfig { rtp_ports }
+    MediaConfig {
+        rtp_ports,
+        ip,
+        rtp_timeout,
+        hold_timeout,
+        transcode,
+    }
 }
 
 fn cti_section(p: &mut Problems, node: Option<&Node>) -> CtiConfig {

@@ -298,10 +298,25 @@ impl LocalSide {
 }
 
 /// Rewrites `m` (the anchored stream) to point at `local` with `codecs`.
-fn anchor_stream(m: &mut MediaDescription, ip: IpAddr, port: u16, codecs: &[Codec]) {
+fn anchor_stream(
+    sdp: &mut SessionDescription,
+    idx: usize,
+    ip: IpAddr,
+    port: u16,
+    codecs: &[Codec],
+) {
+    // Our address where the description had one: session level, media
+    // level, or both.
+    let session_level = sdp.connection.is_some();
+    if session_level {
+        sdp.connection = Some(crate::sdp::Connection::new(ip));
+    }
+    let m = &mut sdp.media[idx];
     m.port = port;
     m.port_count = None;
-    m.connections = vec![crate::sdp::Connection::new(ip)];
+    if !m.connections.is_empty() || !session_level {
+        m.connections = vec![crate::sdp::Connection::new(ip)];
+    }
     m.attributes
         .retain(|a| !DROPPED.contains(&a.name.as_str()) && a.name != "rtpmap" && a.name != "fmtp");
     // rtpmap/fmtp go first, in format order, before the other attributes.
@@ -374,15 +389,12 @@ pub fn offer(
     }
     let mut sdp = offer.clone();
     disable_others(&mut sdp, idx);
-    if sdp.connection.is_some() {
-        sdp.connection = Some(crate::sdp::Connection::new(local.ip));
-    }
     let port = if sdp.media[idx].port == 0 {
         0
     } else {
         local.port
     };
-    anchor_stream(&mut sdp.media[idx], local.ip, port, &codecs);
+    anchor_stream(&mut sdp, idx, local.ip, port, &codecs);
     Ok((local.finish(sdp), codecs))
 }
 
@@ -451,17 +463,14 @@ pub fn answer(
             }
         })
         .collect();
-    if sdp.connection.is_some() {
-        sdp.connection = Some(crate::sdp::Connection::new(local.ip));
-    }
-    let m = &mut sdp.media[o_idx];
-    if mine.is_none() || m.port == 0 {
+    if mine.is_none() || sdp.media[o_idx].port == 0 {
+        let m = &mut sdp.media[o_idx];
         // Nothing in common, or the answerer refused: reject the stream,
         // keeping one format (§6).
         m.formats.truncate(1);
         m.port = 0;
     } else {
-        anchor_stream(m, local.ip, local.port, &codecs);
+        anchor_stream(&mut sdp, o_idx, local.ip, local.port, &codecs);
     }
     let agreement = Agreement {
         offerer: mine,

@@ -117,7 +117,7 @@ pub enum MediaError {
 }
 
 /// Per-leg media statistics for the call record.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LegStats {
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -359,6 +359,18 @@ impl MediaEngine {
         self.free.push_back(pair);
     }
 
+    /// Adds `n` pairs from RTP port `first_port`, with socket indexes from
+    /// 0x8000 up: for simulations and tests, where no socket exists.
+    pub fn add_virtual_pairs(&mut self, first_port: u16, n: u16) {
+        for i in 0..n {
+            self.add_pair(PortPair {
+                port: first_port.wrapping_add(2 * i),
+                rtp: MediaSock(0x8000 + 2 * i),
+                rtcp: MediaSock(0x8001 + 2 * i),
+            });
+        }
+    }
+
     /// Bound pairs not in use.
     pub fn free_pairs(&self) -> usize {
         self.free.len()
@@ -477,6 +489,25 @@ impl MediaEngine {
         self.free.push_back(leg.pair);
         self.open -= 1;
         self.counters.media_legs.set(self.open as u64);
+    }
+
+    /// Closes every leg of call `call` (set-up failed half way).
+    pub fn close_legs_of(&mut self, call: u64) {
+        let ids: Vec<LegId> = self
+            .legs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let l = l.as_ref().filter(|l| l.call == call)?;
+                Some(LegId {
+                    idx: i as u32,
+                    generation: l.generation,
+                })
+            })
+            .collect();
+        for id in ids {
+            self.close_leg(id);
+        }
     }
 
     /// Starts the liveness watch of a leg (the call is answered).

@@ -170,8 +170,39 @@ fn endpoint_config(
             session_expires: secs(cfg.calls.session_expires),
             min_se: secs(cfg.calls.min_se),
             seed: seed.rotate_left(17),
+            media: crate::media::engine::MediaConfig {
+                ip: media_ip(cfg),
+                rtp_timeout: cfg.media.rtp_timeout,
+                hold_timeout: cfg.media.hold_timeout,
+                transcode: cfg.media.transcode,
+                seed: seed.rotate_left(29),
+            },
         },
     }
+}
+
+/// The address media binds to and SDP names: `media.ip`, else the first
+/// SIP listen address's IP.
+fn media_ip(cfg: &Config) -> std::net::IpAddr {
+    cfg.media.ip.unwrap_or_else(|| {
+        cfg.sip
+            .listen
+            .first()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |l| l.addr.ip())
+    })
+}
+
+/// Shard `shard`'s slice of `media.rtp_ports`, as its first RTP port and
+/// the number of RTP/RTCP pairs (each shard owns a contiguous run, so a
+/// port names its shard).
+pub fn port_slice(low: u16, high: u16, shard: u16, shards: u16) -> (u16, u16) {
+    let first = low + (low & 1);
+    let pairs = u32::from(high.saturating_sub(first).saturating_add(1)) / 2;
+    let (i, n) = (u32::from(shard), u32::from(shards.max(1)));
+    let start = pairs * i / n;
+    let end = pairs * (i + 1) / n;
+    // invariant: start <= pairs <= 32768, so the port stays within u16.
+    ((u32::from(first) + 2 * start) as u16, (end - start) as u16)
 }
 
 enum Event {
@@ -417,6 +448,13 @@ fn shard_main(
             tcp_max_connections: ctx.cfg.sip.tcp_max_connections,
             max_message_bytes: ctx.cfg.sip.max_message_bytes,
             drain_timeout: ctx.cfg.shell.drain_timeout,
+            media_ip: media_ip(&ctx.cfg),
+            media_ports: port_slice(
+                ctx.cfg.media.rtp_ports.low,
+                ctx.cfg.media.rtp_ports.high,
+                id,
+                ctx.shards,
+            ),
         };
         let mut shard = Shard::new(
             ShardId(id),
@@ -446,6 +484,18 @@ fn shard_main(
                     shard.tcp_listeners.insert(lid, idx);
                 }
             }
+        }
+        shard.top_up_media(drv.as_mut());
+        if shard.endpoint.media_mut().free_pairs() == 0 {
+            return Err(ShellError::Io {
+                shard: id,
+                what: format!(
+                    "no RTP port pair of media.rtp_ports {} could be bound on {}",
+                    ctx.cfg.media.rtp_ports,
+                    media_ip(&ctx.cfg)
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            });
         }
         Ok((drv, shard))
     };

@@ -19,6 +19,7 @@ use super::driver::{ConnId, Driver, IoEvent, ListenerId, SockId, Waker};
 use super::mesh::{Mesh, MeshMsg};
 use super::wheel::TimerWheel;
 use crate::call::record::{LogSink, RecordSink};
+use crate::media::engine::{MediaSock, PortPair};
 use crate::sip::endpoint::{Endpoint, Link, Output, Peer, TimerKey};
 use crate::sip::framing::{Frame, StreamFramer};
 use crate::sip::ids::ShardId;
@@ -48,7 +49,15 @@ pub struct ShardSettings {
     pub tcp_max_connections: usize,
     pub max_message_bytes: usize,
     pub drain_timeout: Duration,
+    /// Address RTP sockets bind to.
+    pub media_ip: std::net::IpAddr,
+    /// This shard's RTP ports: the first RTP port and the pair count.
+    pub media_ports: (u16, u16),
 }
+
+/// Bound RTP pairs kept ready beyond those in use; more are bound as calls
+/// take them (two per call), up to the shard's slice.
+const WARM_PAIRS: usize = 64;
 
 /// Everything a shard owns except its driver (borrowed separately while
 /// the driver reports events).
@@ -71,6 +80,10 @@ pub struct Shard {
     touched: Vec<bool>,
     /// Where finished call records go.
     records: Box<dyn RecordSink>,
+    /// Sockets of the media engine, by socket index.
+    media_socks: Vec<bool>,
+    /// Pairs of the slice not tried yet.
+    media_next: u16,
 }
 
 impl Shard {
@@ -101,6 +114,8 @@ impl Shard {
             closes: Vec::new(),
             touched: vec![false; shards],
             records: Box::new(LogSink),
+            media_socks: Vec::new(),
+            media_next: 0,
         }
     }
 
@@ -178,10 +193,17 @@ impl Shard {
 
     fn on_io(&mut self, ev: IoEvent<'_>) {
         let now = Instant::now();
-        if matches!(ev, IoEvent::Datagram { .. } | IoEvent::Stream { .. }) {
+        let media = matches!(ev, IoEvent::Datagram { sock, .. } if self.media_socks.get(usize::from(sock.0)) == Some(&true));
+        if !media && matches!(ev, IoEvent::Datagram { .. } | IoEvent::Stream { .. }) {
             self.catch_up_mesh(now);
         }
         match ev {
+            IoEvent::Datagram { sock, src, data }
+                if self.media_socks.get(usize::from(sock.0)) == Some(&true) =>
+            {
+                self.endpoint
+                    .handle_media(now, MediaSock(sock.0), src, data);
+            }
             IoEvent::Datagram { sock, src, data } => {
                 let Some(&listen) = self.udp_listen.get(&sock) else {
                     return;
@@ -307,12 +329,56 @@ impl Shard {
                 Output::Record(r) => self.records.handle_record(*r),
             }
         }
+        self.endpoint
+            .media_mut()
+            .drain_transmits(|sock, dst, data| driver.send_to(SockId(sock.0), dst, data));
+        self.top_up_media(driver);
         for (conn, data) in self.stream_sends.drain(..) {
             driver.send_stream(conn, &data);
         }
         for conn in self.closes.drain(..) {
             driver.close(conn);
             self.conns.remove(&conn);
+        }
+    }
+
+    /// Binds RTP/RTCP pairs of this shard's slice until [`WARM_PAIRS`] are
+    /// free (a port another process holds is skipped).
+    pub fn top_up_media(&mut self, driver: &mut dyn Driver) {
+        let (first, count) = self.settings.media_ports;
+        while self.endpoint.media_mut().free_pairs() < WARM_PAIRS && self.media_next < count {
+            let port = first + 2 * self.media_next;
+            self.media_next += 1;
+            let ip = self.settings.media_ip;
+            let bind = |p: u16| -> std::io::Result<std::net::UdpSocket> {
+                let s = std::net::UdpSocket::bind(SocketAddr::new(ip, p))?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            };
+            let (rtp, rtcp) = match (bind(port), bind(port + 1)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (a, b) => {
+                    let e = a.err().or(b.err());
+                    tracing::debug!(port, error = ?e, "RTP port pair not available, skipped");
+                    continue;
+                }
+            };
+            let (Ok(rtp), Ok(rtcp)) = (driver.add_udp(rtp), driver.add_udp(rtcp)) else {
+                tracing::warn!(port, "cannot register an RTP socket with the driver");
+                continue;
+            };
+            for s in [rtp, rtcp] {
+                let i = usize::from(s.0);
+                if self.media_socks.len() <= i {
+                    self.media_socks.resize(i + 1, false);
+                }
+                self.media_socks[i] = true;
+            }
+            self.endpoint.media_mut().add_pair(PortPair {
+                port,
+                rtp: MediaSock(rtp.0),
+                rtcp: MediaSock(rtcp.0),
+            });
         }
     }
 

@@ -294,6 +294,27 @@ impl Endpoint {
         self.calls.active_calls()
     }
 
+    /// A datagram on one of the media engine's sockets (the RTP fast
+    /// path: the call engine only hears of it when the media engine
+    /// reports something).
+    pub fn handle_media(
+        &mut self,
+        now: Instant,
+        sock: crate::media::engine::MediaSock,
+        src: std::net::SocketAddr,
+        data: &[u8],
+    ) {
+        self.calls.handle_media(now, sock, src, data);
+        if self.calls.has_output() {
+            self.pump_calls(now);
+        }
+    }
+
+    /// The shard's media engine.
+    pub fn media_mut(&mut self) -> &mut crate::media::engine::MediaEngine {
+        self.calls.media_mut()
+    }
+
     /// A datagram or framed stream message that arrived on this shard.
     pub fn handle_message(&mut self, now: Instant, peer: Peer, data: Bytes) {
         self.handle(now, peer, data, false);
@@ -1043,10 +1064,9 @@ mod tests {
     impl World {
         fn new() -> Self {
             let now = Instant::now();
-            World {
-                ep: Endpoint::new(config(0, 1), now, Arc::new(ShardCounters::default())),
-                now,
-            }
+            let mut ep = Endpoint::new(config(0, 1), now, Arc::new(ShardCounters::default()));
+            ep.media_mut().add_virtual_pairs(30000, 64);
+            World { ep, now }
         }
 
         /// Sends `data`, returns every transmitted response.

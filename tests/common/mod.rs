@@ -296,11 +296,17 @@ pub struct Appliance {
     child: Option<Child>,
     pub port: u16,
     pub cti_port: u16,
+    /// `media.rtp_ports` of this instance (a block of its own).
+    pub rtp_ports: (u16, u16),
     pub driver: Driver,
     pub data_dir: tempfile::TempDir,
     stderr_path: PathBuf,
     _ports: PortBlock,
+    _rtp: PortBlock,
 }
+
+/// RTP/RTCP ports each test appliance gets (64 pairs per shard of two).
+const RTP_BLOCK: u16 = 256;
 
 /// Why an attempt to start did not reach "ready".
 enum StartFailure {
@@ -332,6 +338,9 @@ impl Appliance {
         let ports = reserve_ports(2);
         let port = ports.port(0);
         let cti_port = ports.port(1);
+        let rtp = reserve_ports(RTP_BLOCK + 1);
+        let rtp_low = rtp.port(0) + (rtp.port(0) & 1);
+        let rtp_ports = (rtp_low, rtp_low + RTP_BLOCK - 1);
         let data_dir = tempfile::Builder::new()
             .prefix("switchboard-test-")
             .tempdir()
@@ -362,6 +371,8 @@ impl Appliance {
             format!("node.cores={}", opts.cores),
             "--set".into(),
             format!("shell.driver=\"{}\"", opts.driver.name()),
+            "--set".into(),
+            format!("media.rtp_ports=\"{}-{}\"", rtp_ports.0, rtp_ports.1),
         ];
         for s in &opts.sets {
             args.push("--set".into());
@@ -378,10 +389,12 @@ impl Appliance {
             child: Some(child),
             port,
             cti_port,
+            rtp_ports,
             driver: opts.driver,
             data_dir,
             stderr_path,
             _ports: ports,
+            _rtp: rtp,
         };
         match a.wait_ready(opts) {
             Ok(()) => Ok(a),

@@ -172,8 +172,10 @@ impl World {
             nodes: (0..SHARDS)
                 .map(|s| {
                     let counters = Arc::new(ShardCounters::default());
+                    let mut ep = Endpoint::new(config(s), epoch, counters.clone());
+                    ep.media_mut().add_virtual_pairs(30000, 64);
                     Node {
-                        ep: Endpoint::new(config(s), epoch, counters.clone()),
+                        ep,
                         counters,
                         timers: Vec::new(),
                     }
