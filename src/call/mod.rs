@@ -441,8 +441,9 @@ struct Call {
     relays: Vec<u64>,
     /// Every media leg opened for the call (closed when it ends).
     media: Vec<MediaLeg>,
-    /// DTMF digits heard from the parties, in order.
+    /// DTMF digits heard from the caller, and from the other parties.
     digits: String,
+    callee_digits: String,
 }
 
 impl Call {
@@ -581,9 +582,13 @@ impl B2bua {
     fn media_events(&mut self, now: Instant) {
         while let Some(ev) = self.media.poll_event() {
             match ev {
-                MediaEvent::Dtmf { call, digit, .. } => {
+                MediaEvent::Dtmf { call, leg, digit } => {
                     if let Some(c) = self.calls.get_mut(&call) {
-                        c.digits.push(digit);
+                        if c.a.media == Some(leg) {
+                            c.digits.push(digit);
+                        } else {
+                            c.callee_digits.push(digit);
+                        }
                     }
                 }
                 MediaEvent::Inactive { call, .. } => {
@@ -764,6 +769,7 @@ impl B2bua {
             relays: Vec::new(),
             media: vec![ma, mb],
             digits: String::new(),
+            callee_digits: String::new(),
         };
         call.a.media = Some(ma);
         call.a.invite_busy = true;
@@ -1891,6 +1897,7 @@ impl B2bua {
             hung_up_by: by,
             transfers: call.transfers,
             digits: std::mem::take(&mut call.digits),
+            callee_digits: std::mem::take(&mut call.callee_digits),
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
     }
@@ -2702,6 +2709,7 @@ impl B2bua {
             hung_up_by: Side::System,
             transfers: 0,
             digits: String::new(),
+            callee_digits: String::new(),
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();

@@ -103,8 +103,10 @@ pub struct CallRecord {
     pub hung_up_by: Side,
     /// Blind transfers executed in this call.
     pub transfers: u32,
-    /// DTMF digits the parties sent, in order.
+    /// DTMF digits the caller sent, in order.
     pub digits: String,
+    /// DTMF digits the other parties sent.
+    pub callee_digits: String,
 }
 
 /// Where finished call records go. The shard owns one; it must not block.
@@ -140,6 +142,7 @@ impl RecordSink for LogSink {
             caller_lost = r.caller.media.map(|m| m.lost),
             callee_rtp = r.callees.iter().find_map(|c| c.media).map(|m| m.packets_in),
             digits = %r.digits,
+            callee_digits = %r.callee_digits,
             "call ended"
         );
     }

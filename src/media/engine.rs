@@ -203,16 +203,25 @@ impl TxStream {
     }
 }
 
-/// Receive sequence tracking for loss (RFC 3550 A.1, simplified).
+/// Receive sequence tracking for loss (RFC 3550 A.1, simplified); a new
+/// SSRC starts a new count.
 #[derive(Debug, Clone, Copy, Default)]
 struct SeqTrack {
+    ssrc: u32,
     base: u32,
     max: u32,
     started: bool,
+    /// Packets expected from earlier SSRCs.
+    earlier: u64,
 }
 
 impl SeqTrack {
-    fn on(&mut self, seq: u16) {
+    fn on(&mut self, ssrc: u32, seq: u16) {
+        if self.started && ssrc != self.ssrc {
+            self.earlier += self.current();
+            self.started = false;
+        }
+        self.ssrc = ssrc;
         if !self.started {
             self.started = true;
             self.base = u32::from(seq);
@@ -229,12 +238,16 @@ impl SeqTrack {
         self.max = ext;
     }
 
-    fn expected(&self) -> u64 {
+    fn current(&self) -> u64 {
         if self.started {
             u64::from(self.max - self.base) + 1
         } else {
             0
         }
+    }
+
+    fn expected(&self) -> u64 {
+        self.earlier + self.current()
     }
 }
 
@@ -645,7 +658,7 @@ impl MediaEngine {
         leg.last_rx = Some(now);
         leg.stats.packets_in += 1;
         leg.stats.bytes_in += data.len() as u64;
-        leg.seq.on(h.seq);
+        leg.seq.on(h.ssrc, h.seq);
         let pt = h.payload_type;
         if leg.event_pt == Some(pt) {
             let call = leg.call;

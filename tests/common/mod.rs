@@ -17,6 +17,8 @@
 
 #![allow(dead_code)]
 
+pub mod phones;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
