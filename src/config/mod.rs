@@ -124,6 +124,8 @@ pub struct Config {
     pub calls: CallsConfig,
     /// `[media]`: RTP.
     pub media: MediaConfig,
+    /// `[recording]`: which calls are recorded.
+    pub recording: RecordingConfig,
     /// `[cti]`: control plane.
     pub cti: CtiConfig,
     /// `[crm.lookup]`, `[crm.webhook]`.
@@ -348,6 +350,45 @@ impl Default for MediaConfig {
             rtp_timeout: Duration::from_secs(60),
             hold_timeout: Duration::from_secs(3600),
             transcode: true,
+        }
+    }
+}
+
+/// `recording.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingMode {
+    /// Every answered call.
+    All,
+    /// None.
+    None,
+    /// Calls to the numbers in `recording.routes`.
+    Routes,
+}
+
+/// `[recording]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingConfig {
+    pub mode: RecordingMode,
+    /// Dialled numbers (dial-plan routes) recorded in `Routes` mode.
+    pub routes: Vec<String>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            mode: RecordingMode::All,
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl RecordingConfig {
+    /// Whether a call to `dialled` is recorded.
+    pub fn records(&self, dialled: &str) -> bool {
+        match self.mode {
+            RecordingMode::All => true,
+            RecordingMode::None => false,
+            RecordingMode::Routes => self.routes.iter().any(|r| r == dialled),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::types::{self, DigestAlgorithm, ListenAddr, PortRange, Transport};
 use super::{
     CallsConfig, Config, ConfigErrors, ConfigProblem, Cores, CrmConfig, CrmLookupConfig,
     CrmWebhookConfig, CtiConfig, DriverChoice, MediaConfig, NodeConfig, OVERRIDE_LABEL,
-    RegistrarConfig, ShellConfig, SipConfig, UserConfig,
+    RecordingConfig, RecordingMode, RegistrarConfig, ShellConfig, SipConfig, UserConfig,
 };
 
 /// Largest CPU id accepted in `node.cores` (glibc's `cpu_set_t` holds 1024).
@@ -133,6 +133,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
             "registrar",
             "calls",
             "media",
+            "recording",
             "cti",
             "crm",
             "users",
@@ -144,6 +145,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
     let registrar = registrar_section(p, top.take("registrar"));
     let calls = calls_section(p, top.take("calls"));
     let media = media_section(p, top.take("media"));
+    let recording = recording_section(p, top.take("recording"));
     let cti = cti_section(p, top.take("cti"));
     let crm = crm_section(p, top.take("crm"));
     let users = users_array(p, top.take("users"));
@@ -155,6 +157,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
         registrar,
         calls,
         media,
+        recording,
         cti,
         crm,
         users,
@@ -894,6 +897,32 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
         hold_timeout,
         transcode,
     }
+}
+
+fn recording_section(p: &mut Problems, node: Option<&Node>) -> RecordingConfig {
+    let d = RecordingConfig::default();
+    let mut s = Section::open(p, "recording", node, &["mode", "routes"]);
+    let mode = match s.string(p, "mode") {
+        Some(("all", _)) => RecordingMode::All,
+        Some(("none", _)) => RecordingMode::None,
+        Some(("routes", _)) => RecordingMode::Routes,
+        Some((other, origin)) => {
+            p.push(
+                origin,
+                "recording.mode",
+                format!("{other:?} is not a mode (expected \"all\", \"none\" or \"routes\")"),
+            );
+            d.mode
+        }
+        None => d.mode,
+    };
+    let routes = s
+        .take("routes")
+        .and_then(|n| strings(p, "recording.routes", n))
+        .map(|v| v.into_iter().map(|(_, r, _)| r.to_owned()).collect())
+        .unwrap_or(d.routes);
+    s.finish(p);
+    RecordingConfig { mode, routes }
 }
 
 fn cti_section(p: &mut Problems, node: Option<&Node>) -> CtiConfig {
