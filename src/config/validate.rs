@@ -1192,12 +1192,12 @@ mod tests {
         assert_eq!(
             problems(text, &[]),
             [
-                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, cti, crm, users)",
+                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users)",
                 "firmware-config/x.toml:3: node.cors: unknown key, did you mean \"cores\"? (expected one of: cores, data_dir, log)",
                 "firmware-config/x.toml:5: sip.t1: unknown key, did you mean \"t1_ms\"? (expected one of: listen, domain, user_agent, t1_ms, t2_ms, t4_ms, max_message_bytes, max_headers, tcp_idle_timeout_s, tcp_message_timeout_s, tcp_max_connections)",
                 "firmware-config/x.toml:7: crm.webhook.secrett: unknown key, did you mean \"secret\"? (expected one of: url, secret)",
                 "firmware-config/x.toml:11: users[0].mail: unknown key (expected one of: id, password, name)",
-                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, cti, crm, users)",
+                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users)",
             ]
         );
     }
