@@ -65,6 +65,7 @@ fuzz-smoke:
 bench:
 	$(CARGO) bench --bench sip_parse
 	$(CARGO) bench --bench udp_forward
+	$(CARGO) bench --bench media_mix
 
 clean:
 	$(CARGO) clean
