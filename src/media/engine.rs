@@ -40,7 +40,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::anchor::{self, AnchorError, Codec, LocalSide, Remote};
+use super::anchor::{self, AnchorError, Codec, Known, LocalSide, Remote};
+use super::dtmf::{EventReceiver, TelephoneEvent};
+use super::g711;
+use super::opus::OpusDecoder;
+use super::quality::{MosCodec, ReceiveStats};
+use super::recorder::{Channel, Recorder};
 use super::rtp::{self, RtpHeader};
 use crate::sdp::{Direction, SessionDescription};
 use crate::stats::ShardCounters;
@@ -77,6 +82,8 @@ pub struct MediaConfig {
     pub transcode: bool,
     /// Seed for SSRCs and SDP session ids.
     pub seed: u64,
+    /// The shard: recording ids carry it, so they are unique across shards.
+    pub shard: u16,
 }
 
 impl MediaConfig {
@@ -88,6 +95,7 @@ impl MediaConfig {
             hold_timeout: Duration::from_secs(3600),
             transcode: true,
             seed: 11,
+            shard: 0,
         }
     }
 }
@@ -99,6 +107,22 @@ pub enum MediaEvent {
     Dtmf { call: u64, leg: LegId, digit: char },
     /// The leg sent no RTP for the timeout.
     Inactive { call: u64, leg: LegId },
+}
+
+/// Work for the recording writer (off the shard): one WAV file per
+/// recording, stereo 8 kHz 16-bit, data from offset 44.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordingOp {
+    /// Create the file for call `call_id` with an empty data chunk.
+    Open { id: u64, call_id: String },
+    /// Interleaved stereo samples at data offset `offset`.
+    Data {
+        id: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Complete: `data_len` bytes of data.
+    Close { id: u64, data_len: u64 },
 }
 
 /// Problems the call engine turns into SIP answers.
@@ -124,6 +148,10 @@ pub struct LegStats {
     pub packets_out: u64,
     /// Expected minus received, from sequence numbers (RFC 3550 A.3).
     pub lost: i64,
+    /// RFC 3550 interarrival jitter, in microseconds.
+    pub jitter_us: u32,
+    /// Estimated MOS (E-model, ITU-T G.107) × 100; 0 before any packet.
+    pub mos_x100: u16,
 }
 
 /// Largest datagram the relay carries.
@@ -203,52 +231,48 @@ impl TxStream {
     }
 }
 
-/// Receive sequence tracking for loss (RFC 3550 A.1, simplified); a new
-/// SSRC starts a new count.
-#[derive(Debug, Clone, Copy, Default)]
-struct SeqTrack {
-    ssrc: u32,
-    base: u32,
-    max: u32,
-    started: bool,
-    /// Packets expected from earlier SSRCs.
-    earlier: u64,
+/// Decoding of what a leg sends us, to 8 kHz PCM (for recording).
+struct Decode {
+    /// Payload type of its voice codec.
+    pt: u8,
+    codec: Known,
+    /// Opus decodes straight to 8 kHz.
+    opus: Option<OpusDecoder>,
 }
 
-impl SeqTrack {
-    fn on(&mut self, ssrc: u32, seq: u16) {
-        if self.started && ssrc != self.ssrc {
-            self.earlier += self.current();
-            self.started = false;
-        }
-        self.ssrc = ssrc;
-        if !self.started {
-            self.started = true;
-            self.base = u32::from(seq);
-            self.max = u32::from(seq);
-            return;
-        }
-        let cycles = self.max & !0xffff;
-        let cur = cycles | u32::from(seq);
-        let ext = if rtp::seq_after(seq, self.max as u16) {
-            if cur < self.max { cur + 0x1_0000 } else { cur }
-        } else {
-            return;
+impl std::fmt::Debug for Decode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Decode({:?}, pt {})", self.codec, self.pt)
+    }
+}
+
+impl Decode {
+    fn new(pt: u8, codec: Known) -> Option<Decode> {
+        let opus = match codec {
+            Known::Opus => Some(OpusDecoder::new(8000, 1).ok()?),
+            Known::Pcmu | Known::Pcma => None,
+            Known::TelephoneEvent => return None,
         };
-        self.max = ext;
+        Some(Decode { pt, codec, opus })
     }
 
-    fn current(&self) -> u64 {
-        if self.started {
-            u64::from(self.max - self.base) + 1
-        } else {
-            0
+    /// Decodes one payload into `out` (8 kHz); returns the samples.
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize {
+        let n = payload.len().min(out.len());
+        match (self.codec, self.opus.as_mut()) {
+            (Known::Pcmu, _) => g711::decode_ulaw(&payload[..n], &mut out[..n]),
+            (Known::Pcma, _) => g711::decode_alaw(&payload[..n], &mut out[..n]),
+            (Known::Opus, Some(d)) => return d.decode(Some(payload), out).unwrap_or(0),
+            _ => return 0,
         }
+        n
     }
+}
 
-    fn expected(&self) -> u64 {
-        self.earlier + self.current()
-    }
+/// One call's recording.
+struct Rec {
+    id: u64,
+    recorder: Recorder,
 }
 
 #[derive(Debug)]
@@ -274,12 +298,18 @@ struct Leg {
     clock: [u32; 128],
     /// telephone-event payload type this leg sends.
     event_pt: Option<u8>,
-    last_event_ts: Option<u32>,
+    events: EventReceiver,
+    /// Its voice codec (payload type it sends, which codec), once agreed.
+    voice: Option<(u8, Option<Known>)>,
+    /// Decoder, while a feature needs its audio.
+    decode: Option<Box<Decode>>,
+    /// The recording it feeds, and on which channel.
+    rec: Option<(u32, Channel)>,
     /// Liveness armed since.
     watch: Option<Instant>,
     last_rx: Option<Instant>,
     tx: TxStream,
-    seq: SeqTrack,
+    quality: ReceiveStats,
     stats: LegStats,
 }
 
@@ -331,7 +361,19 @@ pub struct MediaEngine {
     events: VecDeque<MediaEvent>,
     counters: Arc<ShardCounters>,
     rng: u64,
+    /// Times are kept as milliseconds since this instant.
+    epoch: Option<Instant>,
+    recs: Vec<Option<Rec>>,
+    next_rec: u64,
+    rec_ops: VecDeque<RecordingOp>,
+    /// Decoded samples of one packet.
+    pcm: Box<[i16; 960]>,
+    /// Recorded bytes of one flush.
+    chunk: Vec<u8>,
 }
+
+/// Recorded audio handed to the writer per chunk: 1 s (stereo, 16-bit).
+const CHUNK_BYTES: usize = 8000 * 4;
 
 impl MediaEngine {
     pub fn new(cfg: MediaConfig, counters: Arc<ShardCounters>) -> MediaEngine {
@@ -348,7 +390,19 @@ impl MediaEngine {
             events: VecDeque::new(),
             counters,
             rng,
+            epoch: None,
+            recs: Vec::new(),
+            next_rec: 0,
+            rec_ops: VecDeque::new(),
+            pcm: Box::new([0; 960]),
+            chunk: vec![0; CHUNK_BYTES],
         }
+    }
+
+    /// `now` in milliseconds of the engine's clock.
+    fn ms(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u64
     }
 
     pub fn config(&self) -> &MediaConfig {
@@ -438,11 +492,14 @@ impl MediaEngine {
             pt_out: [UNMAPPED; 128],
             clock: [0; 128],
             event_pt: None,
-            last_event_ts: None,
+            events: EventReceiver::new(),
+            voice: None,
+            decode: None,
+            rec: None,
             watch: None,
             last_rx: None,
             tx: TxStream::new(ssrc),
-            seq: SeqTrack::default(),
+            quality: ReceiveStats::new(MosCodec::G711),
             stats: LegStats::default(),
         });
         let _ = now;
@@ -476,7 +533,14 @@ impl MediaEngine {
     pub fn stats(&self, id: LegId) -> Option<LegStats> {
         self.leg(id).map(|l| {
             let mut s = l.stats;
-            s.lost = l.seq.expected() as i64 - s.packets_in as i64;
+            let q = l.quality.snapshot();
+            s.lost = q.lost;
+            s.jitter_us = (q.jitter_ms * 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32;
+            s.mos_x100 = if q.packets > 0 {
+                (q.mos * 100.0).round() as u16
+            } else {
+                0
+            };
             s
         })
     }
@@ -595,14 +659,20 @@ impl MediaEngine {
         let relays = agreement.relays();
         let f_events = agreement.answerer_events.as_ref().map(|c| c.pt);
         let t_events = agreement.offerer_events.as_ref().map(|c| c.pt);
+        let voice = |c: &Option<Codec>| c.as_ref().map(|c| (c.pt, c.known()));
+        let (f_voice, t_voice) = (voice(&agreement.answerer), voice(&agreement.offerer));
         if let Some(f) = self.leg_mut(from) {
             f.pt_out = pt_map(&fr.codecs, &tr.codecs, relays);
             f.event_pt = f_events.or(fr.events().map(|c| c.pt));
+            f.voice = f_voice;
         }
         if let Some(t) = self.leg_mut(to) {
             t.pt_out = pt_map(&tr.codecs, &fr.codecs, relays);
             t.event_pt = t_events.or(tr.events().map(|c| c.pt));
+            t.voice = t_voice;
         }
+        self.refresh_decoders(from);
+        self.refresh_decoders(to);
         Ok(Bytes::from(out))
     }
 
@@ -622,7 +692,151 @@ impl MediaEngine {
             if let Some(l) = self.leg_mut(x) {
                 l.peer = Some(y.idx);
             }
+            // The party that replaced `old` (a transfer target) takes its
+            // place in the recording.
+            if let Some(o) = old.filter(|o| *o != y.idx) {
+                let moved = self
+                    .legs
+                    .get_mut(o as usize)
+                    .and_then(Option::as_mut)
+                    .and_then(|ol| ol.rec.take());
+                if let Some(r) = moved
+                    && let Some(yl) = self.leg_mut(y)
+                {
+                    yl.rec = Some(r);
+                }
+                self.refresh_decoders(y);
+            }
         }
+    }
+    /// Gives a leg a decoder when it feeds a recording (and drops it when
+    /// it does not), for the voice codec it now sends.
+    fn refresh_decoders(&mut self, id: LegId) {
+        let Some(l) = self.leg_mut(id) else { return };
+        let wanted = match (l.rec, l.voice) {
+            (Some(_), Some((pt, Some(k)))) => Some((pt, k)),
+            _ => None,
+        };
+        let current = l.decode.as_ref().map(|d| (d.pt, d.codec));
+        if wanted != current {
+            l.decode = wanted.and_then(|(pt, k)| Decode::new(pt, k)).map(Box::new);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Recording
+    // ------------------------------------------------------------------
+
+    /// Starts recording call `call_id`: `left` (the caller) on the left
+    /// channel, `right` on the right, from `now`. Returns the recording id.
+    pub fn start_recording(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        left: LegId,
+        right: LegId,
+    ) -> Option<u64> {
+        self.leg(left)?;
+        self.leg(right)?;
+        let start = self.ms(now);
+        let id = (u64::from(self.cfg.shard) << 48) | self.next_rec;
+        self.next_rec += 1;
+        let slot = match self.recs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.recs.push(None);
+                self.recs.len() - 1
+            }
+        };
+        self.recs[slot] = Some(Rec {
+            id,
+            recorder: Recorder::new(start),
+        });
+        for (leg, ch) in [(left, Channel::Left), (right, Channel::Right)] {
+            if let Some(l) = self.leg_mut(leg) {
+                l.rec = Some((slot as u32, ch));
+            }
+            self.refresh_decoders(leg);
+        }
+        self.rec_ops.push_back(RecordingOp::Open {
+            id,
+            call_id: call_id.to_owned(),
+        });
+        Some(id)
+    }
+
+    /// Pauses (true) or resumes a recording: the paused span is silence.
+    pub fn pause_recording(&mut self, now: Instant, id: u64, paused: bool) {
+        let ms = self.ms(now);
+        if let Some(r) = self.recs.iter_mut().flatten().find(|r| r.id == id) {
+            if paused {
+                r.recorder.pause(ms);
+            } else {
+                r.recorder.resume(ms);
+            }
+        }
+    }
+
+    /// Ends a recording at `now`: the rest of its audio and the close go
+    /// to the writer.
+    pub fn stop_recording(&mut self, now: Instant, id: u64) {
+        let ms = self.ms(now);
+        let Some(slot) = self
+            .recs
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.id == id))
+        else {
+            return;
+        };
+        let Some(mut r) = self.recs[slot].take() else {
+            return;
+        };
+        loop {
+            let offset = r.recorder.written_bytes();
+            let n = r.recorder.finish(ms, &mut self.chunk);
+            if n == 0 {
+                break;
+            }
+            self.rec_ops.push_back(RecordingOp::Data {
+                id,
+                offset,
+                bytes: self.chunk[..n].to_vec(),
+            });
+        }
+        self.rec_ops.push_back(RecordingOp::Close {
+            id,
+            data_len: r.recorder.written_bytes(),
+        });
+        for l in self.legs.iter_mut().flatten() {
+            if l.rec.is_some_and(|(s, _)| s as usize == slot) {
+                l.rec = None;
+                l.decode = None;
+            }
+        }
+    }
+
+    /// Hands the final audio of every recording to the writer.
+    fn flush_recordings(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        for r in self.recs.iter_mut().flatten() {
+            loop {
+                let offset = r.recorder.written_bytes();
+                let n = r.recorder.poll_chunk(ms, &mut self.chunk);
+                if n == 0 {
+                    break;
+                }
+                self.rec_ops.push_back(RecordingOp::Data {
+                    id: r.id,
+                    offset,
+                    bytes: self.chunk[..n].to_vec(),
+                });
+            }
+        }
+    }
+
+    /// The next operation for the recording writer.
+    pub fn poll_recording(&mut self) -> Option<RecordingOp> {
+        self.rec_ops.pop_front()
     }
 
     // ------------------------------------------------------------------
@@ -658,31 +872,40 @@ impl MediaEngine {
         leg.last_rx = Some(now);
         leg.stats.packets_in += 1;
         leg.stats.bytes_in += data.len() as u64;
-        leg.seq.on(h.ssrc, h.seq);
         let pt = h.payload_type;
+        let clock = leg.clock[usize::from(pt & 0x7f)].max(8000);
+        let epoch = *self.epoch.get_or_insert(now);
+        let ms = now.saturating_duration_since(epoch).as_millis() as u64;
         if leg.event_pt == Some(pt) {
-            let call = leg.call;
-            let id = LegId {
-                idx,
-                generation: leg.generation,
-            };
-            if leg.last_event_ts != Some(h.timestamp) {
-                leg.last_event_ts = Some(h.timestamp);
-                if let Some(digit) = event_digit(h.payload(data)) {
-                    self.counters.dtmf_digits.bump();
-                    self.events.push_back(MediaEvent::Dtmf {
-                        call,
-                        leg: id,
-                        digit,
-                    });
-                }
+            let digit = TelephoneEvent::parse(h.payload(data))
+                .ok()
+                .and_then(|ev| leg.events.handle_event(h.timestamp, h.marker, ev));
+            if let Some(digit) = digit {
+                self.counters.dtmf_digits.bump();
+                self.events.push_back(MediaEvent::Dtmf {
+                    call: leg.call,
+                    leg: LegId {
+                        idx,
+                        generation: leg.generation,
+                    },
+                    digit,
+                });
             }
+        } else {
+            leg.quality.on_packet(ms, h.seq, h.timestamp, clock);
+        }
+        if let (Some((slot, ch)), Some(dec)) = (leg.rec, leg.decode.as_mut())
+            && dec.pt == pt
+            && let Some(Some(rec)) = self.recs.get_mut(slot as usize)
+        {
+            let n = dec.decode(h.payload(data), &mut self.pcm[..]);
+            let ts = h.timestamp / (clock / 8000).max(1);
+            rec.recorder.push(ch, ms, h.seq, ts, &self.pcm[..n]);
         }
         let Some(leg) = self.legs.get(idx as usize).and_then(Option::as_ref) else {
             return;
         };
         let out_pt = leg.pt_out[usize::from(pt & 0x7f)];
-        let clock = leg.clock[usize::from(pt & 0x7f)].max(8000);
         let Some(peer) = leg.peer else {
             self.counters.rtp_unrouted.bump();
             return;
@@ -775,6 +998,7 @@ impl MediaEngine {
     /// Liveness sweep; the call engine runs it every second while legs
     /// are open.
     pub fn sweep(&mut self, now: Instant) {
+        self.flush_recordings(now);
         for (idx, slot) in self.legs.iter().enumerate() {
             let Some(l) = slot else { continue };
             let Some(since) = l.watch else { continue };
@@ -827,14 +1051,6 @@ fn pt_map(from: &[Codec], to: &[Codec], relays: bool) -> [u8; 128] {
         }
     }
     map
-}
-
-/// The digit of an RFC 4733 event payload (events 0–15).
-fn event_digit(payload: &[u8]) -> Option<char> {
-    const DIGITS: &[u8; 16] = b"0123456789*#ABCD";
-    DIGITS
-        .get(usize::from(*payload.first()?))
-        .map(|&d| char::from(d))
 }
 
 #[cfg(test)]

@@ -176,6 +176,7 @@ fn endpoint_config(
                 hold_timeout: cfg.media.hold_timeout,
                 transcode: cfg.media.transcode,
                 seed: seed.rotate_left(29),
+                shard,
             },
         },
     }

@@ -300,3 +300,118 @@ fn loss_is_counted_from_sequence_gaps() {
     let s = w.m.stats(w.a).unwrap();
     assert_eq!((s.packets_in, s.lost), (4, 2));
 }
+
+#[test]
+fn recording_puts_the_caller_left_the_callee_right_and_lasts_the_call() {
+    let mut w = world();
+    let id = w.m.start_recording(w.now, "rec-1@host", w.a, w.b).unwrap();
+    assert_eq!(
+        w.m.poll_recording(),
+        Some(RecordingOp::Open {
+            id,
+            call_id: "rec-1@host".into()
+        })
+    );
+    // 2 s of µ-law: the caller sends a constant +1000, the callee -1000.
+    let (a_byte, b_byte) = (g711::ulaw_encode(1000), g711::ulaw_encode(-1000));
+    for i in 0..100u16 {
+        let t = w.now + Duration::from_millis(20 * u64::from(i) + 20);
+        let ts = 160 * u32::from(i);
+        w.m.handle_packet(t, pair(0).rtp, addr("192.0.2.10:4000"), &{
+            let mut p = rtp(0, i, ts, 1);
+            p[12..].fill(a_byte);
+            p
+        });
+        w.m.handle_packet(t, pair(1).rtp, addr("192.0.2.20:6000"), &{
+            let mut p = rtp(0, i, ts, 2);
+            p[12..].fill(b_byte);
+            p
+        });
+        if i % 50 == 49 {
+            w.m.sweep(t);
+        }
+    }
+    sent(&mut w.m);
+    w.m.stop_recording(w.now + Duration::from_millis(2000), id);
+    let mut data = Vec::new();
+    let mut closed = None;
+    while let Some(op) = w.m.poll_recording() {
+        match op {
+            RecordingOp::Data { offset, bytes, .. } => {
+                assert_eq!(offset as usize, data.len(), "chunks in order, no gap");
+                data.extend_from_slice(&bytes);
+            }
+            RecordingOp::Close { data_len, .. } => closed = Some(data_len),
+            RecordingOp::Open { .. } => panic!("one open"),
+        }
+    }
+    assert_eq!(closed, Some(data.len() as u64));
+    assert_eq!(
+        data.len(),
+        2 * 8000 * 4,
+        "exactly the call's 2 s, stereo 16-bit"
+    );
+    let frames: Vec<(i16, i16)> = data
+        .chunks_exact(4)
+        .map(|f| {
+            (
+                i16::from_le_bytes([f[0], f[1]]),
+                i16::from_le_bytes([f[2], f[3]]),
+            )
+        })
+        .collect();
+    let mid = &frames[4000..12000];
+    let a = g711::ulaw_decode(a_byte);
+    let b = g711::ulaw_decode(b_byte);
+    assert!(
+        mid.iter().filter(|f| **f == (a, b)).count() > 7900,
+        "caller left, callee right"
+    );
+    // After the stop nothing is recorded any more.
+    w.m.handle_packet(
+        w.now + Duration::from_secs(3),
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 200, 32000, 1),
+    );
+    assert_eq!(w.m.poll_recording(), None);
+}
+
+#[test]
+fn a_transfer_target_takes_the_right_channel() {
+    let mut w = world();
+    let id = w.m.start_recording(w.now, "rec-2", w.a, w.b).unwrap();
+    let c = w.m.open_leg(w.now, 1).unwrap();
+    w.m.translate_offer(
+        c,
+        w.a,
+        callee_sdp("sendrecv")
+            .replace("192.0.2.20", "192.0.2.30")
+            .as_bytes(),
+    )
+    .unwrap();
+    w.m.translate_answer(w.a, c, CALLER_SDP.as_bytes()).unwrap();
+    let c_byte = g711::ulaw_encode(3000);
+    for i in 0..50u16 {
+        let t = w.now + Duration::from_millis(20 * u64::from(i) + 20);
+        let mut p = rtp(0, i, 160 * u32::from(i), 3);
+        p[12..].fill(c_byte);
+        w.m.handle_packet(t, pair(2).rtp, addr("192.0.2.30:6000"), &p);
+    }
+    w.m.stop_recording(w.now + Duration::from_secs(1), id);
+    let mut right = Vec::new();
+    while let Some(op) = w.m.poll_recording() {
+        if let RecordingOp::Data { bytes, .. } = op {
+            right.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|f| i16::from_le_bytes([f[2], f[3]])),
+            );
+        }
+    }
+    let want = g711::ulaw_decode(c_byte);
+    assert!(
+        right.iter().filter(|s| **s == want).count() > 7000,
+        "the target is heard on the right"
+    );
+}
