@@ -117,6 +117,8 @@ pub struct CallConfig {
     pub seed: u64,
     /// The media engine's settings.
     pub media: MediaConfig,
+    /// Which answered calls are recorded.
+    pub recording: crate::config::RecordingConfig,
 }
 
 impl CallConfig {
@@ -139,6 +141,7 @@ impl CallConfig {
             min_se: 90,
             seed: 7,
             media: MediaConfig::loopback(),
+            recording: crate::config::RecordingConfig::default(),
         }
     }
 }
@@ -444,6 +447,8 @@ struct Call {
     /// DTMF digits heard from the caller, and from the other parties.
     digits: String,
     callee_digits: String,
+    /// Its recording, once answered (if recorded).
+    recording: Option<u64>,
 }
 
 impl Call {
@@ -770,6 +775,7 @@ impl B2bua {
             media: vec![ma, mb],
             digits: String::new(),
             callee_digits: String::new(),
+            recording: None,
         };
         call.a.media = Some(ma);
         call.a.invite_busy = true;
@@ -1565,6 +1571,11 @@ impl B2bua {
             if let (Some(a), Some(b)) = (call.a.media, b_media) {
                 self.media.arm(now, a);
                 self.media.arm(now, b);
+                if self.cfg.recording.records(&call.dialled) {
+                    call.recording = self
+                        .media
+                        .start_recording(now, &call.a.dialog.call_id, a, b);
+                }
             }
             if let Some((stx, invite)) = call.a_invite.take() {
                 self.invites.remove(&stx);
@@ -1865,6 +1876,9 @@ impl B2bua {
                     .and_then(|m| self.media.stats(m))
             })
             .collect();
+        if let Some(r) = call.recording {
+            self.media.stop_recording(now, r);
+        }
         for m in call.media.drain(..) {
             self.media.close_leg(m);
         }
@@ -1898,6 +1912,7 @@ impl B2bua {
             transfers: call.transfers,
             digits: std::mem::take(&mut call.digits),
             callee_digits: std::mem::take(&mut call.callee_digits),
+            recording: call.recording,
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
     }
@@ -2710,6 +2725,7 @@ impl B2bua {
             transfers: 0,
             digits: String::new(),
             callee_digits: String::new(),
+            recording: None,
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();

@@ -107,6 +107,8 @@ pub struct CallRecord {
     pub digits: String,
     /// DTMF digits the other parties sent.
     pub callee_digits: String,
+    /// The id of its recording (the writer names the file by Call-ID).
+    pub recording: Option<u64>,
 }
 
 /// Where finished call records go. The shard owns one; it must not block.
@@ -143,6 +145,7 @@ impl RecordSink for LogSink {
             callee_rtp = r.callees.iter().find_map(|c| c.media).map(|m| m.packets_in),
             digits = %r.digits,
             callee_digits = %r.callee_digits,
+            recording = r.recording.map(|id| format!("{id:x}")),
             "call ended"
         );
     }

@@ -178,6 +178,7 @@ fn endpoint_config(
                 seed: seed.rotate_left(29),
                 shard,
             },
+            recording: cfg.recording.clone(),
         },
     }
 }
