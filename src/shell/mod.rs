@@ -18,6 +18,7 @@
 
 pub mod driver;
 pub mod mesh;
+pub mod recwriter;
 pub mod shard;
 pub mod wheel;
 
