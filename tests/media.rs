@@ -5,7 +5,8 @@
 //! `-rtp_echo`, which sends every RTP packet back. tshark captures the
 //! appliance's RTP port range on `lo` and its RTP analysis checks that the
 //! streams ran through the appliance's ports and that the appliance added
-//! no loss and no sequence error; the call record names the digits.
+//! no loss and no sequence error; the call record names the digits, and
+//! the call's recording is a stereo WAV as long as the call.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use common::phones::{Phone, appliance, assert_runs_succeeded, call, finish};
 use common::{Appliance, Driver, Options, require_tool};
+use switchboard::media::wav::{self, WavEncoding};
 
 /// tshark writing the appliance's RTP ports on `lo` to a file.
 struct RtpCapture {
@@ -198,6 +200,83 @@ fn media_test(driver: Driver) {
         0,
         "legs closed\n{log}"
     );
+
+    // The recording: one stereo 8 kHz 16-bit WAV under YYYY/MM/DD, as long
+    // as the call was connected (the record's talk time) within 100 ms.
+    let talk_ms: i64 = field(&stopped.stderr, "talk_ms=").expect("talk_ms in the record");
+    let root = stopped.data_dir.path().join("var").join("recordings");
+    let files = wav_files(&root);
+    assert_eq!(files.len(), 1, "one recording: {files:?}\n{log}");
+    let rel = files[0]
+        .strip_prefix(&root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let parts: Vec<&str> = rel.split('/').collect();
+    assert!(
+        parts.len() == 4 && parts[0].len() == 4 && parts[1].len() == 2 && parts[2].len() == 2,
+        "recordings/YYYY/MM/DD/<call-id>.wav, got {rel}"
+    );
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let info = wav::parse(&bytes).unwrap_or_else(|e| panic!("{rel} is not a WAV: {e}"));
+    assert_eq!(info.format.channels, 2, "stereo");
+    assert_eq!(info.format.sample_rate, 8000);
+    assert_eq!(info.format.encoding, WavEncoding::Pcm16);
+    let wav_ms = (info.data_len / 4 / 8) as i64;
+    assert!(
+        (wav_ms - talk_ms).abs() <= 100,
+        "the recording lasts {wav_ms} ms, the call {talk_ms} ms"
+    );
+    // The caller's speech is on the left, the phone's echo of it on the right.
+    let data = &bytes[info.data_offset..info.data_offset + info.data_len];
+    let energy = |ch: usize| -> f64 {
+        data.chunks_exact(4)
+            .map(|f| f64::from(i16::from_le_bytes([f[2 * ch], f[2 * ch + 1]])).powi(2))
+            .sum::<f64>()
+            / (data.len() / 4) as f64
+    };
+    assert!(
+        energy(0) > 1e4 && energy(1) > 1e4,
+        "speech on both channels: {} {}",
+        energy(0),
+        energy(1)
+    );
+    assert_eq!(stopped.counters.get("recordings", "closed"), 1, "{log}");
+    assert_eq!(
+        stopped.counters.get("recordings", "write_errors"),
+        0,
+        "{log}"
+    );
+}
+
+/// The integer after `key` in `text` (first occurrence).
+fn field(text: &str, key: &str) -> Option<i64> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Every `.wav` under `dir`.
+fn wav_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "wav") {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub enum ShellError {
     Signals(std::io::Error),
     #[error("shard {0} stopped unexpectedly")]
     ShardDied(u16),
+    #[error("recordings in {dir}: {source}")]
+    Recordings { dir: String, source: std::io::Error },
 }
 
 /// The CPUs shards run on, checked against this process's affinity mask.
@@ -233,6 +235,25 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
         DriverChoice::IoUring => Choice::IoUring,
         DriverChoice::Epoll => Choice::Epoll,
     };
+    // Recordings a killed appliance left open get their headers fixed
+    // before anything new is written; then the writer starts.
+    let rec_dir = cfg.node.data_dir.join("recordings");
+    let rec_err = |source| ShellError::Recordings {
+        dir: rec_dir.display().to_string(),
+        source,
+    };
+    match recwriter::repair_open_recordings(&rec_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            repaired = n,
+            "recordings left open by an earlier run repaired"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(rec_err(e)),
+    }
+    let rec_counters = Arc::new(recwriter::RecCounters::default());
+    let (rec_writer, rec_sink) =
+        recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
     let cfg = Arc::new(cfg);
 
     let mut go_senders: Vec<Sender<Arc<Vec<Waker>>>> = Vec::new();
@@ -254,6 +275,7 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
             epoch,
             nonce_key,
             seed: rand::random(),
+            recordings: rec_sink.clone(),
         };
         let ready_tx = ready_tx.clone();
         let event_tx = event_tx.clone();
@@ -344,10 +366,23 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
     for h in handles {
         let _ = h.join();
     }
+    // The shards handed over their last recording ops when they ended
+    // their calls: the writer finishes them.
+    rec_writer.stop();
     let snapshot = Snapshot::sum(counters.iter().map(|c| c.as_ref()));
     for line in snapshot.to_string().lines() {
         tracing::info!("counters: {line}");
     }
+    let rc = &rec_counters;
+    tracing::info!(
+        "counters: recordings: opened={} closed={} bytes_written={} write_errors={} dropped_ops={} repaired={}",
+        rc.opened.get(),
+        rc.closed.get(),
+        rc.bytes_written.get(),
+        rc.write_errors.get(),
+        rc.dropped_ops.load(Ordering::Relaxed),
+        rc.repaired.get()
+    );
     if mesh.dropped() > 0 {
         tracing::warn!(
             dropped = mesh.dropped(),
@@ -410,6 +445,7 @@ struct ShardContext {
     epoch: Instant,
     nonce_key: [u8; 32],
     seed: u64,
+    recordings: recwriter::RecordingSink,
 }
 
 type Ready = Sender<(u16, Result<(Waker, &'static str), ShellError>)>;
@@ -488,6 +524,7 @@ fn shard_main(
                 }
             }
         }
+        shard.recordings = Some(ctx.recordings.clone());
         shard.top_up_media(drv.as_mut());
         if shard.endpoint.media_mut().free_pairs() == 0 {
             return Err(ShellError::Io {

@@ -17,9 +17,10 @@ use bytes::Bytes;
 
 use super::driver::{ConnId, Driver, IoEvent, ListenerId, SockId, Waker};
 use super::mesh::{Mesh, MeshMsg};
+use super::recwriter::{RecOp, RecordingSink};
 use super::wheel::TimerWheel;
 use crate::call::record::{LogSink, RecordSink};
-use crate::media::engine::{MediaSock, PortPair};
+use crate::media::engine::{MediaSock, PortPair, RecordingOp};
 use crate::sip::endpoint::{Endpoint, Link, Output, Peer, TimerKey};
 use crate::sip::framing::{Frame, StreamFramer};
 use crate::sip::ids::ShardId;
@@ -84,6 +85,8 @@ pub struct Shard {
     media_socks: Vec<bool>,
     /// Pairs of the slice not tried yet.
     media_next: u16,
+    /// Where recording ops go (the writer thread), once running.
+    pub recordings: Option<RecordingSink>,
 }
 
 impl Shard {
@@ -116,6 +119,7 @@ impl Shard {
             records: Box::new(LogSink),
             media_socks: Vec::new(),
             media_next: 0,
+            recordings: None,
         }
     }
 
@@ -333,12 +337,35 @@ impl Shard {
             .media_mut()
             .drain_transmits(|sock, dst, data| driver.send_to(SockId(sock.0), dst, data));
         self.top_up_media(driver);
+        self.hand_over_recordings();
         for (conn, data) in self.stream_sends.drain(..) {
             driver.send_stream(conn, &data);
         }
         for conn in self.closes.drain(..) {
             driver.close(conn);
             self.conns.remove(&conn);
+        }
+    }
+
+    /// Passes the media engine's recording work to the writer thread (the
+    /// wall clock dates a new recording's directory).
+    fn hand_over_recordings(&mut self) {
+        while let Some(op) = self.endpoint.media_mut().poll_recording() {
+            let op = match op {
+                RecordingOp::Open { id, call_id } => RecOp::Open {
+                    id,
+                    call_id,
+                    started_unix_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                },
+                RecordingOp::Data { id, offset, bytes } => RecOp::Data { id, offset, bytes },
+                RecordingOp::Close { id, data_len } => RecOp::Close { id, data_len },
+            };
+            // A full queue is counted by the sink; the call goes on.
+            if let Some(sink) = &self.recordings {
+                sink.submit(op);
+            }
         }
     }
 

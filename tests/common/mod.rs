@@ -106,11 +106,15 @@ fn lock_dir() -> PathBuf {
 }
 
 fn try_lock(port: u16) -> Option<File> {
+    try_lock_name(&port.to_string())
+}
+
+fn try_lock_name(name: &str) -> Option<File> {
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(lock_dir().join(format!("{port}.lock")))
+        .open(lock_dir().join(format!("{name}.lock")))
         .ok()?;
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -121,6 +125,31 @@ fn probe_free(port: u16) -> bool {
     // 0.0.0.0 catches wildcard holders as well as 127.0.0.1 ones.
     UdpSocket::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
 }
+
+/// A block of [`RTP_BLOCK`] ports (even base) for one appliance's
+/// `media.rtp_ports`, claimed for the life of the returned block. Blocks
+/// lie in 10000–32767, below the kernel's ephemeral range, so no
+/// client socket lands in them by chance; the appliance skips any port of
+/// its range that another program holds anyway.
+pub fn reserve_rtp_block() -> PortBlock {
+    const FIRST: u32 = 10_000;
+    const BLOCKS: u32 = (32_768 - FIRST) / RTP_BLOCK as u32;
+    let start = std::process::id() % BLOCKS;
+    for i in 0..BLOCKS {
+        let base = (FIRST + ((start + i) % BLOCKS) * u32::from(RTP_BLOCK)) as u16;
+        if let Some(l) = try_lock_name(&format!("rtp-{base}")) {
+            return PortBlock {
+                base,
+                len: RTP_BLOCK,
+                _locks: vec![l],
+            };
+        }
+    }
+    panic!("every RTP port block is taken");
+}
+
+/// RTP/RTCP ports each test appliance gets (64 pairs per shard of two).
+pub const RTP_BLOCK: u16 = 256;
 
 /// `n` consecutive ports, each free for UDP and TCP and claimed for the life
 /// of the returned block. The base comes from the kernel's own free-port
@@ -274,6 +303,9 @@ impl Counters {
 pub struct Stopped {
     pub stderr: String,
     pub counters: Counters,
+    /// The stopped appliance's data directory (recordings, database),
+    /// removed when this is dropped.
+    pub data_dir: tempfile::TempDir,
 }
 
 impl Stopped {
@@ -307,9 +339,6 @@ pub struct Appliance {
     _rtp: PortBlock,
 }
 
-/// RTP/RTCP ports each test appliance gets (64 pairs per shard of two).
-const RTP_BLOCK: u16 = 256;
-
 /// Why an attempt to start did not reach "ready".
 enum StartFailure {
     /// Another socket took our port between claim and bind: retry.
@@ -340,9 +369,8 @@ impl Appliance {
         let ports = reserve_ports(2);
         let port = ports.port(0);
         let cti_port = ports.port(1);
-        let rtp = reserve_ports(RTP_BLOCK + 1);
-        let rtp_low = rtp.port(0) + (rtp.port(0) & 1);
-        let rtp_ports = (rtp_low, rtp_low + RTP_BLOCK - 1);
+        let rtp = reserve_rtp_block();
+        let rtp_ports = (rtp.base, rtp.base + RTP_BLOCK - 1);
         let data_dir = tempfile::Builder::new()
             .prefix("switchboard-test-")
             .tempdir()
@@ -604,7 +632,15 @@ impl Appliance {
             "no counters printed at shutdown\n{}",
             tail(&stderr, 60)
         );
-        Stopped { stderr, counters }
+        let data_dir = std::mem::replace(
+            &mut self.data_dir,
+            tempfile::tempdir().expect("create a temporary directory"),
+        );
+        Stopped {
+            stderr,
+            counters,
+            data_dir,
+        }
     }
 
     fn kill(&mut self) {
