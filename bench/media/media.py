@@ -662,6 +662,14 @@ class Sip:
                     and (hget(hdrs, "cseq") or "").endswith("BYE"):
                 ok += first[8:11] == "200"
                 del pending[cid]
+        # A B2BUA may answer the caller's BYE before it sends its own BYE to
+        # the callee: stay a moment to answer those (up to 2 s).
+        byes = lambda: sum(1 for line in self.log if line.startswith("uas got BYE"))
+        until = time.monotonic() + 2.0
+        while byes() < len(dialogs) and time.monotonic() < until:
+            m = self.recv(until)
+            if m and not m[1].startswith("SIP/2.0 "):
+                self.handle_request(*m)
         return ok
 
 
@@ -775,8 +783,10 @@ def report(a):
         sat.append("target (cpu)")
     if cpu["self_s"] / win >= 0.9:
         sat.append("rtpgen (cpu)")
-    if g["sent_late_1ms"] > 0.001 * max(1, g["sent"]):
-        sat.append("rtpgen (> 0.1 % of packets sent > 1 ms late)")
+    if g["sent_late_1ms"] > 0.01 * max(1, g["sent"]):
+        sat.append("rtpgen (> 1 % of packets sent > 1 ms late)")
+    if g["skipped_in_window"]:
+        sat.append(f"rtpgen (stalled: {g['skipped_in_window']} packets skipped)")
     if g["drops"]["target"]:
         sat.append("target (socket drops)")
     if g["drops"]["own"]:
@@ -797,7 +807,8 @@ def report(a):
         "busy_cpu_s": cpu["busy_cpu_s"],
         "latency_us": {k: L[k] for k in ("p50", "p90", "p99", "p99.9", "max")},
         "latency_n": L["n"], "late_ticks": g["late_ticks"], "sent_late_1ms": g["sent_late_1ms"],
-        "send_lag_max_us": g["send_lag_max_us"], "drops": g["drops"],
+        "send_lag_max_us": g["send_lag_max_us"], "skipped": g["skipped_in_window"],
+        "drops": g["drops"],
         "foreign_cores": round(foreign, 2), "saturated": sat, "problems": problems,
         "fwd": fwd, "status": 1 if problems else 0,
     }
@@ -826,13 +837,15 @@ def report(a):
           f"  p99.9 {f1(L['p99.9'], 0)}  max {f1(L['max'], 0)}  (n={L['n']}; send to receive,"
           " rtpgen's clock)")
     print(f"  generator   late ticks {g['late_ticks']} ({g['ticks_missed']} missed),"
-          f" packets sent > 1 ms late {g['sent_late_1ms']}, max lag {g['send_lag_max_us']:.0f} µs")
+          f" packets sent > 1 ms late {g['sent_late_1ms']}, max lag {g['send_lag_max_us']:.0f} µs,"
+          f" skipped after a stall {g['skipped_in_window']}")
     print(f"  UDP drops   target sockets {g['drops']['target']}"
           f" ({g['drops']['target_sockets']} sockets), rtpgen sockets {g['drops']['own']}"
           f" (whole run) | other load on the box {foreign:.2f} CPUs"
           f"{'  <-- disturbed' if foreign > foreign_max else ''}")
-    if g["ssrc_rewritten"] or g["seq_rewritten"]:
-        print(f"  rewritten   SSRC {g['ssrc_rewritten']}, seq {g['seq_rewritten']} packets")
+    if g["ssrc_rewritten"] or g["seq_rewritten"] or g["not_ours"]:
+        print(f"  other       SSRC rewritten in {g['ssrc_rewritten']} packets, seq in"
+              f" {g['seq_rewritten']}; {g['not_ours']} datagrams not from rtpgen (RTCP, ...)")
     if fwd:
         print(f"  fwd         rx {fwd.get('rx')}, tx {fwd.get('tx')}, unlatched {fwd.get('unlatched')},"
               f" send errors {fwd.get('send_errors')} (whole run)")

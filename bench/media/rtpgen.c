@@ -26,15 +26,17 @@
  * A timerfd ticks every --tick-us (1000); the packet interval 1/--pps
  * (20 ms at 50 pps) holds 20 ticks, and stream i sends in tick slot
  * i mod 20, so the streams are spread evenly over each 20 ms. A late tick
- * (the generator fell behind) sends every slot it missed, and is counted.
+ * (the generator fell behind) sends the slots it missed, and is counted;
+ * after a stall longer than --max-catchup-ms (20) the older slots are
+ * skipped: those packets are never sent (counted as "skipped", not lost).
  *
  * Receiving. Every socket is in one epoll set with the timer; a ready socket
  * is read with recvmmsg (--batch, 32), the receive time (CLOCK_MONOTONIC) is
  * read once per recvmmsg. Per stream it counts, from the packet number:
  * received, duplicates, reordered (a number below the highest seen),
  * misrouted (arrived at a socket other than PEER's); latency = receive
- * time - embedded send time goes into a 1 µs histogram (0..200 ms, plus an
- * overflow count and the maximum).
+ * time - embedded send time goes into a histogram (1 µs buckets below
+ * 100 ms, 100 µs buckets up to 10 s, an overflow count and the maximum).
  *
  * Window. The run is warm-up (--warmup, 5 s) + measured window (--duration,
  * 20 s) + drain (--drain-ms, 500: only receiving). Only packets *scheduled*
@@ -81,7 +83,9 @@
 #define HDR_LEN 12
 #define MAXBATCH 256
 #define RXBUF 2048
-#define HIST_US 200000 /* 1 µs buckets up to 200 ms */
+/* latency histogram: 1 µs buckets below 100 ms, 100 µs buckets from 100 ms to 10 s */
+#define HIST_FINE 100000
+#define HIST_NB (HIST_FINE + 99000)
 #define MAXPIDS 8
 #define SSRC_BASE 0x5B000000u
 
@@ -114,9 +118,9 @@ struct cpu_snap {
 static struct stream *st;
 static uint32_t nstreams;
 static int cpu_pids[MAXPIDS], ncpu_pids;
-static uint64_t hist[HIST_US + 1], hist_over, lat_max_ns;
+static uint64_t hist[HIST_NB], hist_over, lat_max_ns;
 static uint64_t misrouted, ssrc_rewritten, seq_rewritten, not_ours, recv_late;
-static uint64_t send_err, late_ticks, ticks_missed, sent_late_1ms;
+static uint64_t send_err, late_ticks, ticks_missed, sent_late_1ms, skipped_w, skipped;
 static uint64_t send_lag_max_ns;
 static volatile sig_atomic_t interrupted;
 
@@ -311,14 +315,14 @@ int main(int argc, char **argv)
 {
     const char *plan = NULL, *out = NULL;
     double warmup = 5, duration = 20;
-    long drain_ms = 500, pps = 50, tick_us = 1000, batch = 32;
+    long drain_ms = 500, pps = 50, tick_us = 1000, batch = 32, catchup_ms = 20;
 
     for (int a = 1; a < argc; a++) {
         const char *k = argv[a];
         const char *v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             fprintf(stderr, "usage: rtpgen --plan FILE [--warmup S] [--duration S] [--drain-ms MS] "
-                            "[--pps N] [--tick-us US] [--cpu-pid PID]... [--batch N] [--out FILE]\n");
+                            "[--pps N] [--tick-us US] [--max-catchup-ms MS] [--cpu-pid PID]... [--batch N] [--out FILE]\n");
             return 0;
         }
         if (!v) die("option without a value (see --help)");
@@ -331,13 +335,14 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--pps")) pps = atol(v);
         else if (!strcmp(k, "--tick-us")) tick_us = atol(v);
         else if (!strcmp(k, "--batch")) batch = atol(v);
+        else if (!strcmp(k, "--max-catchup-ms")) catchup_ms = atol(v);
         else if (!strcmp(k, "--cpu-pid")) {
             if (ncpu_pids == MAXPIDS) die("too many --cpu-pid");
             cpu_pids[ncpu_pids++] = atoi(v);
         } else die("unknown option (see --help)");
     }
     if (!plan) die("--plan is required");
-    if (warmup < 0 || duration <= 0 || drain_ms < 0 || pps < 1 || tick_us < 100 || batch < 1 ||
+    if (warmup < 0 || duration <= 0 || drain_ms < 0 || pps < 1 || tick_us < 100 || batch < 1 || catchup_ms < 0 ||
         batch > MAXBATCH)
         die("bad --warmup/--duration/--drain-ms/--pps/--tick-us/--batch");
     uint64_t interval_ns = 1000000000ull / (uint64_t)pps, tick_ns = (uint64_t)tick_us * 1000;
@@ -347,6 +352,7 @@ int main(int argc, char **argv)
     uint64_t dur_ticks = (uint64_t)(duration * 1e9 / (double)tick_ns + 0.5);
     uint64_t end_tick = warm_ticks + dur_ticks;
     uint64_t drain_ticks = (uint64_t)drain_ms * 1000000ull / tick_ns;
+    uint64_t max_catchup = (uint64_t)catchup_ms * 1000000ull / tick_ns;
     /* packet numbers: n is scheduled at tick n*slots + slot */
     uint32_t max_pkts = (uint32_t)(end_tick / slots + 2);
 
@@ -506,7 +512,9 @@ int main(int argc, char **argv)
                 s->recv_w++;
                 uint64_t lat = trx > tsend ? trx - tsend : 0;
                 if (lat > lat_max_ns) lat_max_ns = lat;
-                if (lat / 1000 <= HIST_US) hist[lat / 1000]++;
+                uint64_t us = lat / 1000;
+                if (us < HIST_FINE) hist[us]++;
+                else if (us < 10000000) hist[HIST_FINE + (us - HIST_FINE) / 100]++;
                 else hist_over++;
                 if (have_c1) recv_late++;  /* arrived after the window closed (in the drain) */
             }
@@ -517,6 +525,10 @@ int main(int argc, char **argv)
         uint64_t now = now_ns();
         int64_t cur = now < t0 ? -1 : (int64_t)((now - t0) / tick_ns);
         if (cur - next_tick >= 1) { late_ticks++; ticks_missed += (uint64_t)(cur - next_tick); }
+        /* Catch up at most max_catchup ticks: after a longer stall the older
+         * slots are skipped (not sent, so not counted as lost), instead of
+         * bursting seconds of packets at the relay at once. */
+        int64_t send_from = cur - (int64_t)max_catchup;
         for (; next_tick <= cur; next_tick++) {
             uint64_t tk = (uint64_t)next_tick;
             if (tk == warm_ticks && !have_c0) {
@@ -530,6 +542,13 @@ int main(int argc, char **argv)
             if (tk >= end_tick) continue;
             uint32_t slot = (uint32_t)(tk % slots), pn = (uint32_t)(tk / slots);
             int in_window = tk >= warm_ticks;
+            if (next_tick < send_from) {
+                uint32_t k = slot_start[slot + 1] - slot_start[slot];
+                skipped += k;
+                if (in_window) skipped_w += k;
+                for (uint32_t x = slot_start[slot]; x < slot_start[slot + 1]; x++) st[by_slot[x]].next_pkt = pn + 1;
+                continue;
+            }
             uint64_t sched = t0 + tk * tick_ns;
             for (uint32_t x = slot_start[slot]; x < slot_start[slot + 1]; x++) {
                 uint32_t i = by_slot[x];
@@ -572,7 +591,7 @@ int main(int argc, char **argv)
         }
     }
     uint64_t nlat = hist_over;
-    for (uint32_t b = 0; b <= HIST_US; b++) nlat += hist[b];
+    for (uint32_t b = 0; b < HIST_NB; b++) nlat += hist[b];
     double pq[5] = { 50, 90, 99, 99.9, 99.99 }, pv[5];
     for (int q = 0; q < 5; q++) {
         /* nearest rank, in µs; the overflow bucket reads as the maximum */
@@ -580,9 +599,9 @@ int main(int argc, char **argv)
         if (rank < 1) rank = 1;
         uint64_t acc = 0;
         pv[q] = -1;
-        for (uint32_t b = 0; b <= HIST_US && nlat; b++) {
+        for (uint32_t b = 0; b < HIST_NB && nlat; b++) {
             acc += hist[b];
-            if (acc >= rank) { pv[q] = b; break; }
+            if (acc >= rank) { pv[q] = b < HIST_FINE ? b : HIST_FINE + (double)(b - HIST_FINE) * 100; break; }
         }
         if (pv[q] < 0 && nlat) pv[q] = (double)lat_max_ns / 1000.0;
     }
@@ -598,14 +617,14 @@ int main(int argc, char **argv)
                "\"not_ours\": %" PRIu64 ", \"received_in_drain\": %" PRIu64 ", \"dead_streams\": %" PRIu64 ", "
                "\"streams_with_loss\": %" PRIu64 ", \"worst_stream_loss_pct\": %.3f, "
                "\"send_errors\": %" PRIu64 ", \"late_ticks\": %" PRIu64 ", \"ticks_missed\": %" PRIu64 ", "
-               "\"sent_late_1ms\": %" PRIu64 ", \"send_lag_max_us\": %.1f, "
+               "\"sent_late_1ms\": %" PRIu64 ", \"send_lag_max_us\": %.1f, \"skipped\": %" PRIu64 ", \"skipped_in_window\": %" PRIu64 ", "
                "\"latency_us\": {\"n\": %" PRIu64 ", \"p50\": %g, \"p90\": %g, \"p99\": %g, \"p99.9\": %g, "
-               "\"p99.99\": %g, \"max\": %.1f, \"over_200ms\": %" PRIu64 "}, "
+               "\"p99.99\": %g, \"max\": %.1f, \"over_10s\": %" PRIu64 "}, "
                "\"drops\": {\"own\": %" PRIu64 ", \"target\": %" PRIu64 ", \"target_sockets\": %zu}, ",
             nstreams, pps, warmup, duration, win_s, sent, recv, (int64_t)(sent - recv),
             sent ? 100.0 * (double)(sent - recv) / (double)sent : 0.0, dup, reord, misrouted,
             ssrc_rewritten, seq_rewritten, not_ours, recv_late, dead, lossy, worst, send_err, late_ticks,
-            ticks_missed, sent_late_1ms, (double)send_lag_max_ns / 1000.0, nlat, pv[0], pv[1], pv[2], pv[3],
+            ticks_missed, sent_late_1ms, (double)send_lag_max_ns / 1000.0, skipped, skipped_w, nlat, pv[0], pv[1], pv[2], pv[3],
             pv[4], (double)lat_max_ns / 1000.0, hist_over, own_drops1 - own_drops0,
             tgt_drops1 - tgt_drops0, ninodes);
     fprintf(o, "\"cpu\": {\"clk_tck\": %ld, \"self_s\": %.4f, \"busy_all_s\": %.3f, \"busy_cpu_s\": [",

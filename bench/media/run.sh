@@ -19,7 +19,7 @@ usage: bench/media/run.sh [--streams "N1 N2 ..."] [--duration S] [--warmup S]
                           [--max-loss PCT] [--quiet-wait S] [--max-other-load CPUS] [--retries N]
                           [--pin TARGET_CPUS:GEN_CPUS | --no-pin] [--gen-base PORT]
                           [--relay-ports LOW-HIGH] [--ports SIP,UAC,UAS,NG]
-                          [--rtpengine-threads N] [--appliance-bin PATH]
+                          [--rtpengine-threads N] [--rt PRIO] [--appliance-bin PATH]
                           [--appliance-set KEY=VALUE]... [--allow-unanchored] [--keep]
 
   --streams L       stream counts to run, each even (a call = 2 streams; default "500 1000")
@@ -46,6 +46,9 @@ usage: bench/media/run.sh [--streams "N1 N2 ..."] [--duration S] [--warmup S]
   --rtpengine-threads N
                     rtpengine --num-threads, its packet worker threads (default 1: one
                     core, like fwd's one thread and the appliance's one shard)
+  --rt PRIO         run the target and rtpgen under SCHED_FIFO priority PRIO (chrt -f,
+                    1..99; needs root or CAP_SYS_NICE), so that other jobs on a shared
+                    box cannot keep them off their CPUs; default: normal scheduling
   --appliance-bin P the switchboard binary (default target/release/switchboard, built with
                     cargo build --release --locked when missing)
   --appliance-set KEY=VALUE
@@ -83,6 +86,7 @@ PORT_UAC=16170
 PORT_UAS=16180
 PORT_NG=16190
 RTPE_THREADS=1
+RT=""
 BIN=$ROOT/target/release/switchboard
 APPLIANCE_SET=()
 ALLOW_UNANCHORED=0
@@ -106,6 +110,7 @@ while [ $# -gt 0 ]; do
         --relay-ports) RELAY_PORTS=${2:?}; shift 2 ;;
         --ports) IFS=, read -r PORT_SIP PORT_UAC PORT_UAS PORT_NG <<<"${2:?}"; shift 2 ;;
         --rtpengine-threads) RTPE_THREADS=${2:?}; shift 2 ;;
+        --rt) RT=${2:?}; shift 2 ;;
         --appliance-bin) BIN=${2:?}; shift 2 ;;
         --appliance-set) APPLIANCE_SET+=(--set "${2:?}"); shift 2 ;;
         --allow-unanchored) ALLOW_UNANCHORED=1; shift ;;
@@ -128,6 +133,7 @@ isnum "$MAX_LOSS" || die "--max-loss must be a percentage"
 [[ "$RETRIES" =~ ^[0-9]+$ ]] || die "--retries must be a whole number"
 isnum "$MAX_OTHER" || die "--max-other-load must be a number of CPUs"
 isint "$RTPE_THREADS" || die "--rtpengine-threads must be a positive integer"
+[ -z "$RT" ] || { isint "$RT" && [ "$RT" -le 99 ]; } || die "--rt takes a priority 1..99"
 [[ "$RELAY_PORTS" =~ ^([0-9]+)-([0-9]+)$ ]] || die "--relay-ports takes LOW-HIGH"
 RELAY_LO=${BASH_REMATCH[1]}
 RELAY_HI=${BASH_REMATCH[2]}
@@ -147,6 +153,14 @@ for p in "$PORT_SIP" "$PORT_UAC" "$PORT_UAS" "$PORT_NG"; do
     overlap "$p" "$p" "$RELAY_LO" "$RELAY_HI" && die "port $p lies inside --relay-ports"
     overlap "$p" "$p" "$GEN_BASE" "$GEN_HI" && die "port $p lies inside rtpgen's ports"
 done
+
+# A port in the kernel's ephemeral range can be taken by any client socket on
+# the box at any moment (a DNS lookup, another test).
+if read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null; then
+    if overlap "$GEN_BASE" "$GEN_HI" "$EPH_LO" "$EPH_HI" || overlap "$RELAY_LO" "$RELAY_HI" "$EPH_LO" "$EPH_HI"; then
+        echo "run.sh: warning: rtpgen's ports ($GEN_BASE-$GEN_HI) or --relay-ports overlap the ephemeral range $EPH_LO-$EPH_HI"
+    fi
+fi
 
 TARGETS=""
 for t in ${TARGET//,/ }; do
@@ -175,11 +189,20 @@ if [ -n "$PIN" ]; then
     PIN_T=(taskset -c "$TARGET_CPUS")
     PIN_G=(taskset -c "$GEN_CPUS")
     # the appliance's shard CPUs: the target's CPU list as a TOML array
-    CORES=$(taskset -c "$TARGET_CPUS" python3 -c 'import os; print(sorted(os.sched_getaffinity(0)))')
+    CORES=$(taskset -c "$TARGET_CPUS" python3 -c 'import os; print(sorted(os.sched_getaffinity(0)))') ||
+        die "cannot read the CPU list '$TARGET_CPUS'"
 else
     PIN_T=()
     PIN_G=()
     CORES='"all"'
+fi
+if [ -n "$RT" ]; then
+    need chrt util-linux
+    chrt -f "$RT" true 2>/dev/null || die "cannot use SCHED_FIFO priority $RT (chrt -f; root or CAP_SYS_NICE needed)"
+    PIN_T=(chrt -f "$RT" "${PIN_T[@]}")
+    PIN_GEN=(chrt -f "$RT" "${PIN_G[@]}")
+else
+    PIN_GEN=("${PIN_G[@]+"${PIN_G[@]}"}")
 fi
 if has rtpengine; then
     command -v rtpengine >/dev/null 2>&1 ||
@@ -340,7 +363,7 @@ attempt() {
     # edges of the window.
     local gen_rc=0 cpuarg=()
     [ -n "$tpid" ] && cpuarg=(--cpu-pid "$tpid")
-    "${PIN_G[@]}" "$WORK/rtpgen" --plan "$d/plan.txt" --warmup "$WARMUP" --duration "$DURATION" \
+    "${PIN_GEN[@]}" "$WORK/rtpgen" --plan "$d/plan.txt" --warmup "$WARMUP" --duration "$DURATION" \
         "${cpuarg[@]}" --out "$d/gen.json" 2>"$d/gen.log" &
     local gpid=$!
     PIDS+=("$gpid")
@@ -381,6 +404,7 @@ run_one() {
     local target=$1 n=$2
     local where="no pinning"
     [ -z "$PIN" ] || where="target on CPU $TARGET_CPUS, rtpgen on CPU $GEN_CPUS"
+    [ -z "$RT" ] || where="$where, SCHED_FIFO $RT"
     echo
     echo "== $target: $n streams ($((n / 2)) calls) x 50 pps, warm-up ${WARMUP} s + ${DURATION} s measured, $where"
     local k rc foreign attempts=()
