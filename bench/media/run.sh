@@ -276,7 +276,8 @@ attempt() {
     mkdir -p "$d"
     local specs=("$GEN_BASE-$((GEN_BASE + 2 * n - 2))")
     case "$target" in
-        raw|rtpengine) specs+=("$RELAY_LO-$RELAY_HI") ;;
+        raw) specs+=("$RELAY_LO-$((RELAY_LO + 2 * n - 2))") ;;      # fwd's sockets
+        rtpengine) specs+=("$RELAY_LO-$RELAY_HI") ;;
         appliance) specs+=("$RELAY_LO-$RELAY_HI" "$PORT_SIP" "$PORT_UAC" "$PORT_UAS") ;;
     esac
     [ "$target" = rtpengine ] && specs+=("$PORT_NG")
