@@ -1,13 +1,15 @@
-//! Two real softphones call each other through the appliance (issue #3).
+//! Two real softphones call each other through the appliance (issues #3, #4).
 //!
 //! baresip 1.0 (Debian) runs twice: A registers as 1001, B as 1002 (digest
 //! MD5, as in tests/baresip.rs). A dials `sip:1002@switchboard.local` through
 //! its outbound proxy, the appliance; B answers by itself
 //! (`answermode=auto`). Each phone sends a sine tone from a WAV file the test
-//! writes (A 440 Hz, B 1000 Hz, 8 kHz 16-bit mono, via the `aufile` source),
+//! writes (A 1000 Hz, B 440 Hz, 8 kHz 16-bit mono, via the `aufile` source),
 //! and records what it hears (the `sndfile` filter dumps the decoded audio
-//! to `dump-...-dec.wav`). The codec is PCMU. This release relays only SIP:
-//! RTP flows directly between the phones.
+//! to `dump-...-dec.wav`). The codec is PCMU. The appliance anchors the
+//! media: each phone's RTP goes to the appliance's ports, which relay it,
+//! and the appliance records the call: its stereo WAV must hold A's tone on
+//! the left (the caller's) channel and B's on the right.
 //!
 //! Once both recordings hold 2 s of audio, A hangs up and both quit. A
 //! Goertzel filter over the middle of each recording must find the other
@@ -40,10 +42,10 @@ use common::{
 
 /// Sample rate of the tones and of PCMU.
 const RATE: u32 = 8000;
-/// What A (1001) sends.
-const TONE_A: f64 = 440.0;
+/// What A (1001, the caller) sends.
+const TONE_A: f64 = 1000.0;
 /// What B (1002) sends.
-const TONE_B: f64 = 1000.0;
+const TONE_B: f64 = 440.0;
 /// Neither phone sends this: the noise floor.
 const TONE_OFF: f64 = 1700.0;
 /// Peak amplitude of the tones (about -12 dBFS).
@@ -56,6 +58,53 @@ const HEARD_SAMPLES: usize = 2 * RATE as usize;
 /// The heard tone must be this many times stronger (in energy) than the
 /// phone's own tone and than the off frequency.
 const DOMINANCE: f64 = 10.0;
+/// The appliance's recording of the call: A's tone on the left channel,
+/// B's on the right, each dominating the other tone and the off frequency.
+fn assert_recording(s: &common::Stopped) {
+    let root = s.data_dir.path().join("var").join("recordings");
+    let files = common::wav_files(&root);
+    assert_eq!(
+        files.len(),
+        1,
+        "one recording under {}: {files:?}",
+        root.display()
+    );
+    let bytes = std::fs::read(&files[0]).expect("read the recording");
+    let info = switchboard::media::wav::parse(&bytes).expect("the recording is a WAV");
+    assert_eq!((info.format.channels, info.format.sample_rate), (2, RATE));
+    let data = &bytes[info.data_offset..info.data_offset + info.data_len];
+    let channel = |c: usize| -> Vec<i16> {
+        data.chunks_exact(4)
+            .map(|f| i16::from_le_bytes([f[2 * c], f[2 * c + 1]]))
+            .collect()
+    };
+    for (name, samples, tone, other) in [
+        ("left (caller A)", channel(0), TONE_A, TONE_B),
+        ("right (B)", channel(1), TONE_B, TONE_A),
+    ] {
+        assert!(
+            samples.len() >= HEARD_SAMPLES,
+            "{name}: {} samples",
+            samples.len()
+        );
+        let mid = &samples[samples.len() / 4..samples.len() * 3 / 4];
+        let (want, not, off) = (
+            goertzel_amplitude(mid, tone),
+            goertzel_amplitude(mid, other),
+            goertzel_amplitude(mid, TONE_OFF),
+        );
+        let verdict = format!(
+            "recording {name}: amplitude {want:.1} at {tone} Hz, {not:.1} at {other} Hz, {off:.1} at {TONE_OFF} Hz"
+        );
+        eprintln!("{verdict}");
+        assert!(
+            want * want >= DOMINANCE * not * not && want * want >= DOMINANCE * off * off,
+            "{verdict}: the channel's own party does not dominate"
+        );
+        assert!(want >= AMPLITUDE / 4.0, "{verdict}: too faint");
+    }
+}
+
 /// Expert severity "error" (PI_ERROR): how tshark flags a malformed packet.
 const PI_ERROR: &str = "8388608";
 
@@ -237,6 +286,12 @@ fn call(route: Route) {
         assert_eq!(c.total("auth_failures"), 0, "{}", s.tail());
         assert!(c.get("requests in", "INVITE") >= 1, "{}", s.tail());
         assert!(c.get("requests in", "BYE") >= 1, "{}", s.tail());
+        assert!(
+            c.total("rtp_relayed") >= 2 * HEARD_SAMPLES as u64 / 160,
+            "the audio ran through the appliance\n{}",
+            s.tail()
+        );
+        assert_recording(&s);
     }
 
     // The wire: no malformed SIP; the call's INVITE, 200 and BYE on every

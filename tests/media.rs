@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use common::phones::{Phone, appliance, assert_runs_succeeded, call, finish};
-use common::{Appliance, Driver, Options, require_tool};
+use common::{Appliance, Driver, Options, require_tool, wav_files};
 use switchboard::media::wav::{self, WavEncoding};
 
 /// tshark writing the appliance's RTP ports on `lo` to a file.
@@ -257,26 +257,6 @@ fn field(text: &str, key: &str) -> Option<i64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
-}
-
-/// Every `.wav` under `dir`.
-fn wav_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "wav") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -1720,3 +1720,23 @@ pub fn spawn_baresip(dir: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
     }
     (child, rx)
 }
+
+/// Every `.wav` under `dir`.
+pub fn wav_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "wav") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
