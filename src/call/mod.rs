@@ -168,6 +168,8 @@ pub enum TimerKey {
     CancelGiveUp(u64),
     /// The media engine's liveness sweep (every second while legs exist).
     MediaSweep,
+    /// The media engine's frame clock (while legs are transcoded).
+    MediaTick,
 }
 
 /// What the shell (through the endpoint) must do.
@@ -499,6 +501,8 @@ pub struct B2bua {
     media: MediaEngine,
     /// The media sweep timer is set.
     sweep_armed: bool,
+    /// The media frame clock is set.
+    tick_armed: bool,
 }
 
 fn text(b: &[u8]) -> String {
@@ -553,6 +557,7 @@ impl B2bua {
             counters,
             draining: false,
             sweep_armed: false,
+            tick_armed: false,
         }
     }
 
@@ -581,6 +586,13 @@ impl B2bua {
     ) {
         self.media.handle_packet(now, sock, src, data);
         self.media_events(now);
+        if !self.tick_armed && self.media.wants_tick() {
+            self.tick_armed = true;
+            self.out.push_back(CallOutput::Timer {
+                at: now + crate::media::engine::TICK,
+                key: TimerKey::MediaTick,
+            });
+        }
     }
 
     /// Acts on what the media engine reported.
@@ -1047,6 +1059,16 @@ impl B2bua {
                     self.out.push_back(CallOutput::Timer {
                         at: now + Duration::from_secs(1),
                         key: TimerKey::MediaSweep,
+                    });
+                }
+            }
+            TimerKey::MediaTick => {
+                self.media.tick(now);
+                self.tick_armed = self.media.wants_tick();
+                if self.tick_armed {
+                    self.out.push_back(CallOutput::Timer {
+                        at: now + crate::media::engine::TICK,
+                        key: TimerKey::MediaTick,
                     });
                 }
             }

@@ -42,11 +42,10 @@ use bytes::Bytes;
 
 use super::anchor::{self, AnchorError, Codec, Known, LocalSide, Remote};
 use super::dtmf::{EventReceiver, TelephoneEvent};
-use super::g711;
-use super::opus::OpusDecoder;
 use super::quality::{MosCodec, ReceiveStats};
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, RtpHeader};
+use super::transcode::{Decode, MAX_SAMPLES, Transcode};
 use crate::sdp::{Direction, SessionDescription};
 use crate::stats::ShardCounters;
 
@@ -154,6 +153,9 @@ pub struct LegStats {
     pub mos_x100: u16,
 }
 
+/// How often [`MediaEngine::tick`] runs while legs are transcoded.
+pub const TICK: Duration = Duration::from_millis(10);
+
 /// Largest datagram the relay carries.
 pub const MAX_PACKET: usize = 1500;
 /// Packets the send queue holds between two drains.
@@ -231,44 +233,6 @@ impl TxStream {
     }
 }
 
-/// Decoding of what a leg sends us, to 8 kHz PCM (for recording).
-struct Decode {
-    /// Payload type of its voice codec.
-    pt: u8,
-    codec: Known,
-    /// Opus decodes straight to 8 kHz.
-    opus: Option<OpusDecoder>,
-}
-
-impl std::fmt::Debug for Decode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Decode({:?}, pt {})", self.codec, self.pt)
-    }
-}
-
-impl Decode {
-    fn new(pt: u8, codec: Known) -> Option<Decode> {
-        let opus = match codec {
-            Known::Opus => Some(OpusDecoder::new(8000, 1).ok()?),
-            Known::Pcmu | Known::Pcma => None,
-            Known::TelephoneEvent => return None,
-        };
-        Some(Decode { pt, codec, opus })
-    }
-
-    /// Decodes one payload into `out` (8 kHz); returns the samples.
-    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize {
-        let n = payload.len().min(out.len());
-        match (self.codec, self.opus.as_mut()) {
-            (Known::Pcmu, _) => g711::decode_ulaw(&payload[..n], &mut out[..n]),
-            (Known::Pcma, _) => g711::decode_alaw(&payload[..n], &mut out[..n]),
-            (Known::Opus, Some(d)) => return d.decode(Some(payload), out).unwrap_or(0),
-            _ => return 0,
-        }
-        n
-    }
-}
-
 /// One call's recording.
 struct Rec {
     id: u64,
@@ -305,6 +269,8 @@ struct Leg {
     decode: Option<Box<Decode>>,
     /// The recording it feeds, and on which channel.
     rec: Option<(u32, Channel)>,
+    /// When it shares no codec with its peer: its audio, re-encoded.
+    transcode: Option<Box<Transcode>>,
     /// Liveness armed since.
     watch: Option<Instant>,
     last_rx: Option<Instant>,
@@ -367,7 +333,7 @@ pub struct MediaEngine {
     next_rec: u64,
     rec_ops: VecDeque<RecordingOp>,
     /// Decoded samples of one packet.
-    pcm: Box<[i16; 960]>,
+    pcm: Box<[i16; MAX_SAMPLES]>,
     /// Recorded bytes of one flush.
     chunk: Vec<u8>,
 }
@@ -394,7 +360,7 @@ impl MediaEngine {
             recs: Vec::new(),
             next_rec: 0,
             rec_ops: VecDeque::new(),
-            pcm: Box::new([0; 960]),
+            pcm: Box::new([0; MAX_SAMPLES]),
             chunk: vec![0; CHUNK_BYTES],
         }
     }
@@ -496,6 +462,7 @@ impl MediaEngine {
             voice: None,
             decode: None,
             rec: None,
+            transcode: None,
             watch: None,
             last_rx: None,
             tx: TxStream::new(ssrc),
@@ -673,6 +640,26 @@ impl MediaEngine {
         }
         self.refresh_decoders(from);
         self.refresh_decoders(to);
+        let ptime = |r: &Remote| r.ptime.unwrap_or(20);
+        let bridge = |a: &Option<Codec>, b: &Option<Codec>, ptime: u32, ssrc: u32| {
+            let (a, b) = (a.as_ref()?, b.as_ref()?);
+            Transcode::new(a.pt, a.known()?, ptime, b.pt, b.known()?, ssrc).map(Box::new)
+        };
+        let (f_ssrc, t_ssrc) = (self.random() as u32, self.random() as u32);
+        let (f_tc, t_tc) = if relays {
+            (None, None)
+        } else {
+            (
+                bridge(&agreement.answerer, &agreement.offerer, ptime(&fr), f_ssrc),
+                bridge(&agreement.offerer, &agreement.answerer, ptime(&tr), t_ssrc),
+            )
+        };
+        if let Some(f) = self.leg_mut(from) {
+            f.transcode = f_tc;
+        }
+        if let Some(t) = self.leg_mut(to) {
+            t.transcode = t_tc;
+        }
         Ok(Bytes::from(out))
     }
 
@@ -902,6 +889,12 @@ impl MediaEngine {
             let ts = h.timestamp / (clock / 8000).max(1);
             rec.recorder.push(ch, ms, h.seq, ts, &self.pcm[..n]);
         }
+        if let Some(tc) = leg.transcode.as_mut()
+            && tc.in_pt == pt
+        {
+            tc.push(ms, h.seq, h.timestamp, h.marker, h.payload(data));
+            return;
+        }
         let Some(leg) = self.legs.get(idx as usize).and_then(Option::as_ref) else {
             return;
         };
@@ -994,6 +987,50 @@ impl MediaEngine {
     // ------------------------------------------------------------------
     // Timers
     // ------------------------------------------------------------------
+
+    /// Whether a leg needs [`MediaEngine::tick`] every
+    /// [`TICK`] (it is transcoded).
+    pub fn wants_tick(&self) -> bool {
+        self.legs.iter().flatten().any(|l| l.transcode.is_some())
+    }
+
+    /// Plays the transcoded legs' due frames to their peers.
+    pub fn tick(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        for idx in 0..self.legs.len() {
+            let Some(Some(leg)) = self.legs.get_mut(idx) else {
+                continue;
+            };
+            let Some(mut tc) = leg.transcode.take() else {
+                continue;
+            };
+            let peer = leg.peer;
+            let (legs, tx, counters) = (&mut self.legs, &mut self.tx, &self.counters);
+            let source = (idx as u32 | 0x8000_0000, tc.ssrc);
+            let (out_pt, out_clock) = (tc.out_pt, tc.out_clock);
+            tc.tick(ms, &mut |seq, ts, mark, payload| {
+                let Some(Some(out)) = peer.and_then(|p| legs.get_mut(p as usize)) else {
+                    return;
+                };
+                let Some(dst) = out.dst else { return };
+                let (seq, ts, ssrc, switched) = out.tx.map(now, source, seq, ts, out_clock);
+                let sock = out.pair.rtp;
+                let len = rtp::HEADER_LEN + payload.len();
+                let Some(slot) = tx.slot() else {
+                    counters.rtp_tx_overflow.bump();
+                    return;
+                };
+                rtp::write_header(slot, mark || switched, out_pt, seq, ts, ssrc);
+                slot[rtp::HEADER_LEN..len].copy_from_slice(payload);
+                tx.commit(sock, dst, len);
+                out.stats.packets_out += 1;
+                counters.rtp_relayed.bump();
+            });
+            if let Some(Some(leg)) = self.legs.get_mut(idx) {
+                leg.transcode = Some(tc);
+            }
+        }
+    }
 
     /// Liveness sweep; the call engine runs it every second while legs
     /// are open.

@@ -20,6 +20,9 @@
 //! | [`rtcp`] | RTCP SR/RR parse and build |
 //! | [`recorder`] | stereo recording timeline aligned to wall time |
 //! | [`player`] | prompt and music playback |
+//! | [`transcode`] | decoding, and bridging legs that share no codec |
+//! | [`engine`] | the shard's media engine: legs, relay, recording, transcoding |
+//! | [`rtp`] | RTP headers |
 
 pub mod anchor;
 pub mod dtmf;
@@ -36,4 +39,5 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod tone;
+pub mod transcode;
 pub mod wav;

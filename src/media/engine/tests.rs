@@ -1,6 +1,7 @@
 //! Engine tests: two legs, SDP through the engine, packets in, queue out.
 
 use super::*;
+use crate::media::g711;
 
 const CALLER_SDP: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
