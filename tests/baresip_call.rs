@@ -11,6 +11,11 @@
 //! and the appliance records the call: its stereo WAV must hold A's tone on
 //! the left (the caller's) channel and B's on the right.
 //!
+//! `baresip_opus_phone_and_pcmu_phone_hear_each_other`: A loads only the
+//! Opus codec, B offers only PCMU. They share no codec, so the call works
+//! only through the appliance's transcoding (Opus ↔ PCMU); the same audio
+//! checks apply (A's own dump is 48 kHz stereo).
+//!
 //! Once both recordings hold 2 s of audio, A hangs up and both quit. A
 //! Goertzel filter over the middle of each recording must find the other
 //! phone's tone, at least 10× stronger than the phone's own tone and than an
@@ -89,9 +94,9 @@ fn assert_recording(s: &common::Stopped) {
         );
         let mid = &samples[samples.len() / 4..samples.len() * 3 / 4];
         let (want, not, off) = (
-            goertzel_amplitude(mid, tone),
-            goertzel_amplitude(mid, other),
-            goertzel_amplitude(mid, TONE_OFF),
+            goertzel_amplitude(mid, tone, RATE),
+            goertzel_amplitude(mid, other, RATE),
+            goertzel_amplitude(mid, TONE_OFF, RATE),
         );
         let verdict = format!(
             "recording {name}: amplitude {want:.1} at {tone} Hz, {not:.1} at {other} Hz, {off:.1} at {TONE_OFF} Hz"
@@ -110,12 +115,58 @@ const PI_ERROR: &str = "8388608";
 
 #[test]
 fn baresip_call_io_uring() {
-    call(Route::Appliance(Options::new(Driver::IoUring).all_cores()));
+    call(
+        Route::Appliance(Options::new(Driver::IoUring).all_cores()),
+        [Codec::G711, Codec::G711],
+    );
 }
 
 #[test]
 fn baresip_call_epoll() {
-    call(Route::Appliance(Options::new(Driver::Epoll)));
+    call(
+        Route::Appliance(Options::new(Driver::Epoll)),
+        [Codec::G711, Codec::G711],
+    );
+}
+
+/// A speaks only Opus, B only PCMU: the appliance transcodes, and each
+/// still hears the other (and the recording has both).
+#[test]
+fn baresip_opus_phone_and_pcmu_phone_hear_each_other() {
+    call(
+        Route::Appliance(Options::new(Driver::IoUring)),
+        [Codec::Opus, Codec::Pcmu],
+    );
+}
+
+/// What a phone may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    /// baresip's g711 module: PCMU and PCMA.
+    G711,
+    /// PCMU only.
+    Pcmu,
+    /// Opus only (48 kHz on the wire and in the phone's own recording).
+    Opus,
+}
+
+impl Codec {
+    /// The module line and the account's codec list.
+    fn config(self) -> (&'static str, &'static str) {
+        match self {
+            Codec::G711 => ("module g711.so", ""),
+            Codec::Pcmu => ("module g711.so", ";audio_codecs=PCMU/8000/1"),
+            Codec::Opus => ("module opus.so", ";audio_codecs=opus/48000/2"),
+        }
+    }
+
+    /// Sample rate of what the phone decodes (and dumps).
+    fn rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48000,
+            _ => RATE,
+        }
+    }
 }
 
 /// The control: the same call phone to phone, no appliance. When the
@@ -123,7 +174,7 @@ fn baresip_call_epoll() {
 /// the phones', the capture's or the audio checks'.
 #[test]
 fn baresip_call_direct_without_appliance() {
-    call(Route::Direct);
+    call(Route::Direct, [Codec::G711, Codec::G711]);
 }
 
 enum Route {
@@ -133,7 +184,7 @@ enum Route {
     Direct,
 }
 
-fn call(route: Route) {
+fn call(route: Route, codecs: [Codec; 2]) {
     require_tool("baresip");
     require_tool("tshark");
     let work = tempfile::Builder::new()
@@ -158,24 +209,30 @@ fn call(route: Route) {
     sip_ports.extend(appliance_port);
     let mut cap = Capture::start(&sip_ports);
 
-    let account = |user: &str| match &appliance {
+    let account = |user: &str, codec: Codec| match &appliance {
         Some(a) => format!(
-            "<sip:{user}@switchboard.local>;auth_pass=pw{user};outbound=\"sip:127.0.0.1:{}\";regint=300;answermode=auto",
-            a.port
+            "<sip:{user}@switchboard.local>;auth_pass=pw{user};outbound=\"sip:127.0.0.1:{}\";regint=300;answermode=auto{}",
+            a.port,
+            codec.config().1
         ),
-        None => format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto"),
+        None => format!(
+            "<sip:{user}@127.0.0.1>;regint=0;answermode=auto{}",
+            codec.config().1
+        ),
     };
     let mut phones = [
         Phone::start(
             "A",
-            &account("1001"),
+            &account("1001", codecs[0]),
+            codecs[0],
             TONE_A,
             &work.path().join("a"),
             a_ports,
         ),
         Phone::start(
             "B",
-            &account("1002"),
+            &account("1002", codecs[1]),
+            codecs[1],
             TONE_B,
             &work.path().join("b"),
             b_ports,
@@ -233,11 +290,13 @@ fn call(route: Route) {
 
     // Audio flows until both recordings hold HEARD_SAMPLES (the phones'
     // output paces the polling).
-    let want_bytes = 44 + 2 * HEARD_SAMPLES as u64;
+    // 2 s of 16-bit mono at each phone's own rate.
+    let want = |c: Codec| 44 + 4 * u64::from(c.rate());
+    let want_bytes = want(codecs[0]).max(want(codecs[1]));
     let deadline = Instant::now() + HANG;
     loop {
         let sizes = [phones[0].recorded_bytes(), phones[1].recorded_bytes()];
-        if sizes.iter().all(|&n| n >= want_bytes) {
+        if sizes[0] >= want(codecs[0]) && sizes[1] >= want(codecs[1]) {
             break;
         }
         if Instant::now() > deadline {
@@ -355,17 +414,17 @@ fn call(route: Route) {
         let path = p
             .recording()
             .unwrap_or_else(|| panic!("phone {} left no recording", p.name));
-        let samples = read_wav(&path);
+        let (rate, samples) = read_wav(&path);
         assert!(
-            samples.len() >= HEARD_SAMPLES,
+            samples.len() >= HEARD_SAMPLES * (rate / RATE) as usize,
             "phone {}: {} samples recorded, want at least {HEARD_SAMPLES}",
             p.name,
             samples.len()
         );
         let mid = &samples[samples.len() / 4..samples.len() * 3 / 4];
-        let heard = goertzel_amplitude(mid, other);
-        let itself = goertzel_amplitude(mid, own);
-        let off = goertzel_amplitude(mid, TONE_OFF);
+        let heard = goertzel_amplitude(mid, other, rate);
+        let itself = goertzel_amplitude(mid, own, rate);
+        let off = goertzel_amplitude(mid, TONE_OFF, rate);
         let verdict = format!(
             "phone {} (sends {own} Hz) heard amplitude {heard:.1} at {other} Hz, \
              {itself:.1} at {own} Hz, {off:.1} at {TONE_OFF} Hz over {} samples",
@@ -408,13 +467,19 @@ impl Phone {
     fn start(
         name: &'static str,
         account: &str,
+        codec: Codec,
         tone_hz: f64,
         dir: &Path,
         ports: PortBlock,
     ) -> Phone {
         std::fs::create_dir_all(dir).expect("phone dir");
         let tone = dir.join("tone.wav");
-        write_tone(&tone, tone_hz, TONE_SECONDS);
+        // baresip's aufile source wants the codec's rate and channels.
+        let (rate, channels) = match codec {
+            Codec::Opus => (48000, 2),
+            _ => (RATE, 1),
+        };
+        write_tone(&tone, tone_hz, TONE_SECONDS, rate, channels);
         // libre picks the RTP port as (min + rand % (max - min)) & ~1, RTCP
         // the next one: min even and max = min + 2 leave only min.
         let rtp = if ports.port(1).is_multiple_of(2) {
@@ -434,7 +499,7 @@ impl Phone {
                  rtp_ports {rtp}-{rtp_max}\n\
                  module_path /usr/lib/baresip/modules\n\
                  module stdio.so\n\
-                 module g711.so\n\
+                 {codec_module}\n\
                  module aufile.so\n\
                  module aubridge.so\n\
                  module sndfile.so\n\
@@ -444,6 +509,7 @@ impl Phone {
                  audio_player aubridge,nil\n\
                  snd_path {dir}\n",
                 sip = ports.port(0),
+                codec_module = codec.config().0,
                 rtp_max = rtp + 2,
                 tone = tone.display(),
                 dir = dir.display(),
@@ -709,33 +775,27 @@ fn parse_frame(line: &str) -> Frame {
 // ---------------------------------------------------------------------------
 
 /// A WAV file (PCM, 16-bit, mono, RATE) holding a sine of `hz`.
-fn write_tone(path: &Path, hz: f64, seconds: u32) {
-    let n = RATE * seconds;
-    let data_len = n * 2;
+fn write_tone(path: &Path, hz: f64, seconds: u32, rate: u32, channels: u16) {
+    let n = rate * seconds;
+    let data_len = n * 2 * u32::from(channels);
     let mut b = Vec::with_capacity(44 + data_len as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&1u16.to_le_bytes()); // mono
-    b.extend_from_slice(&RATE.to_le_bytes());
-    b.extend_from_slice(&(RATE * 2).to_le_bytes()); // bytes per second
-    b.extend_from_slice(&2u16.to_le_bytes()); // block align
-    b.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
+    b.extend_from_slice(&switchboard::media::wav::pcm16_header(
+        channels, rate, data_len,
+    ));
     for i in 0..n {
-        let t = f64::from(i) / f64::from(RATE);
+        let t = f64::from(i) / f64::from(rate);
         // invariant: |AMPLITUDE| < i16::MAX.
         let s = (AMPLITUDE * (2.0 * std::f64::consts::PI * hz * t).sin()).round() as i16;
-        b.extend_from_slice(&s.to_le_bytes());
+        for _ in 0..channels {
+            b.extend_from_slice(&s.to_le_bytes());
+        }
     }
     std::fs::write(path, b).expect("write the tone WAV");
 }
 
-/// The samples of a PCM 16-bit mono WAV at RATE (panics on anything else).
-fn read_wav(path: &Path) -> Vec<i16> {
+/// The rate and (first channel's) samples of a PCM 16-bit WAV at 8, 16
+/// or 48 kHz (panics on anything else).
+fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert!(
         b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WAVE",
@@ -745,7 +805,7 @@ fn read_wav(path: &Path) -> Vec<i16> {
     let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
     let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let mut pos = 12;
-    let mut format_ok = false;
+    let mut format = None;
     while pos + 8 <= b.len() {
         let id = &b[pos..pos + 4];
         let len = u32_at(pos + 4) as usize;
@@ -758,14 +818,19 @@ fn read_wav(path: &Path) -> Vec<i16> {
                 u16_at(body + 14),
             );
             assert!(
-                fmt == 1 && channels == 1 && rate == RATE && bits == 16,
+                fmt == 1
+                    && (1..=2).contains(&channels)
+                    && [8000, 16000, 48000].contains(&rate)
+                    && bits == 16,
                 "{}: format {fmt}, {channels} channels, {rate} Hz, {bits} bits; \
-                 want PCM mono {RATE} Hz 16 bits",
+                 want PCM mono or stereo at 8, 16 or 48 kHz, 16 bits",
                 path.display()
             );
-            format_ok = true;
+            format = Some((rate, usize::from(channels)));
         } else if id == b"data" {
-            assert!(format_ok, "{}: data before fmt", path.display());
+            let Some((rate, channels)) = format else {
+                panic!("{}: data before fmt", path.display());
+            };
             // A writer that did not finish leaves the size short or zero:
             // take what is there.
             let end = if len == 0 {
@@ -773,10 +838,11 @@ fn read_wav(path: &Path) -> Vec<i16> {
             } else {
                 (body + len).min(b.len())
             };
-            return b[body..end]
-                .chunks_exact(2)
+            let samples = b[body..end]
+                .chunks_exact(2 * channels)
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
                 .collect();
+            return (rate, samples);
         }
         pos = body + len + (len & 1);
     }
@@ -785,8 +851,8 @@ fn read_wav(path: &Path) -> Vec<i16> {
 
 /// The amplitude of the `hz` component of `x` (Goertzel): a sine of
 /// amplitude A at `hz` gives about A.
-fn goertzel_amplitude(x: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / f64::from(RATE);
+fn goertzel_amplitude(x: &[i16], hz: f64, rate: u32) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / f64::from(rate);
     let c = 2.0 * w.cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &v in x {
