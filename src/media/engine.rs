@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::anchor::{self, AnchorError, Codec, Known, LocalSide, Remote};
-use super::dtmf::{EventReceiver, TelephoneEvent};
+use super::dtmf::{EventReceiver, InbandDetector, TelephoneEvent};
 use super::quality::{MosCodec, ReceiveStats};
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, RtpHeader};
@@ -271,6 +271,8 @@ struct Leg {
     rec: Option<(u32, Channel)>,
     /// When it shares no codec with its peer: its audio, re-encoded.
     transcode: Option<Box<Transcode>>,
+    /// In-band DTMF detection (when it has no telephone-event).
+    inband: Option<Box<InbandDetector>>,
     /// Liveness armed since.
     watch: Option<Instant>,
     last_rx: Option<Instant>,
@@ -463,6 +465,7 @@ impl MediaEngine {
             decode: None,
             rec: None,
             transcode: None,
+            inband: None,
             watch: None,
             last_rx: None,
             tx: TxStream::new(ssrc),
@@ -700,8 +703,13 @@ impl MediaEngine {
     /// it does not), for the voice codec it now sends.
     fn refresh_decoders(&mut self, id: LegId) {
         let Some(l) = self.leg_mut(id) else { return };
-        let wanted = match (l.rec, l.voice) {
-            (Some(_), Some((pt, Some(k)))) => Some((pt, k)),
+        // In-band DTMF is listened for when the leg has no telephone-event.
+        let inband = l.event_pt.is_none() && l.voice.is_some_and(|(_, k)| k.is_some());
+        if inband != l.inband.is_some() {
+            l.inband = inband.then(|| Box::new(InbandDetector::new()));
+        }
+        let wanted = match (l.rec.is_some() || inband, l.voice) {
+            (true, Some((pt, Some(k)))) => Some((pt, k)),
             _ => None,
         };
         let current = l.decode.as_ref().map(|d| (d.pt, d.codec));
@@ -881,13 +889,27 @@ impl MediaEngine {
         } else {
             leg.quality.on_packet(ms, h.seq, h.timestamp, clock);
         }
-        if let (Some((slot, ch)), Some(dec)) = (leg.rec, leg.decode.as_mut())
+        if let Some(dec) = leg.decode.as_mut()
             && dec.pt == pt
-            && let Some(Some(rec)) = self.recs.get_mut(slot as usize)
         {
             let n = dec.decode(h.payload(data), &mut self.pcm[..]);
-            let ts = h.timestamp / (clock / 8000).max(1);
-            rec.recorder.push(ch, ms, h.seq, ts, &self.pcm[..n]);
+            if let Some((slot, ch)) = leg.rec
+                && let Some(Some(rec)) = self.recs.get_mut(slot as usize)
+            {
+                let ts = h.timestamp / (clock / 8000).max(1);
+                rec.recorder.push(ch, ms, h.seq, ts, &self.pcm[..n]);
+            }
+            if let Some(digit) = leg.inband.as_mut().and_then(|d| d.push(&self.pcm[..n])) {
+                self.counters.dtmf_digits.bump();
+                self.events.push_back(MediaEvent::Dtmf {
+                    call: leg.call,
+                    leg: LegId {
+                        idx,
+                        generation: leg.generation,
+                    },
+                    digit,
+                });
+            }
         }
         if let Some(tc) = leg.transcode.as_mut()
             && tc.in_pt == pt

@@ -416,3 +416,49 @@ fn a_transfer_target_takes_the_right_channel() {
         "the target is heard on the right"
     );
 }
+
+#[test]
+fn inband_digits_are_heard_when_a_leg_has_no_telephone_event() {
+    let counters = Arc::new(ShardCounters::default());
+    let mut m = MediaEngine::new(MediaConfig::loopback(), counters);
+    for i in 0..4 {
+        m.add_pair(pair(i));
+    }
+    let now = Instant::now();
+    let a = m.open_leg(now, 7).unwrap();
+    let b = m.open_leg(now, 7).unwrap();
+    let plain = CALLER_SDP
+        .replace(" 0 101", " 0")
+        .replace("a=rtpmap:101 telephone-event/8000\r\n", "");
+    m.translate_offer(a, b, plain.as_bytes()).unwrap();
+    let answer = callee_sdp("sendrecv")
+        .replace(" 0 101", " 0")
+        .replace("a=rtpmap:101 telephone-event/8000\r\n", "");
+    m.translate_answer(b, a, answer.as_bytes()).unwrap();
+    // "4", a pause, "2": 60 ms tones, 200 ms silences, in 20 ms µ-law packets.
+    let mut seq = 0u16;
+    let mut pcm = [0i16; 160];
+    for digit in ['4', '2'] {
+        let mut tone = crate::media::tone::ToneGen::dtmf(digit, 8000).unwrap();
+        for frame in 0..13 {
+            if frame < 3 {
+                tone.fill(&mut pcm);
+            } else {
+                pcm = [0; 160];
+            }
+            let mut p = rtp(0, seq, 160 * u32::from(seq), 1);
+            g711::encode_ulaw(&pcm, &mut p[12..]);
+            let t = now + Duration::from_millis(20 * u64::from(seq));
+            m.handle_packet(t, pair(0).rtp, addr("192.0.2.10:4000"), &p);
+            seq += 1;
+        }
+    }
+    let mut digits = String::new();
+    while let Some(e) = m.poll_event() {
+        if let MediaEvent::Dtmf { digit, leg, .. } = e {
+            assert_eq!(leg, a);
+            digits.push(digit);
+        }
+    }
+    assert_eq!(digits, "42");
+}
