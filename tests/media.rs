@@ -268,3 +268,55 @@ fn sipp_pcap_speech_and_digits_through_the_appliance_io_uring() {
 fn sipp_pcap_speech_and_digits_through_the_appliance_epoll() {
     media_test(Driver::Epoll);
 }
+
+/// A killed appliance leaves a recording that already plays (its header
+/// is at most about a second behind); the next start repairs the header to
+/// the audio on disk.
+#[test]
+fn a_recording_cut_by_kill_9_plays_and_is_repaired_at_the_next_start() {
+    require_tool("sipp");
+    let data = tempfile::tempdir().expect("temp dir");
+    let var = data.path().join("var");
+    let data_dir = format!("node.data_dir={:?}", var.display().to_string());
+    let mut a = appliance(Options::new(Driver::IoUring).set(&data_dir));
+    let phone = Phone::start(&a, "1002", "media_uas_echo.xml", &["-rtp_echo"]);
+    let _caller = call(&a, "media_uac_pcap.xml", "1002", "u1");
+    // Wait for 3 s of audio on disk, then cut the power.
+    let root = var.join("recordings");
+    let deadline = Instant::now() + common::HANG;
+    let file = loop {
+        let found = wav_files(&root)
+            .into_iter()
+            .find(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 44 + 3 * 32000));
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording grew\n{}",
+            a.stderr_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    a.kill();
+    drop(phone);
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = wav::parse(&bytes).expect("the cut recording is a WAV that plays");
+    assert!(cut.data_len >= 2 * 32000, "its header names at least 2 s");
+
+    let b = appliance(Options::new(Driver::IoUring).set(&data_dir));
+    let log = b.stop();
+    assert!(
+        log.stderr.contains("recording left open repaired"),
+        "{}",
+        log.tail()
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let fixed = wav::parse(&bytes).unwrap();
+    assert_eq!(
+        fixed.data_len,
+        (bytes.len() - 44) / 4 * 4,
+        "the header names all the audio on disk"
+    );
+    assert!(fixed.data_len >= cut.data_len);
+}

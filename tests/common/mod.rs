@@ -643,7 +643,8 @@ impl Appliance {
         }
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL, as a power cut or a crash would end it.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
