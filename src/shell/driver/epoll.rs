@@ -221,6 +221,7 @@ impl EpollDriver {
         };
         let fd = u.sock.as_raw_fd();
         for _ in 0..UDP_ROUNDS {
+            self.stats.syscalls += 1;
             let n = match self.rx.recv(fd) {
                 Ok(n) => n,
                 Err(e) => {
@@ -289,6 +290,7 @@ impl EpollDriver {
                     msg_len: 0,
                 });
             }
+            self.stats.syscalls += 1;
             // SAFETY: `tx_hdrs` holds `n` headers pointing at `tx_iovs` and at
             // the pool slots' payloads and addresses; none of them is moved or
             // mutated during this synchronous call, and the kernel only reads.
@@ -348,6 +350,7 @@ impl EpollDriver {
         };
         let lfd = l.listener.as_raw_fd();
         for _ in 0..ACCEPTS_PER_EVENT {
+            self.stats.syscalls += 1;
             // SAFETY: `lfd` is a listening socket owned by self; null address
             // pointers are allowed (we ask getpeername below).
             let fd = unsafe {
@@ -446,6 +449,7 @@ impl EpollDriver {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
+            self.stats.syscalls += 1;
             match (&conn.stream).read(&mut self.stream_buf) {
                 Ok(0) => return self.fail_conn(id, CloseReason::PeerClosed, on),
                 Ok(n) => {
@@ -470,6 +474,7 @@ impl EpollDriver {
         let conn = self.conns.get_mut(&id)?;
         let sock = socket2::SockRef::from(&conn.stream);
         while !conn.out.is_empty() {
+            self.stats.syscalls += 1;
             match sock.send_with_flags(conn.out.pending(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             {
                 Ok(n) => {
@@ -651,6 +656,7 @@ impl Driver for EpollDriver {
         }
         // invariant: timeout_ms clamps to i32::MAX and -1, both valid epoll timeouts.
         let t = EpollTimeout::try_from(timeout_ms(timeout)).expect("epoll timeout in range");
+        self.stats.syscalls += 1;
         let n = match self.epoll.wait(&mut self.events, t) {
             Ok(n) => n,
             Err(Errno::EINTR) => return Ok(()),

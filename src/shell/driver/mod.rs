@@ -151,6 +151,10 @@ pub struct DriverStats {
     pub accept_errors: u64,
     /// Stream writes the kernel took only part of (continued by the driver).
     pub partial_writes: u64,
+    /// Syscalls the driver made to move data or wait: `io_uring_enter`
+    /// (io_uring) or `epoll_wait`/`recvmmsg`/`sendmmsg`/`accept4`/`read`/
+    /// `send` (epoll). Lets benchmarks report syscalls per packet.
+    pub syscalls: u64,
 }
 
 /// A shard's I/O driver. See the module docs for how it is driven.

@@ -257,6 +257,8 @@ fn recv_template() -> libc::msghdr {
 struct Sq {
     ring: IoUring,
     inflight: usize,
+    /// `io_uring_enter` calls made (`DriverStats::syscalls`).
+    enters: u64,
 }
 
 impl Sq {
@@ -272,6 +274,7 @@ impl Sq {
                 self.inflight += 1;
                 return Ok(());
             }
+            self.enters += 1;
             match self.ring.submit() {
                 Ok(_) => {}
                 Err(err) if is_transient(&err) => {}
@@ -285,6 +288,7 @@ impl Sq {
         if self.ring.submission().is_empty() {
             return Ok(());
         }
+        self.enters += 1;
         match self.ring.submit() {
             Ok(_) => Ok(()),
             Err(e) if is_transient(&e) => Ok(()),
@@ -294,6 +298,7 @@ impl Sq {
 
     /// Submit and wait for at least one completion or the timeout.
     fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        self.enters += 1;
         let r = match wait {
             None => self.ring.submit_and_wait(1),
             Some(d) => {
@@ -436,7 +441,11 @@ impl UringDriver {
         let wake_fd: OwnedFd = wake.into();
 
         let mut d = UringDriver {
-            sq: Sq { ring, inflight: 0 },
+            sq: Sq {
+                ring,
+                inflight: 0,
+                enters: 0,
+            },
             bufs: ManuallyDrop::new(bufs),
             pool: ManuallyDrop::new(SendPool::new()),
             wake_buf: ManuallyDrop::new(RawBuf::new(8)),
@@ -1134,7 +1143,10 @@ impl Driver for UringDriver {
     }
 
     fn stats(&self) -> DriverStats {
-        self.stats
+        DriverStats {
+            syscalls: self.sq.enters,
+            ..self.stats
+        }
     }
 
     fn stream_backlog(&self, id: ConnId) -> Option<usize> {
