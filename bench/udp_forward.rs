@@ -59,10 +59,10 @@
 //!   `--tokio-tasks N` runs N such loops per socket).
 //! * `driver` / `driver_epoll` (not in the default set) — the appliance's
 //!   shard driver (`switchboard::shell::driver`, io_uring or epoll) driven
-//!   the way a shard drives it: `poll`, copy each datagram out of the
-//!   borrowed buffer, `send_to` the sink from the socket it arrived on,
-//!   `flush`. Syscalls/pkt is the driver's own count
-//!   (`DriverStats::syscalls`).
+//!   the way a shard drives it: media sockets (`add_media_udp`), `poll`,
+//!   copy each datagram out of the borrowed buffer, `send_to` the sink from
+//!   the socket it arrived on, `flush_for_poll`. Syscalls/pkt is the
+//!   driver's own count (`DriverStats::syscalls`).
 //!
 //! The `mmsg` and `io_uring` loops do no heap allocation per packet: all
 //! buffers, iovecs, msghdrs and the re-arm list are allocated before the
@@ -1296,11 +1296,13 @@ fn forward_io_uring(
     Ok(report)
 }
 
-/// (5) The shard driver: sockets registered with `add_udp`, then the shard
-/// loop's shape: `poll` (datagrams are copied out of the borrowed receive
-/// buffers into a reused arena, as a shard's handler would consume them),
-/// one `send_to` per datagram from the socket it arrived on, `flush`.
-/// Syscalls are the driver's own count (`DriverStats::syscalls`).
+/// (5) The shard driver: sockets registered as media sockets
+/// (`add_media_udp`, 4 media buffers per socket, at least the default
+/// 4096), then the shard loop's shape: `poll` (datagrams are copied out of
+/// the borrowed receive buffers into a reused arena, as a shard's handler
+/// would consume them), one `send_to` per datagram from the socket it
+/// arrived on, `flush_for_poll`. Syscalls are the driver's own count
+/// (`DriverStats::syscalls`).
 fn forward_driver(
     socks: Vec<UdpSocket>,
     sink: SocketAddrV4,
@@ -1308,9 +1310,13 @@ fn forward_driver(
     choice: Choice,
     ready: &dyn Fn(),
 ) -> io::Result<FwdReport> {
-    let mut d = driver::open(choice, &DriverOptions::default())?;
+    let opts = DriverOptions {
+        media_buffers: (4 * socks.len()).clamp(4096, 32768),
+        ..DriverOptions::default()
+    };
+    let mut d = driver::open(choice, &opts)?;
     for s in socks {
-        d.add_udp(s)?;
+        d.add_media_udp(s)?;
     }
     let sink = SocketAddr::V4(sink);
     // Reused across polls: no allocation per packet once warm.
@@ -1336,7 +1342,7 @@ fn forward_driver(
             off += len;
         }
         sent += got.len() as u64;
-        d.flush()?;
+        d.flush_for_poll()?;
         let st = d.stats();
         sh.forwarded
             .set(sent.saturating_sub(st.send_errors + st.send_dropped));
@@ -1347,7 +1353,7 @@ fn forward_driver(
         send_errors: st.send_errors + st.send_dropped,
         recv_errors: 0,
         truncated: st.dropped_truncated,
-        rearms: 0,
+        rearms: st.buffers_exhausted,
     })
 }
 
