@@ -57,6 +57,12 @@
 //! * `tokio_uring` — `tokio-uring`'s `UdpSocket::recv_from` then `send_to`,
 //!   awaited, in a loop: one task per socket (its natural usage;
 //!   `--tokio-tasks N` runs N such loops per socket).
+//! * `driver` / `driver_epoll` (not in the default set) — the appliance's
+//!   shard driver (`switchboard::shell::driver`, io_uring or epoll) driven
+//!   the way a shard drives it: media sockets (`add_media_udp`), `poll`,
+//!   copy each datagram out of the borrowed buffer, `send_to` the sink from
+//!   the socket it arrived on, `flush_for_poll`. Syscalls/pkt is the
+//!   driver's own count (`DriverStats::syscalls`).
 //!
 //! The `mmsg` and `io_uring` loops do no heap allocation per packet: all
 //! buffers, iovecs, msghdrs and the re-arm list are allocated before the
@@ -124,6 +130,7 @@ use io_uring::{IoUring, cqueue, opcode, types};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use socket2::{Domain, Protocol, Socket, Type};
+use switchboard::shell::driver::{self, Choice, DriverOptions, IoEvent, SockId};
 
 /// Size of every receive buffer (and of each provided buffer, which also
 /// holds io_uring's `recvmsg_out` header and the source address).
@@ -152,6 +159,11 @@ enum Variant {
     /// `SendMsg` (not in the default set; an experiment).
     IoUringSendTo,
     TokioUring,
+    /// The appliance's own shard driver (`switchboard::shell::driver`) on
+    /// io_uring, driven like a shard: poll, handle, send, flush.
+    Driver,
+    /// The same on the epoll driver.
+    DriverEpoll,
 }
 
 impl Variant {
@@ -169,13 +181,19 @@ impl Variant {
             Variant::IoUring => "io_uring",
             Variant::IoUringSendTo => "io_uring_sendto",
             Variant::TokioUring => "tokio_uring",
+            Variant::Driver => "driver",
+            Variant::DriverEpoll => "driver_epoll",
         }
     }
 
     fn parse(s: &str) -> Option<Variant> {
         Variant::ALL
             .into_iter()
-            .chain([Variant::IoUringSendTo])
+            .chain([
+                Variant::IoUringSendTo,
+                Variant::Driver,
+                Variant::DriverEpoll,
+            ])
             .find(|v| v.name() == s)
     }
 }
@@ -242,7 +260,8 @@ usage: cargo bench --bench udp_forward -- [options]
                      the generator spreads packets round-robin over the sockets
   --repeat N         repetitions of every (rate, variant) (default 3)
   --variants LIST    std,mmsg,io_uring,tokio_uring (default all four);
-                     io_uring_sendto (IORING_OP_SEND with an address) can be added
+                     io_uring_sendto (IORING_OP_SEND with an address) can be added, and
+                     driver / driver_epoll (the shard driver on io_uring / epoll)
   --batch N          sendmmsg/recvmmsg batch (default 64)
   --tick-us US       pacing tick of a fixed-rate generator (default 100)
   --fwd-core N       core of the forwarder (default 0)
@@ -1277,6 +1296,67 @@ fn forward_io_uring(
     Ok(report)
 }
 
+/// (5) The shard driver: sockets registered as media sockets
+/// (`add_media_udp`, 4 media buffers per socket, at least the default
+/// 4096), then the shard loop's shape: `poll` (datagrams are copied out of
+/// the borrowed receive buffers into a reused arena, as a shard's handler
+/// would consume them), one `send_to` per datagram from the socket it
+/// arrived on, `flush_for_poll`. Syscalls are the driver's own count
+/// (`DriverStats::syscalls`).
+fn forward_driver(
+    socks: Vec<UdpSocket>,
+    sink: SocketAddrV4,
+    sh: &Shared,
+    choice: Choice,
+    ready: &dyn Fn(),
+) -> io::Result<FwdReport> {
+    let opts = DriverOptions {
+        media_buffers: (4 * socks.len()).clamp(4096, 32768),
+        ..DriverOptions::default()
+    };
+    let mut d = driver::open(choice, &opts)?;
+    for s in socks {
+        d.add_media_udp(s)?;
+    }
+    let sink = SocketAddr::V4(sink);
+    // Reused across polls: no allocation per packet once warm.
+    let mut got: Vec<(SockId, usize)> = Vec::with_capacity(4096);
+    let mut arena: Vec<u8> = Vec::with_capacity(4096 * BUF_SIZE);
+    let mut sent = 0u64;
+    ready();
+    loop {
+        got.clear();
+        arena.clear();
+        d.poll(Some(Duration::from_millis(100)), &mut |ev| {
+            if let IoEvent::Datagram { sock, data, .. } = ev {
+                arena.extend_from_slice(data);
+                got.push((sock, data.len()));
+            }
+        })?;
+        if sh.stop_fwd.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut off = 0;
+        for &(sock, len) in &got {
+            d.send_to(sock, sink, &arena[off..off + len]);
+            off += len;
+        }
+        sent += got.len() as u64;
+        d.flush_for_poll()?;
+        let st = d.stats();
+        sh.forwarded
+            .set(sent.saturating_sub(st.send_errors + st.send_dropped));
+        sh.syscalls.set(st.syscalls);
+    }
+    let st = d.stats();
+    Ok(FwdReport {
+        send_errors: st.send_errors + st.send_dropped,
+        recv_errors: 0,
+        truncated: st.dropped_truncated,
+        rearms: st.buffers_exhausted,
+    })
+}
+
 /// (4) tokio-uring: `recv_from` then `send_to`, awaited, in a loop; one
 /// task per socket (times `--tokio-tasks`).
 fn forward_tokio_uring(
@@ -1576,6 +1656,12 @@ fn run_one(
                         let nbufs = uring_bufs(&cfg, nsocks);
                         let sendto = variant == Variant::IoUringSendTo;
                         forward_io_uring(fwd_socks, sink_addr, &sh, nbufs, sendto, &ready)
+                    }
+                    Variant::Driver => {
+                        forward_driver(fwd_socks, sink_addr, &sh, Choice::IoUring, &ready)
+                    }
+                    Variant::DriverEpoll => {
+                        forward_driver(fwd_socks, sink_addr, &sh, Choice::Epoll, &ready)
                     }
                     Variant::TokioUring => forward_tokio_uring(
                         fwd_socks,

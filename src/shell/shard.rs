@@ -160,7 +160,7 @@ impl Shard {
             self.fired = fired;
             self.fired.clear();
             self.execute(now, driver);
-            driver.flush()?;
+            driver.flush_for_poll()?;
             self.wake_touched(wakers);
             self.counters
                 .datagrams_truncated
@@ -181,7 +181,7 @@ impl Shard {
                             "drain timeout, exiting with work pending"
                         );
                     }
-                    return Ok(());
+                    return driver.flush();
                 }
             }
         }

@@ -6,13 +6,18 @@
 //! next `epoll_wait`:
 //! * UDP: `recvmmsg` of up to `batch` datagrams per call into one
 //!   preallocated `batch × max_datagram` buffer (no allocation per datagram),
-//!   `MSG_TRUNC` datagrams dropped and counted. Sends are queued per socket
+//!   `MSG_TRUNC` datagrams dropped and counted. Media sockets are read the
+//!   same way; datagrams over `media_payload_max` are dropped and counted
+//!   too, so both drivers accept the same sizes. Sends are queued per socket
 //!   and leave in `flush` through `sendmmsg`, up to `batch` per call; if the
 //!   socket buffer is full the rest waits for `EPOLLOUT`.
 //! * TCP: nonblocking `accept4`, `read` into a shared scratch buffer, `send`
 //!   (`MSG_NOSIGNAL`) of the connection's backlog in `flush`; a backlog the
 //!   kernel did not take arms `EPOLLOUT` until it drains.
 //! * Wake: an `EFD_NONBLOCK` eventfd in the epoll set, read to reset it.
+//!
+//! Nothing is in flight between calls, so a removed socket is closed at once
+//! and its id may be reused by the next `add_*udp` (oldest free id first).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -28,7 +33,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::{
     ACCEPT_PAUSE, CloseReason, ConnId, Driver, DriverOptions, DriverStats, IoEvent, ListenerId,
-    PendingCloses, SendPool, SockId, StreamOut, Waker, accept_error_needs_pause, errno_of,
+    PendingCloses, SendPool, Slots, SockId, StreamOut, Waker, accept_error_needs_pause, errno_of,
     sockaddr_to_std, timeout_ms, zeroed_storage,
 };
 
@@ -55,6 +60,8 @@ const EVENTS: usize = 256;
 
 struct UdpSock {
     sock: UdpSocket,
+    /// Largest payload reported; longer datagrams are dropped as truncated.
+    limit: usize,
     /// Send slots queued for this socket, oldest first.
     queue: VecDeque<u32>,
     /// In `dirty_udp`.
@@ -160,7 +167,7 @@ impl RecvBatch {
 pub struct EpollDriver {
     epoll: Epoll,
     events: Vec<EpollEvent>,
-    udp: Vec<UdpSock>,
+    udp: Slots<UdpSock>,
     listeners: Vec<Listener>,
     paused_listeners: usize,
     conns: HashMap<ConnId, Conn>,
@@ -196,7 +203,7 @@ impl EpollDriver {
         Ok(EpollDriver {
             epoll,
             events: vec![EpollEvent::empty(); EVENTS],
-            udp: Vec::new(),
+            udp: Slots::new(),
             listeners: Vec::new(),
             paused_listeners: 0,
             conns: HashMap::new(),
@@ -216,11 +223,13 @@ impl EpollDriver {
     }
 
     fn read_udp(&mut self, idx: u16, on: &mut dyn FnMut(IoEvent<'_>)) {
-        let Some(u) = self.udp.get(usize::from(idx)) else {
+        let Some(u) = self.udp.get(idx) else {
             return;
         };
         let fd = u.sock.as_raw_fd();
+        let limit = u.limit;
         for _ in 0..UDP_ROUNDS {
+            self.stats.syscalls += 1;
             let n = match self.rx.recv(fd) {
                 Ok(n) => n,
                 Err(e) => {
@@ -231,7 +240,7 @@ impl EpollDriver {
             };
             for i in 0..n {
                 let h = &self.rx.hdrs[i];
-                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || h.msg_len as usize > limit {
                     self.stats.dropped_truncated += 1;
                     continue;
                 }
@@ -256,7 +265,7 @@ impl EpollDriver {
 
     /// Send as much of socket `idx`'s queue as the kernel takes.
     fn send_udp(&mut self, idx: u16) {
-        let Some(u) = self.udp.get_mut(usize::from(idx)) else {
+        let Some(u) = self.udp.get_mut(idx) else {
             return;
         };
         let fd = u.sock.as_raw_fd();
@@ -289,6 +298,7 @@ impl EpollDriver {
                     msg_len: 0,
                 });
             }
+            self.stats.syscalls += 1;
             // SAFETY: `tx_hdrs` holds `n` headers pointing at `tx_iovs` and at
             // the pool slots' payloads and addresses; none of them is moved or
             // mutated during this synchronous call, and the kernel only reads.
@@ -348,6 +358,7 @@ impl EpollDriver {
         };
         let lfd = l.listener.as_raw_fd();
         for _ in 0..ACCEPTS_PER_EVENT {
+            self.stats.syscalls += 1;
             // SAFETY: `lfd` is a listening socket owned by self; null address
             // pointers are allowed (we ask getpeername below).
             let fd = unsafe {
@@ -446,6 +457,7 @@ impl EpollDriver {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
+            self.stats.syscalls += 1;
             match (&conn.stream).read(&mut self.stream_buf) {
                 Ok(0) => return self.fail_conn(id, CloseReason::PeerClosed, on),
                 Ok(n) => {
@@ -470,6 +482,7 @@ impl EpollDriver {
         let conn = self.conns.get_mut(&id)?;
         let sock = socket2::SockRef::from(&conn.stream);
         while !conn.out.is_empty() {
+            self.stats.syscalls += 1;
             match sock.send_with_flags(conn.out.pending(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             {
                 Ok(n) => {
@@ -513,6 +526,23 @@ impl EpollDriver {
         }
     }
 
+    fn add_udp_limited(&mut self, sock: UdpSocket, limit: usize) -> io::Result<SockId> {
+        sock.set_nonblocking(true)?;
+        let idx = self.udp.next_index()?;
+        self.epoll.add(
+            &sock,
+            EpollEvent::new(EpollFlags::EPOLLIN, token(K_UDP, u64::from(idx))),
+        )?;
+        let idx = self.udp.insert(UdpSock {
+            sock,
+            limit,
+            queue: VecDeque::new(),
+            dirty: false,
+            want_out: false,
+        });
+        Ok(SockId(idx))
+    }
+
     fn drain_wake(&mut self) {
         let mut buf = [0u8; 8];
         // Nonblocking: EAGAIN just means another event already reset it.
@@ -525,21 +555,36 @@ impl Driver for EpollDriver {
         "epoll"
     }
 
+    fn flags(&self) -> &'static str {
+        "level_triggered"
+    }
+
     fn add_udp(&mut self, sock: UdpSocket) -> io::Result<SockId> {
-        sock.set_nonblocking(true)?;
-        let idx =
-            u16::try_from(self.udp.len()).map_err(|_| io::Error::other("too many UDP sockets"))?;
-        self.epoll.add(
-            &sock,
-            EpollEvent::new(EpollFlags::EPOLLIN, token(K_UDP, u64::from(idx))),
-        )?;
-        self.udp.push(UdpSock {
-            sock,
-            queue: VecDeque::new(),
-            dirty: false,
-            want_out: false,
-        });
-        Ok(SockId(idx))
+        self.add_udp_limited(sock, usize::MAX)
+    }
+
+    fn add_media_udp(&mut self, sock: UdpSocket) -> io::Result<SockId> {
+        let limit = self.opts.media_payload_max();
+        self.add_udp_limited(sock, limit)
+    }
+
+    fn remove_udp(&mut self, sock: SockId) {
+        if self.udp.get(sock.0).is_none() {
+            return;
+        }
+        // Datagrams queued before the removal still leave, as far as the
+        // socket takes them now.
+        self.send_udp(sock.0);
+        let Some(u) = self.udp.remove(sock.0) else {
+            return;
+        };
+        if let Err(e) = self.epoll.delete(u.sock.as_fd()) {
+            tracing::warn!(error = %e, "epoll delete (UDP) failed");
+        }
+        for slot in u.queue {
+            self.stats.send_dropped += 1;
+            self.pool.release(slot);
+        }
     }
 
     fn add_listener(&mut self, l: TcpListener) -> io::Result<ListenerId> {
@@ -558,7 +603,7 @@ impl Driver for EpollDriver {
     }
 
     fn send_to(&mut self, sock: SockId, dst: SocketAddr, data: &[u8]) {
-        let Some(u) = self.udp.get_mut(usize::from(sock.0)) else {
+        let Some(u) = self.udp.get_mut(sock.0) else {
             self.stats.send_errors += 1;
             return;
         };
@@ -599,7 +644,7 @@ impl Driver for EpollDriver {
     fn flush(&mut self) -> io::Result<()> {
         let mut dirty = mem::take(&mut self.dirty_udp);
         for idx in dirty.drain(..) {
-            if let Some(u) = self.udp.get_mut(usize::from(idx)) {
+            if let Some(u) = self.udp.get_mut(idx) {
                 u.dirty = false;
                 // A socket waiting for EPOLLOUT is retried when it fires.
                 if !u.want_out {
@@ -651,6 +696,7 @@ impl Driver for EpollDriver {
         }
         // invariant: timeout_ms clamps to i32::MAX and -1, both valid epoll timeouts.
         let t = EpollTimeout::try_from(timeout_ms(timeout)).expect("epoll timeout in range");
+        self.stats.syscalls += 1;
         let n = match self.epoll.wait(&mut self.events, t) {
             Ok(n) => n,
             Err(Errno::EINTR) => return Ok(()),

@@ -5,31 +5,61 @@
 //!
 //! | what | op | why |
 //! | --- | --- | --- |
-//! | UDP receive | `RECVMSG` multishot + provided-buffer ring | one SQE per socket receives until the ring runs dry; source address and payload land in one pooled buffer (parsed with `types::RecvMsgOut`), no per-datagram SQE or allocation |
-//! | UDP send | `SENDMSG`, one per datagram, all pushed in `flush` | one `io_uring_enter` sends the whole batch |
+//! | UDP receive | `RECVMSG` multishot + provided-buffer ring | one SQE per socket receives until the ring runs dry; source address and payload land in one pooled buffer (parsed with `types::RecvMsgOut`), no per-datagram SQE or allocation. SIP sockets draw from a ring of big buffers (group 0), media sockets from a ring of small ones (group 1) |
+//! | UDP send | `SENDMSG` with `MSG_DONTWAIT`, one per datagram, queued by `flush_for_poll`/`flush` | the `io_uring_enter` of the next `poll` (or of `flush`) sends the whole batch; a send the socket has no room for (`EAGAIN`) is re-issued without `MSG_DONTWAIT` so the kernel waits for room |
 //! | TCP accept | `ACCEPT` multishot | one SQE per listener for all connections |
-//! | TCP receive | `RECV` into a per-connection buffer, re-armed after each completion | connections are few and bursty; a private buffer keeps the pool for UDP |
+//! | TCP receive | `RECV` into a per-connection buffer, re-armed after each completion | connections are few and bursty; a private buffer keeps the pools for UDP |
 //! | TCP send | `SEND` of the queued bytes, re-issued for the remainder on a short write | at most one in flight per connection keeps ordering trivial |
 //! | wake | `READ` of the eventfd, re-armed | another thread's `Waker::wake` completes it |
 //! | wait | `io_uring_enter` with `IORING_ENTER_EXT_ARG` timeout (`SubmitArgs`) | submit and wait in one syscall, no timeout SQEs to manage |
 //!
+//! # Ring setup and the driving thread
+//! The ring asks for `SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL` and falls
+//! back to `COOP_TASKRUN | SUBMIT_ALL`, then to no flags, when the kernel
+//! refuses ([`RingFlags`], [`Driver::flags`]). With `DEFER_TASKRUN` the
+//! kernel posts completions only while the issuing thread waits in
+//! `io_uring_enter` with `IORING_ENTER_GETEVENTS`; every enter of `poll`
+//! carries it, also with a zero timeout. `SINGLE_ISSUER` binds the ring to
+//! one thread, so the ring is created `IORING_SETUP_R_DISABLED` and enabled
+//! (`IORING_REGISTER_ENABLE_RINGS`) by the first `poll`/`flush`/
+//! `flush_for_poll`: the thread that drives the driver is the issuer, even
+//! if another thread built it. Nothing is submitted before that (sockets
+//! added earlier are armed then). Probing the kernel's ops happens on a
+//! separate short-lived ring without flags.
+//!
+//! # One enter per loop
+//! `flush_for_poll` only writes SQEs; `poll` submits them in the same
+//! `io_uring_enter` that waits. The UDP sends carry `MSG_DONTWAIT`, so each
+//! completes (successfully or with an error) while that enter submits it and
+//! its CQE is already posted when the enter starts waiting; the enter
+//! therefore asks for one completion more than the number of such sends, and
+//! returns for a real event (a datagram, a wake, ...) or the timeout, not
+//! for its own sends. Their CQEs are reaped with the rest and only return
+//! send slots. CQEs already visible when `poll` starts (a `flush`'s sends)
+//! are reaped first without a syscall.
+//!
 //! # Memory the kernel touches
 //! Every pointer put into an SQE points into memory owned by the driver that
 //! is not moved, reused or freed until that op's final CQE is reaped:
-//! the buffer ring and its buffers (anonymous mmaps), each UDP socket's
-//! boxed `msghdr` template, boxed datagram send slots (out of the free list
-//! while in flight), each connection's read buffer and in-flight send
-//! vector (the connection is only removed when neither op is in flight) and
-//! the eventfd read buffer. `Drop` cancels everything and reaps the
-//! completions before freeing; if that does not finish, it leaks the memory
-//! rather than free it under the kernel.
+//! the buffer rings and their buffers (anonymous mmaps), each UDP socket's
+//! boxed `msghdr` template (a removed socket is dropped only once its
+//! receive has ended and no send naming its fd is queued or in flight),
+//! boxed datagram send slots (out of the free list while queued or in
+//! flight), each connection's read buffer and in-flight send vector (the
+//! connection is only removed when neither op is in flight) and the eventfd
+//! read buffer. `Drop` cancels everything and reaps the completions before
+//! freeing; if that does not finish, it leaks the memory rather than free it
+//! under the kernel. SQEs written but never submitted (a ring never enabled)
+//! are never read by the kernel.
 //!
 //! # Re-arming
 //! A multishot op that ends (a CQE without `IORING_CQE_F_MORE`: provided
-//! buffers ran out (`ENOBUFS`), an error, or a cancellation because the
-//! submitting thread exited) is queued for re-arming at the start of the
-//! next `poll`, after the buffers of the batch went back to the ring.
-//! Listeners that hit a resource limit (`EMFILE`, ...) rest 100 ms first.
+//! buffers ran out (`ENOBUFS`, counted in `DriverStats::buffers_exhausted`),
+//! an error, or a cancellation) is queued for re-arming at the start of the
+//! next `poll`, after the buffers of the batch went back to their ring, and
+//! the re-arm goes to the kernel in that poll's enter: a dry media ring costs
+//! one SQE per affected socket, no extra syscall. Listeners that hit a
+//! resource limit (`EMFILE`, ...) rest 100 ms first.
 
 use std::alloc::{self, Layout};
 use std::collections::HashMap;
@@ -46,8 +76,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::{
     ACCEPT_PAUSE, CloseReason, ConnId, Driver, DriverOptions, DriverStats, IoEvent, ListenerId,
-    PendingCloses, SOCKADDR_MAX, SendPool, SockId, Waker, accept_error_needs_pause,
-    sockaddr_from_bytes,
+    MAX_RING_BUFFERS, PendingCloses, RECVMSG_OUT_LEN, RingFlags, SOCKADDR_MAX, SendPool, Slots,
+    SockId, Waker, accept_error_needs_pause, sockaddr_from_bytes,
 };
 
 // user_data layout: kind in the top 8 bits, an index or ConnId below.
@@ -59,19 +89,22 @@ const K_CONN_SEND: u64 = 5;
 const K_WAKE: u64 = 6;
 const K_CANCEL: u64 = 7;
 const K_PROBE: u64 = 8;
+const K_MEDIA_RECV: u64 = 9;
+/// A datagram send re-issued without `MSG_DONTWAIT` after `EAGAIN`.
+const K_UDP_RESEND: u64 = 10;
 
 fn user_data(kind: u64, idx: u64) -> u64 {
     super::pack_tag(kind, idx)
 }
 
-/// Buffer group id of the UDP provided-buffer ring (one ring per io_uring).
-const BGID: u16 = 0;
+/// Buffer group of the SIP provided-buffer ring.
+const BGID_SIP: u16 = 0;
+/// Buffer group of the media provided-buffer ring.
+const BGID_MEDIA: u16 = 1;
 /// CQEs copied out of the completion ring per round.
 const CQE_CHUNK: usize = 256;
 /// Rounds of CQE draining per `poll`, so a flood cannot starve timers.
 const DRAIN_ROUNDS: usize = 8;
-/// Bytes of `struct io_uring_recvmsg_out` that precede the name in a buffer.
-const RECVMSG_OUT_LEN: usize = 16;
 
 /// The kernel's `struct io_uring_buf` (16 bytes). The ring tail lives in the
 /// `resv` field of entry 0, so entries are written field by field through raw
@@ -257,9 +290,24 @@ fn recv_template() -> libc::msghdr {
 struct Sq {
     ring: IoUring,
     inflight: usize,
+    /// `io_uring_enter` calls made (`DriverStats::syscalls`).
+    enters: u64,
+    /// `MSG_DONTWAIT` datagram sends pushed since the last enter. Each
+    /// completes while the enter that submits it runs, so that enter waits
+    /// for this many CQEs more than the one it is after.
+    inline_sends: u32,
 }
 
 impl Sq {
+    fn new(ring: IoUring) -> Self {
+        Sq {
+            ring,
+            inflight: 0,
+            enters: 0,
+            inline_sends: 0,
+        }
+    }
+
     /// Push one SQE, submitting first if the queue is full.
     ///
     /// # Safety
@@ -272,40 +320,59 @@ impl Sq {
                 self.inflight += 1;
                 return Ok(());
             }
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(err) if is_transient(&err) => {}
-                Err(err) => return Err(err),
-            }
+            self.submit()?;
         }
         Err(io::Error::other("io_uring submission queue stays full"))
     }
 
+    /// [`Sq::push`] for a datagram send with `MSG_DONTWAIT`, which completes
+    /// during the enter that submits it.
+    ///
+    /// # Safety
+    /// As for [`Sq::push`].
+    unsafe fn push_inline_send(&mut self, e: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.push(e)? };
+        self.inline_sends += 1;
+        Ok(())
+    }
+
+    /// Submit what is queued, without waiting.
     fn submit(&mut self) -> io::Result<()> {
         if self.ring.submission().is_empty() {
             return Ok(());
         }
-        match self.ring.submit() {
+        self.enters += 1;
+        let r = self.ring.submit();
+        // If the kernel took fewer than all, undercounting is harmless (one
+        // early return from a wait); overcounting could make a wait too long.
+        self.inline_sends = 0;
+        match r {
             Ok(_) => Ok(()),
             Err(e) if is_transient(&e) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(ring_error(e)),
         }
     }
 
-    /// Submit and wait for at least one completion or the timeout.
+    /// Submit and wait (always with `IORING_ENTER_GETEVENTS`, which
+    /// `DEFER_TASKRUN` needs to post completions) for one completion beyond
+    /// the queued inline sends, or the timeout.
     fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        self.enters += 1;
+        let want = 1 + self.inline_sends as usize;
+        self.inline_sends = 0;
         let r = match wait {
-            None => self.ring.submit_and_wait(1),
+            None => self.ring.submit_and_wait(want),
             Some(d) => {
                 let ts = types::Timespec::from(d);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submitter().submit_with_args(want, &args)
             }
         };
         match r {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) || is_transient(&e) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(ring_error(e)),
         }
     }
 }
@@ -318,15 +385,42 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
+/// Explain `EEXIST`, the kernel's answer to a second thread on a
+/// `SINGLE_ISSUER` ring.
+fn ring_error(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        io::Error::new(
+            e.kind(),
+            "io_uring driver used from a thread other than the one that drives it \
+             (one thread drives a driver)",
+        )
+    } else {
+        e
+    }
+}
+
 struct UdpSock {
     sock: UdpSocket,
     /// Boxed: its address is in the armed multishot recvmsg SQE.
     msg: Box<libc::msghdr>,
+    /// Receives into the media ring (else the SIP ring).
+    media: bool,
     armed: bool,
     /// Consecutive receive ops that ended in an unexpected error without
     /// delivering anything; past `MAX_UDP_FAILS` the socket is given up
     /// (logged) instead of re-armed in a busy loop.
     fails: u8,
+    /// `remove_udp` was called: nothing more is reported, and the socket is
+    /// dropped once `idle`.
+    removing: bool,
+    /// Datagram sends naming this socket's fd, queued or in flight.
+    sends: u32,
+}
+
+impl UdpSock {
+    fn idle(&self) -> bool {
+        !self.armed && self.sends == 0
+    }
 }
 
 const MAX_UDP_FAILS: u8 = 16;
@@ -364,20 +458,24 @@ impl Conn {
 /// The io_uring driver. See the module docs.
 pub struct UringDriver {
     sq: Sq,
-    bufs: ManuallyDrop<BufRing>,
+    flags: RingFlags,
+    /// Created `R_DISABLED` and not enabled yet: nothing was submitted.
+    disabled: bool,
+    sip_bufs: ManuallyDrop<BufRing>,
+    media_bufs: ManuallyDrop<BufRing>,
     pool: ManuallyDrop<SendPool>,
     wake_buf: ManuallyDrop<RawBuf>,
-    probe_msg: Option<Box<libc::msghdr>>,
-    udp: Vec<UdpSock>,
+    udp: Slots<UdpSock>,
     listeners: Vec<Listener>,
     paused_listeners: usize,
     conns: HashMap<ConnId, Conn>,
     next_conn: u64,
-    /// Datagram slots queued by `send_to`, pushed as SQEs by `flush`.
+    /// Datagram slots queued by `send_to`, pushed as SQEs by `flush*`.
     udp_queue: Vec<u32>,
     /// Connections with new bytes in `queued`.
     dirty: Vec<ConnId>,
     closed: PendingCloses,
+    /// UDP sockets to arm: new ones and those whose multishot receive ended.
     rearm_udp: Vec<u16>,
     rearm_listeners: Vec<u16>,
     wake_fd: Arc<OwnedFd>,
@@ -388,19 +486,24 @@ pub struct UringDriver {
 }
 
 // SAFETY: the raw pointers inside (mmaps, RawBufs, msghdr templates, send
-// slots) point to memory owned exclusively by this driver, and an io_uring
-// without IORING_SETUP_SINGLE_ISSUER may be driven from any thread. Ops
-// cancelled because the thread that submitted them exited come back as
-// ECANCELED and are re-armed.
+// slots) point to memory owned exclusively by this driver. The ring may be
+// moved to another thread before it is enabled (nothing was submitted); once
+// enabled, a SINGLE_ISSUER ring refuses other threads (EEXIST, reported as
+// an error, never memory unsafety), and rings without it may be driven from
+// any thread (ops cancelled because their submitting thread exited come back
+// as ECANCELED and are re-armed).
 unsafe impl Send for UringDriver {}
 
 impl UringDriver {
-    /// Set up the ring, register the provided-buffer ring and probe every op
-    /// the driver needs. Fails (so `open(Auto)` falls back) when the kernel
-    /// or a seccomp policy lacks any of them.
+    /// Probe every op the driver needs, set up the ring (with the strongest
+    /// [`RingFlags`] the kernel accepts, up to `opts.max_ring_flags`) and
+    /// register the SIP and media provided-buffer rings. Fails (so
+    /// `open(Auto)` falls back) when the kernel or a seccomp policy lacks any
+    /// of them.
     pub fn new(opts: &DriverOptions) -> io::Result<Self> {
         opts.validate()?;
-        let ring = build_ring(opts.ring_entries)?;
+        probe_kernel()?;
+        let (ring, flags) = build_ring(opts.ring_entries, opts.max_ring_flags)?;
         let params = ring.params();
         if !params.is_feature_ext_arg() {
             return Err(unsupported("IORING_FEAT_EXT_ARG (Linux 5.11)"));
@@ -408,40 +511,34 @@ impl UringDriver {
         if !params.is_feature_nodrop() {
             return Err(unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
         }
-        let mut probe = io_uring::Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        for (code, name) in [
-            (opcode::RecvMsg::CODE, "RECVMSG"),
-            (opcode::SendMsg::CODE, "SENDMSG"),
-            (opcode::Accept::CODE, "ACCEPT"),
-            (opcode::Recv::CODE, "RECV"),
-            (opcode::Send::CODE, "SEND"),
-            (opcode::Read::CODE, "READ"),
-            (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-        ] {
-            if !probe.is_supported(code) {
-                return Err(unsupported(name));
-            }
-        }
 
-        let nbufs = (opts.batch * 4).clamp(32, 32768).next_power_of_two();
-        // invariant: clamped to 32768 above, which fits u16.
-        let nbufs = u16::try_from(nbufs).expect("buffer count fits u16");
+        let sip_n = (opts.batch * 4)
+            .clamp(32, MAX_RING_BUFFERS)
+            .next_power_of_two();
         // invariant: validated max_datagram ≤ 1 MiB, so the sum fits u32.
-        let buf_len = u32::try_from(RECVMSG_OUT_LEN + SOCKADDR_MAX + opts.max_datagram)
+        let sip_len = u32::try_from(RECVMSG_OUT_LEN + SOCKADDR_MAX + opts.max_datagram)
             .expect("buffer length fits u32");
-        let bufs = BufRing::new(nbufs, buf_len)?;
+        let media_n = opts.media_buffers.next_power_of_two().min(MAX_RING_BUFFERS);
+        // invariant: validated media_buffer_len ≤ 65536.
+        let media_len = u32::try_from(opts.media_buffer_len).expect("buffer length fits u32");
+        // invariant: both counts are clamped to MAX_RING_BUFFERS = 2^15.
+        let sip_n = u16::try_from(sip_n).expect("buffer count fits u16");
+        let media_n = u16::try_from(media_n).expect("buffer count fits u16");
+        let sip_bufs = BufRing::new(sip_n, sip_len)?;
+        let media_bufs = BufRing::new(media_n, media_len)?;
         let wake =
             nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)?;
         let wake_fd: OwnedFd = wake.into();
 
-        let mut d = UringDriver {
-            sq: Sq { ring, inflight: 0 },
-            bufs: ManuallyDrop::new(bufs),
+        let d = UringDriver {
+            sq: Sq::new(ring),
+            flags,
+            disabled: flags == RingFlags::SingleIssuerDeferTaskrun,
+            sip_bufs: ManuallyDrop::new(sip_bufs),
+            media_bufs: ManuallyDrop::new(media_bufs),
             pool: ManuallyDrop::new(SendPool::new()),
             wake_buf: ManuallyDrop::new(RawBuf::new(8)),
-            probe_msg: None,
-            udp: Vec::new(),
+            udp: Slots::new(),
             listeners: Vec::new(),
             paused_listeners: 0,
             conns: HashMap::new(),
@@ -457,74 +554,45 @@ impl UringDriver {
             opts: opts.clone(),
             stats: DriverStats::default(),
         };
-        // SAFETY: the ring mapping lives in `d.bufs` until Drop, which
-        // unregisters it before freeing (or leaks it if ops are stuck).
-        unsafe {
-            d.sq.ring.submitter().register_buf_ring_with_flags(
-                d.bufs.ring.ptr.as_ptr() as u64,
-                nbufs,
-                BGID,
-                0,
-            )
+        for (br, n, bgid) in [
+            (&d.sip_bufs, sip_n, BGID_SIP),
+            (&d.media_bufs, media_n, BGID_MEDIA),
+        ] {
+            // SAFETY: the ring mapping lives in `d` until Drop, which
+            // unregisters it before freeing (or leaks it if ops are stuck).
+            unsafe {
+                d.sq.ring.submitter().register_buf_ring_with_flags(
+                    br.ring.ptr.as_ptr() as u64,
+                    n,
+                    bgid,
+                    0,
+                )
+            }
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("provided buffer ring (Linux 5.19): {e}"))
+            })?;
         }
-        .map_err(|e| io::Error::new(e.kind(), format!("provided buffer ring (Linux 5.19): {e}")))?;
-        d.probe_multishot_recvmsg()?;
-        d.arm_wake()?;
-        d.sq.submit()?;
+        tracing::debug!(flags = flags.as_str(), "io_uring ring set up");
         Ok(d)
     }
 
-    /// Arm a multishot recvmsg on an unbound UDP socket (which never
-    /// receives) and cancel it: `ECANCELED` means the kernel accepted it,
-    /// `EINVAL` means it predates multishot recvmsg (Linux 6.0).
-    fn probe_multishot_recvmsg(&mut self) -> io::Result<()> {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-        let msg: &libc::msghdr = self.probe_msg.insert(Box::new(recv_template()));
-        let probe_ud = user_data(K_PROBE, 0);
-        let recv = opcode::RecvMsgMulti::new(types::Fd(sock.as_raw_fd()), msg, BGID)
-            .build()
-            .user_data(probe_ud);
-        let cancel = opcode::AsyncCancel::new(probe_ud)
-            .build()
-            .user_data(user_data(K_CANCEL, 0));
-        // SAFETY: the msghdr is boxed in `self.probe_msg`, which lives until
-        // Drop has reaped (or leaked past) every op. The socket never
-        // receives, so no provided buffer is consumed; the cancel op
-        // references no memory.
-        unsafe {
-            self.sq.push(&recv)?;
-            self.sq.push(&cancel)?;
+    /// The ring flags this driver got.
+    pub fn ring_flags(&self) -> RingFlags {
+        self.flags
+    }
+
+    /// Enable a ring created `R_DISABLED`: the calling thread becomes its
+    /// issuer. Called by everything that may submit.
+    fn enable(&mut self) -> io::Result<()> {
+        if self.disabled {
+            self.sq
+                .ring
+                .submitter()
+                .register_enable_rings()
+                .map_err(ring_error)?;
+            self.disabled = false;
         }
-        let mut result = None;
-        for _ in 0..20 {
-            self.sq.enter(Some(Duration::from_millis(50)))?;
-            for cqe in self.sq.ring.completion() {
-                if !cqueue::more(cqe.flags()) {
-                    self.sq.inflight = self.sq.inflight.saturating_sub(1);
-                }
-                if cqe.user_data() == probe_ud && !cqueue::more(cqe.flags()) {
-                    result = Some(cqe.result());
-                }
-            }
-            if self.sq.inflight == 0 {
-                break;
-            }
-        }
-        drop(sock);
-        match result {
-            Some(r) if r == -libc::ECANCELED => Ok(()),
-            Some(r) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "multishot RECVMSG (Linux 6.0) probe failed: {}",
-                    io::Error::from_raw_os_error(-r)
-                ),
-            )),
-            None => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "multishot RECVMSG probe did not complete",
-            )),
-        }
+        Ok(())
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
@@ -543,18 +611,24 @@ impl UringDriver {
     }
 
     fn arm_udp(&mut self, idx: u16) -> io::Result<()> {
-        let Some(u) = self.udp.get_mut(usize::from(idx)) else {
+        let Some(u) = self.udp.get_mut(idx) else {
             return Ok(());
         };
-        if u.armed {
+        if u.armed || u.removing {
             return Ok(());
         }
-        let e = opcode::RecvMsgMulti::new(types::Fd(u.sock.as_raw_fd()), &*u.msg, BGID)
+        let (kind, bgid) = if u.media {
+            (K_MEDIA_RECV, BGID_MEDIA)
+        } else {
+            (K_UDP_RECV, BGID_SIP)
+        };
+        let e = opcode::RecvMsgMulti::new(types::Fd(u.sock.as_raw_fd()), &*u.msg, bgid)
             .build()
-            .user_data(user_data(K_UDP_RECV, u64::from(idx)));
-        // SAFETY: the msghdr template is boxed in the socket entry; sockets
-        // are never removed, so it lives until Drop reaps this op. Received
-        // data goes to provided buffers (see BufRing).
+            .user_data(user_data(kind, u64::from(idx)));
+        // SAFETY: the msghdr template is boxed in the socket entry, which is
+        // dropped only when `armed` is false again, i.e. after this op's
+        // final CQE (or after Drop reaped every op). Received data goes to
+        // provided buffers (see BufRing).
         unsafe { self.sq.push(&e)? };
         u.armed = true;
         Ok(())
@@ -577,13 +651,17 @@ impl UringDriver {
         Ok(())
     }
 
-    /// Re-arm ops that ended, and listeners whose rest is over.
+    /// Arm new sockets, re-arm ops that ended, and listeners whose rest is
+    /// over. Only pushes SQEs; the next enter submits them.
     fn rearm(&mut self) -> io::Result<()> {
         if !self.wake_armed {
             self.arm_wake()?;
         }
         while let Some(i) = self.rearm_udp.pop() {
-            self.arm_udp(i)?;
+            if let Err(e) = self.arm_udp(i) {
+                self.rearm_udp.push(i);
+                return Err(e);
+            }
         }
         while let Some(i) = self.rearm_listeners.pop() {
             self.arm_accept(i)?;
@@ -618,8 +696,87 @@ impl UringDriver {
         any
     }
 
-    /// Copy CQEs out in chunks and handle them; buffers go back to the ring
-    /// after each chunk.
+    fn add_udp_socket(&mut self, sock: UdpSocket, media: bool) -> io::Result<SockId> {
+        sock.set_nonblocking(true)?;
+        self.udp.next_index()?;
+        let idx = self.udp.insert(UdpSock {
+            sock,
+            msg: Box::new(recv_template()),
+            media,
+            armed: false,
+            fails: 0,
+            removing: false,
+            sends: 0,
+        });
+        // Armed by the next poll/flush, from the thread that drives the ring.
+        self.rearm_udp.push(idx);
+        Ok(SockId(idx))
+    }
+
+    /// Drop a removed socket (closing its fd) once nothing refers to it;
+    /// its id becomes reusable then.
+    fn reap_udp(&mut self, idx: u16) {
+        if self.udp.get(idx).is_some_and(|u| u.removing && u.idle()) {
+            self.udp.remove(idx);
+        }
+    }
+
+    /// Write an SQE for every queued datagram and every connection with new
+    /// bytes; submits only if the submission queue fills up.
+    fn push_sends(&mut self) -> io::Result<()> {
+        self.enable()?;
+        let mut queue = mem::take(&mut self.udp_queue);
+        let mut result = Ok(());
+        for (i, &slot) in queue.iter().enumerate() {
+            let s = self.pool.get_mut(slot);
+            // invariant: `sends` keeps the socket alive while a slot names it.
+            let Some(u) = self.udp.get(s.sock.0) else {
+                self.stats.send_errors += 1;
+                self.pool.release(slot);
+                continue;
+            };
+            let fd = u.sock.as_raw_fd();
+            let msg = s.prepare_msghdr();
+            let e = opcode::SendMsg::new(types::Fd(fd), msg)
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
+                .user_data(user_data(K_UDP_SEND, u64::from(slot)));
+            // SAFETY: the slot is boxed (stable address) and was taken off the
+            // free list by `send_to`; it returns there only when this op's CQE
+            // is reaped. Its msghdr/iovec point into the slot itself. The
+            // socket (whose fd the SQE names) is kept open while `sends` > 0.
+            if let Err(e) = unsafe { self.sq.push_inline_send(&e) } {
+                for &rest in &queue[i..] {
+                    self.stats.send_errors += 1;
+                    self.finish_send(rest);
+                }
+                result = Err(e);
+                break;
+            }
+        }
+        queue.clear();
+        self.udp_queue = queue;
+        result?;
+
+        let mut dirty = mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.closing || conn.send_busy || conn.queued.is_empty() {
+                continue;
+            }
+            mem::swap(&mut conn.queued, &mut conn.sending);
+            conn.sent = 0;
+            submit_conn_send(&mut self.sq, id, conn)?;
+        }
+        self.dirty = dirty;
+        Ok(())
+    }
+
+    /// Copy CQEs out in chunks and handle them; buffers go back to their
+    /// ring after each chunk.
     fn drain(&mut self, on: &mut dyn FnMut(IoEvent<'_>)) -> io::Result<()> {
         let mut first_err = None;
         for _ in 0..DRAIN_ROUNDS {
@@ -632,7 +789,8 @@ impl UringDriver {
                     first_err.get_or_insert(e);
                 }
             }
-            self.bufs.publish();
+            self.sip_bufs.publish();
+            self.media_bufs.publish();
             self.cqes = cqes;
             if n < CQE_CHUNK {
                 break;
@@ -642,25 +800,19 @@ impl UringDriver {
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry, on: &mut dyn FnMut(IoEvent<'_>)) -> io::Result<()> {
-        let ud = cqe.user_data();
         let res = cqe.result();
         let flags = cqe.flags();
         let more = cqueue::more(flags);
         if !more {
             self.sq.inflight = self.sq.inflight.saturating_sub(1);
         }
-        let (kind, idx) = super::unpack_tag(ud);
+        let (kind, idx) = super::unpack_tag(cqe.user_data());
         match kind {
             // invariant (all `as u16`/`as u32` below): indices were put into
             // user_data from u16/u32 values by this driver.
-            K_UDP_RECV => self.on_udp_recv(idx as u16, res, flags, more, on),
-            K_UDP_SEND => {
-                if res < 0 {
-                    self.stats.send_errors += 1;
-                    tracing::debug!(error = %io::Error::from_raw_os_error(-res), "datagram send failed");
-                }
-                self.pool.release(idx as u32);
-            }
+            K_UDP_SEND | K_UDP_RESEND => self.on_udp_send(kind, idx as u32, res),
+            K_MEDIA_RECV => self.on_udp_recv(true, idx as u16, res, flags, more, on),
+            K_UDP_RECV => self.on_udp_recv(false, idx as u16, res, flags, more, on),
             K_ACCEPT => return self.on_accept(idx as u16, res, more, on),
             K_CONN_RECV => return self.on_conn_recv(ConnId(idx), res, on),
             K_CONN_SEND => return self.on_conn_send(ConnId(idx), res, on),
@@ -677,27 +829,78 @@ impl UringDriver {
         Ok(())
     }
 
+    /// A datagram send finished: its slot goes back to the pool. A first
+    /// attempt the socket had no room for is re-issued once without
+    /// `MSG_DONTWAIT` (the kernel then waits for room, as a blocking send).
+    fn on_udp_send(&mut self, kind: u64, slot: u32, res: i32) {
+        if kind == K_UDP_SEND && res == -libc::EAGAIN && self.resend(slot).is_ok() {
+            return;
+        }
+        if res < 0 {
+            self.stats.send_errors += 1;
+            tracing::debug!(error = %io::Error::from_raw_os_error(-res), "datagram send failed");
+        }
+        self.finish_send(slot);
+    }
+
+    fn resend(&mut self, slot: u32) -> io::Result<()> {
+        let s = self.pool.get(slot);
+        let Some(u) = self.udp.get(s.sock.0) else {
+            return Err(io::Error::other("socket gone"));
+        };
+        let e = opcode::SendMsg::new(types::Fd(u.sock.as_raw_fd()), &s.msg)
+            .build()
+            .user_data(user_data(K_UDP_RESEND, u64::from(slot)));
+        // SAFETY: as in `push_sends`: the slot (whose msghdr still points at
+        // its own payload and address, untouched since) stays off the free
+        // list until this op's CQE, and `sends` keeps the socket open.
+        unsafe { self.sq.push(&e) }
+    }
+
+    /// Return a send slot and drop the socket's reference.
+    fn finish_send(&mut self, slot: u32) {
+        let sock = self.pool.get(slot).sock;
+        self.pool.release(slot);
+        if let Some(u) = self.udp.get_mut(sock.0) {
+            u.sends = u.sends.saturating_sub(1);
+            if u.removing && u.sends == 0 {
+                self.reap_udp(sock.0);
+            }
+        }
+    }
+
     fn on_udp_recv(
         &mut self,
-        sock: u16,
+        media: bool,
+        idx: u16,
         res: i32,
         flags: u32,
         more: bool,
         on: &mut dyn FnMut(IoEvent<'_>),
     ) {
-        if let (true, Some(u)) = (res > 0, self.udp.get_mut(usize::from(sock))) {
-            u.fails = 0;
-        }
+        let ring = if media {
+            &mut *self.media_bufs
+        } else {
+            &mut *self.sip_bufs
+        };
+        let Some(u) = self.udp.get_mut(idx) else {
+            // invariant: a socket outlives its receive op; be safe anyway.
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                ring.recycle(bid);
+            }
+            return;
+        };
         if let Some(bid) = cqueue::buffer_select(flags) {
-            if let (true, Some(u)) = (res > 0, self.udp.get(usize::from(sock))) {
+            if res > 0 && !u.removing {
+                u.fails = 0;
                 // SAFETY: the kernel filled `res` bytes of buffer `bid`, which
                 // is ours until `recycle` below, after the callback returned.
-                let buf = unsafe { self.bufs.data(bid, res as usize) };
+                let buf = unsafe { ring.data(bid, res as usize) };
                 match types::RecvMsgOut::parse(buf, &u.msg) {
                     Ok(out) if out.is_payload_truncated() => self.stats.dropped_truncated += 1,
                     Ok(out) => match sockaddr_from_bytes(out.name_data()) {
                         Some(src) => on(IoEvent::Datagram {
-                            sock: SockId(sock),
+                            sock: SockId(idx),
                             src,
                             data: out.payload_data(),
                         }),
@@ -708,30 +911,30 @@ impl UringDriver {
                     Err(()) => tracing::debug!(len = res, "malformed recvmsg multishot buffer"),
                 }
             }
-            self.bufs.recycle(bid);
+            ring.recycle(bid);
         }
         if more {
             return;
         }
-        let Some(u) = self.udp.get_mut(usize::from(sock)) else {
-            return;
-        };
         u.armed = false;
-        if res < 0
-            && !matches!(
-                -res,
-                libc::ENOBUFS | libc::ECANCELED | libc::EINTR | libc::EAGAIN
-            )
-        {
-            u.fails = u.fails.saturating_add(1);
-            let error = io::Error::from_raw_os_error(-res);
-            if u.fails >= MAX_UDP_FAILS {
-                tracing::error!(%error, sock, "UDP receive keeps failing; socket no longer read");
-                return;
-            }
-            tracing::warn!(%error, sock, "UDP receive ended with an error; re-arming");
+        if u.removing {
+            self.reap_udp(idx);
+            return;
         }
-        self.rearm_udp.push(sock);
+        match -res {
+            libc::ENOBUFS => self.stats.buffers_exhausted += 1,
+            e if res < 0 && !matches!(e, libc::ECANCELED | libc::EINTR | libc::EAGAIN) => {
+                u.fails = u.fails.saturating_add(1);
+                let error = io::Error::from_raw_os_error(e);
+                if u.fails >= MAX_UDP_FAILS {
+                    tracing::error!(%error, sock = idx, "UDP receive keeps failing; socket no longer read");
+                    return;
+                }
+                tracing::warn!(%error, sock = idx, "UDP receive ended with an error; re-arming");
+            }
+            _ => {}
+        }
+        self.rearm_udp.push(idx);
     }
 
     fn on_accept(
@@ -908,6 +1111,15 @@ impl UringDriver {
 
     /// Wait for in-flight ops to finish after cancelling them; true when none is left.
     fn quiesce(&mut self) -> bool {
+        if self.disabled {
+            // Never enabled: no SQE was ever submitted.
+            return true;
+        }
+        // SQEs a `flush_for_poll` left go first, so those datagrams leave.
+        let _ = self.sq.submit();
+        if self.sq.inflight == 0 {
+            return true;
+        }
         for conn in self.conns.values() {
             let _ = conn.stream.shutdown(Shutdown::Both);
         }
@@ -970,23 +1182,132 @@ fn submit_conn_send(sq: &mut Sq, id: ConnId, conn: &mut Conn) -> io::Result<()> 
     Ok(())
 }
 
-fn build_ring(entries: u32) -> io::Result<IoUring> {
-    let cq = entries.saturating_mul(4);
-    // COOP_TASKRUN (5.19) avoids IPIs for completions; SUBMIT_ALL (5.18)
-    // keeps submitting after one bad SQE. Retry plain on older kernels.
-    match IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_clamp()
-        .setup_coop_taskrun()
-        .setup_submit_all()
-        .build(entries)
-    {
-        Ok(r) => Ok(r),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
-            .setup_cqsize(cq)
-            .setup_clamp()
-            .build(entries),
-        Err(e) => Err(e),
+/// Build the ring with the strongest flags the kernel accepts, at most `max`.
+fn build_ring(entries: u32, max: RingFlags) -> io::Result<(IoUring, RingFlags)> {
+    choose_flags(max, |flags| {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(entries.saturating_mul(4)).setup_clamp();
+        match flags {
+            RingFlags::SingleIssuerDeferTaskrun => {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_r_disabled()
+                    .setup_submit_all();
+            }
+            RingFlags::CoopTaskrun => {
+                b.setup_coop_taskrun().setup_submit_all();
+            }
+            RingFlags::None => {}
+        }
+        b.build(entries)
+    })
+}
+
+/// Try `build` with each of [`RingFlags::FALLBACK`] not above `max`,
+/// strongest first, moving on only when the kernel says `EINVAL` (flags it
+/// does not know); any other error is returned as is.
+fn choose_flags<T>(
+    max: RingFlags,
+    mut build: impl FnMut(RingFlags) -> io::Result<T>,
+) -> io::Result<(T, RingFlags)> {
+    let mut refused = None;
+    for flags in RingFlags::FALLBACK.into_iter().filter(|&f| f <= max) {
+        match build(flags) {
+            Ok(t) => return Ok((t, flags)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(
+                    flags = flags.as_str(),
+                    "io_uring refused these setup flags; trying weaker ones"
+                );
+                refused = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(refused.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+/// Check, on a short-lived ring without flags, that the kernel has every op
+/// the driver uses, provided-buffer rings and multishot recvmsg: arm one on
+/// an unbound UDP socket (which never receives) and cancel it; `ECANCELED`
+/// means the kernel accepted it, `EINVAL` that it predates multishot recvmsg
+/// (Linux 6.0).
+fn probe_kernel() -> io::Result<()> {
+    let ring = IoUring::builder().build(8)?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (opcode::RecvMsg::CODE, "RECVMSG"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::Accept::CODE, "ACCEPT"),
+        (opcode::Recv::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::Read::CODE, "READ"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(unsupported(name));
+        }
+    }
+    let bufs = BufRing::new(1, 64)?;
+    // SAFETY: `bufs` outlives the ring: it is dropped after it below, or
+    // leaked if the probe op could not be reaped.
+    unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(bufs.ring.ptr.as_ptr() as u64, 1, BGID_SIP, 0)
+    }
+    .map_err(|e| io::Error::new(e.kind(), format!("provided buffer ring (Linux 5.19): {e}")))?;
+    let mut sq = Sq::new(ring);
+    let msg = Box::new(recv_template());
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let probe_ud = user_data(K_PROBE, 0);
+    let recv = opcode::RecvMsgMulti::new(types::Fd(sock.as_raw_fd()), &*msg, BGID_SIP)
+        .build()
+        .user_data(probe_ud);
+    let cancel = opcode::AsyncCancel::new(probe_ud)
+        .build()
+        .user_data(user_data(K_CANCEL, 0));
+    // SAFETY: `msg` and `bufs` live until the op is reaped or are leaked
+    // below; the socket never receives, so no buffer is consumed; the cancel
+    // op references no memory.
+    unsafe {
+        sq.push(&recv)?;
+        sq.push(&cancel)?;
+    }
+    let mut result = None;
+    for _ in 0..20 {
+        sq.enter(Some(Duration::from_millis(50)))?;
+        for cqe in sq.ring.completion() {
+            if !cqueue::more(cqe.flags()) {
+                sq.inflight = sq.inflight.saturating_sub(1);
+            }
+            if cqe.user_data() == probe_ud && !cqueue::more(cqe.flags()) {
+                result = Some(cqe.result());
+            }
+        }
+        if sq.inflight == 0 {
+            break;
+        }
+    }
+    if sq.inflight > 0 {
+        mem::forget(msg);
+        mem::forget(bufs);
+    }
+    drop(sq);
+    drop(sock);
+    match result {
+        Some(r) if r == -libc::ECANCELED => Ok(()),
+        Some(r) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "multishot RECVMSG (Linux 6.0) probe failed: {}",
+                io::Error::from_raw_os_error(-r)
+            ),
+        )),
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "multishot RECVMSG probe did not complete",
+        )),
     }
 }
 
@@ -999,18 +1320,38 @@ impl Driver for UringDriver {
         "io_uring"
     }
 
+    fn flags(&self) -> &'static str {
+        self.flags.as_str()
+    }
+
     fn add_udp(&mut self, sock: UdpSocket) -> io::Result<SockId> {
-        sock.set_nonblocking(true)?;
-        let idx =
-            u16::try_from(self.udp.len()).map_err(|_| io::Error::other("too many UDP sockets"))?;
-        self.udp.push(UdpSock {
-            sock,
-            msg: Box::new(recv_template()),
-            armed: false,
-            fails: 0,
-        });
-        self.arm_udp(idx)?;
-        Ok(SockId(idx))
+        self.add_udp_socket(sock, false)
+    }
+
+    fn add_media_udp(&mut self, sock: UdpSocket) -> io::Result<SockId> {
+        self.add_udp_socket(sock, true)
+    }
+
+    fn remove_udp(&mut self, sock: SockId) {
+        let Some(u) = self.udp.get_mut(sock.0) else {
+            return;
+        };
+        if u.removing {
+            return;
+        }
+        u.removing = true;
+        if u.armed {
+            let kind = if u.media { K_MEDIA_RECV } else { K_UDP_RECV };
+            let cancel = opcode::AsyncCancel::new(user_data(kind, u64::from(sock.0)))
+                .build()
+                .user_data(user_data(K_CANCEL, 0));
+            // SAFETY: a cancel op references no memory. (An armed receive
+            // means the ring is enabled, so pushing may submit.)
+            if let Err(e) = unsafe { self.sq.push(&cancel) } {
+                tracing::warn!(error = %e, sock = sock.0, "cannot cancel a removed socket's receive");
+            }
+        }
+        self.reap_udp(sock.0);
     }
 
     fn add_listener(&mut self, l: TcpListener) -> io::Result<ListenerId> {
@@ -1022,15 +1363,17 @@ impl Driver for UringDriver {
             armed: false,
             paused_until: None,
         });
-        self.arm_accept(idx)?;
+        // Armed by the next poll/flush, from the thread that drives the ring.
+        self.rearm_listeners.push(idx);
         Ok(ListenerId(idx))
     }
 
     fn send_to(&mut self, sock: SockId, dst: SocketAddr, data: &[u8]) {
-        if usize::from(sock.0) >= self.udp.len() {
+        let Some(u) = self.udp.get_mut(sock.0).filter(|u| !u.removing) else {
             self.stats.send_errors += 1;
             return;
-        }
+        };
+        u.sends += 1;
         let slot = self.pool.alloc(sock, &dst, data);
         self.udp_queue.push(slot);
     }
@@ -1062,51 +1405,13 @@ impl Driver for UringDriver {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let mut queue = mem::take(&mut self.udp_queue);
-        let mut result = Ok(());
-        for (i, &slot) in queue.iter().enumerate() {
-            let s = self.pool.get_mut(slot);
-            let Some(u) = self.udp.get(usize::from(s.sock.0)) else {
-                self.stats.send_errors += 1;
-                self.pool.release(slot);
-                continue;
-            };
-            let fd = u.sock.as_raw_fd();
-            let msg = s.prepare_msghdr();
-            let e = opcode::SendMsg::new(types::Fd(fd), msg)
-                .build()
-                .user_data(user_data(K_UDP_SEND, u64::from(slot)));
-            // SAFETY: the slot is boxed (stable address) and was taken off the
-            // free list by `send_to`; it returns there only when this op's CQE
-            // is reaped. Its msghdr/iovec point into the slot itself.
-            if let Err(e) = unsafe { self.sq.push(&e) } {
-                for &rest in &queue[i..] {
-                    self.stats.send_errors += 1;
-                    self.pool.release(rest);
-                }
-                result = Err(e);
-                break;
-            }
-        }
-        queue.clear();
-        self.udp_queue = queue;
-        result?;
-
-        let mut dirty = mem::take(&mut self.dirty);
-        for id in dirty.drain(..) {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            conn.dirty = false;
-            if conn.closing || conn.send_busy || conn.queued.is_empty() {
-                continue;
-            }
-            mem::swap(&mut conn.queued, &mut conn.sending);
-            conn.sent = 0;
-            submit_conn_send(&mut self.sq, id, conn)?;
-        }
-        self.dirty = dirty;
+        self.push_sends()?;
+        self.rearm()?;
         self.sq.submit()
+    }
+
+    fn flush_for_poll(&mut self) -> io::Result<()> {
+        self.push_sends()
     }
 
     fn poll(
@@ -1114,9 +1419,20 @@ impl Driver for UringDriver {
         timeout: Option<Duration>,
         on: &mut dyn FnMut(IoEvent<'_>),
     ) -> io::Result<()> {
-        let delivered = self.deliver_closed(on);
+        self.enable()?;
+        let mut ready = self.deliver_closed(on);
+        if !self.sq.ring.completion().is_empty() {
+            // Visible without a syscall: a `flush`'s send completions (reaped
+            // quietly) or what the last drain left of a flood.
+            let mut events = 0usize;
+            self.drain(&mut |ev| {
+                events += 1;
+                on(ev);
+            })?;
+            ready |= events > 0;
+        }
         self.rearm()?;
-        let wait = if delivered || !self.sq.ring.completion().is_empty() {
+        let wait = if ready {
             Some(Duration::ZERO)
         } else {
             match (timeout, self.next_pause_end()) {
@@ -1134,7 +1450,10 @@ impl Driver for UringDriver {
     }
 
     fn stats(&self) -> DriverStats {
-        self.stats
+        DriverStats {
+            syscalls: self.sq.enters,
+            ..self.stats
+        }
     }
 
     fn stream_backlog(&self, id: ConnId) -> Option<usize> {
@@ -1148,24 +1467,27 @@ impl Driver for UringDriver {
 impl Drop for UringDriver {
     fn drop(&mut self) {
         if self.quiesce() {
-            let _ = self.sq.ring.submitter().unregister_buf_ring(BGID);
+            for bgid in [BGID_SIP, BGID_MEDIA] {
+                let _ = self.sq.ring.submitter().unregister_buf_ring(bgid);
+            }
             // SAFETY: no op is in flight any more, so nothing references
             // these; they are dropped exactly once, here.
             unsafe {
-                ManuallyDrop::drop(&mut self.bufs);
+                ManuallyDrop::drop(&mut self.sip_bufs);
+                ManuallyDrop::drop(&mut self.media_bufs);
                 ManuallyDrop::drop(&mut self.pool);
                 ManuallyDrop::drop(&mut self.wake_buf);
             }
         } else {
             tracing::error!(
                 inflight = self.sq.inflight,
-                "io_uring ops did not finish on shutdown; leaking their buffers"
+                "io_uring ops did not finish on shutdown (or the driver was dropped by \
+                 a thread that does not drive it); leaking their buffers"
             );
             // The ManuallyDrop fields are simply not dropped; the rest of the
             // memory the kernel may still use is forgotten too.
             mem::forget(mem::take(&mut self.conns));
-            mem::forget(mem::take(&mut self.udp));
-            mem::forget(self.probe_msg.take());
+            mem::forget(mem::replace(&mut self.udp, Slots::new()));
         }
     }
 }
@@ -1174,6 +1496,11 @@ impl Drop for UringDriver {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::thread;
+
+    fn local(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
 
     /// Drop must cancel and reap every op (multishot recvmsg, multishot
     /// accept, eventfd read, a connection's recv and a send stuck on a full
@@ -1185,11 +1512,11 @@ mod tests {
             ..DriverOptions::default()
         };
         let mut d = UringDriver::new(&opts).expect("io_uring");
-        let sock =
-            super::super::bind_udp_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let sock = super::super::bind_udp_reuseport(local("127.0.0.1:0")).expect("bind");
         d.add_udp(sock).expect("add udp");
-        let l =
-            super::super::bind_tcp_reuseport("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let media = UdpSocket::bind("127.0.0.1:0").expect("bind media");
+        d.add_media_udp(media).expect("add media");
+        let l = super::super::bind_tcp_reuseport(local("127.0.0.1:0")).expect("listen");
         let target = l.local_addr().expect("addr");
         d.add_listener(l).expect("add listener");
         let mut client = TcpStream::connect(target).expect("connect");
@@ -1218,8 +1545,8 @@ mod tests {
                 .is_some_and(|c| c.send_busy && c.recv_busy)
         );
         assert!(
-            d.sq.inflight >= 5,
-            "udp, accept, wake, recv, send: {}",
+            d.sq.inflight >= 6,
+            "udp, media, accept, wake, recv, send: {}",
             d.sq.inflight
         );
         assert!(d.quiesce(), "ops still in flight: {}", d.sq.inflight);
@@ -1241,5 +1568,194 @@ mod tests {
         assert_eq!(bid, 2);
         assert_eq!(len, 100);
         assert_eq!(addr, br.bufs.ptr.as_ptr() as u64 + 2 * 128);
+    }
+
+    #[test]
+    fn ring_flags_fall_back_in_order_on_einval_only() {
+        use RingFlags::{CoopTaskrun as Coop, None as Plain, SingleIssuerDeferTaskrun as Defer};
+        // (ceiling asked for, strongest the kernel knows) → (got, tried)
+        for (max, kernel, got, tried) in [
+            (Defer, Defer, Defer, vec![Defer]),
+            (Defer, Coop, Coop, vec![Defer, Coop]),
+            (Defer, Plain, Plain, vec![Defer, Coop, Plain]),
+            (Coop, Defer, Coop, vec![Coop]),
+            (Plain, Defer, Plain, vec![Plain]),
+        ] {
+            let mut seen = Vec::new();
+            let (_, chosen) = choose_flags(max, |f| {
+                seen.push(f);
+                if f <= kernel {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EINVAL))
+                }
+            })
+            .expect("built");
+            assert_eq!(
+                (chosen, seen),
+                (got, tried),
+                "max {max:?}, kernel {kernel:?}"
+            );
+        }
+        let mut tried = Vec::new();
+        // Other errors are not a reason to fall back.
+        let err = choose_flags(RingFlags::SingleIssuerDeferTaskrun, |f| -> io::Result<()> {
+            tried.push(f);
+            Err(io::Error::from_raw_os_error(libc::ENOMEM))
+        })
+        .expect_err("refused");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+        assert_eq!(tried.len(), 1);
+        // Nothing accepted: the kernel's EINVAL.
+        let err = choose_flags(RingFlags::SingleIssuerDeferTaskrun, |_| -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        })
+        .expect_err("refused");
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn this_kernel_gets_single_issuer_and_defer_taskrun() {
+        let d = UringDriver::new(&DriverOptions::default()).expect("io_uring");
+        assert_eq!(d.ring_flags(), RingFlags::SingleIssuerDeferTaskrun);
+        assert_eq!(d.flags(), "single_issuer+defer_taskrun");
+        for max in [RingFlags::CoopTaskrun, RingFlags::None] {
+            let o = DriverOptions {
+                max_ring_flags: max,
+                ..DriverOptions::default()
+            };
+            assert_eq!(UringDriver::new(&o).expect("io_uring").ring_flags(), max);
+        }
+    }
+
+    /// The shard loop's shape: poll, answer, flush_for_poll, against a peer
+    /// that sends its next request only once it has the previous answer.
+    /// Each poll makes exactly one io_uring_enter, which submits the answer
+    /// and then waits for the next request: it does not return early for the
+    /// completion of its own send.
+    fn one_enter_per_loop(max: RingFlags) {
+        let o = DriverOptions {
+            max_ring_flags: max,
+            ..DriverOptions::default()
+        };
+        let mut d = UringDriver::new(&o).expect("io_uring");
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let target = sock.local_addr().expect("addr");
+        let id = d.add_media_udp(sock).expect("add");
+        const ROUNDS: u64 = 200;
+        let peer = thread::spawn(move || {
+            let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
+            peer.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut buf = [0u8; 64];
+            for i in 0..ROUNDS {
+                peer.send_to(format!("req {i}").as_bytes(), target)
+                    .expect("send");
+                let (n, from) = peer.recv_from(&mut buf).expect("answer");
+                assert_eq!((&buf[..n], from), (format!("req {i}").as_bytes(), target));
+            }
+        });
+        let mut got = Vec::new();
+        let mut enters = None;
+        for i in 0..ROUNDS {
+            d.poll(Some(Duration::from_secs(10)), &mut |ev| {
+                if let IoEvent::Datagram { sock, src, data } = ev {
+                    got.push((sock, src, data.to_vec()));
+                }
+            })
+            .expect("poll");
+            assert_eq!(
+                got.len(),
+                1,
+                "round {i}: each poll returns with the request"
+            );
+            let (sock, src, data) = got.pop().expect("request");
+            assert_eq!((sock, data), (id, format!("req {i}").into_bytes()));
+            d.send_to(sock, src, format!("req {i}").as_bytes());
+            d.flush_for_poll().expect("flush_for_poll");
+            // Count from the first answer on (the first poll also armed).
+            enters.get_or_insert(d.stats().syscalls);
+        }
+        d.flush().expect("flush");
+        peer.join().expect("peer");
+        let enters = d.stats().syscalls - enters.unwrap_or_default();
+        // ROUNDS - 1 polls, plus the final flush.
+        assert_eq!(enters, ROUNDS, "one enter per loop");
+        assert_eq!(d.stats().send_errors, 0);
+    }
+
+    #[test]
+    fn one_enter_per_loop_single_issuer_defer_taskrun() {
+        one_enter_per_loop(RingFlags::SingleIssuerDeferTaskrun);
+    }
+
+    #[test]
+    fn one_enter_per_loop_coop_taskrun() {
+        one_enter_per_loop(RingFlags::CoopTaskrun);
+    }
+
+    #[test]
+    fn one_enter_per_loop_no_flags() {
+        one_enter_per_loop(RingFlags::None);
+    }
+
+    /// A SINGLE_ISSUER ring belongs to the thread that first drove it; a
+    /// second thread gets a clear error (and its Drop leaks rather than
+    /// frees under the kernel).
+    #[test]
+    fn second_driving_thread_is_refused_on_a_single_issuer_ring() {
+        let mut d = UringDriver::new(&DriverOptions::default()).expect("io_uring");
+        d.add_media_udp(UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .expect("add");
+        d.poll(Some(Duration::ZERO), &mut |_| {}).expect("poll");
+        let err = thread::spawn(move || {
+            let e = d
+                .poll(Some(Duration::ZERO), &mut |_| {})
+                .expect_err("refused");
+            // Give the ring back to its thread for a clean drop.
+            (e, d)
+        })
+        .join()
+        .expect("second thread");
+        let (e, d) = err;
+        assert!(e.to_string().contains("one thread drives a driver"), "{e}");
+        drop(d);
+    }
+
+    /// The media ring running dry ends multishot receives with ENOBUFS; they
+    /// are re-armed and every datagram still arrives.
+    #[test]
+    fn dry_media_ring_counts_and_rearms() {
+        let o = DriverOptions {
+            media_buffers: 8,
+            ..DriverOptions::default()
+        };
+        let mut d = UringDriver::new(&o).expect("io_uring");
+        let mut targets = Vec::new();
+        for _ in 0..4 {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            targets.push(s.local_addr().expect("addr"));
+            d.add_media_udp(s).expect("add");
+        }
+        d.poll(Some(Duration::ZERO), &mut |_| {}).expect("arm");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
+        const N: usize = 400;
+        for i in 0..N {
+            peer.send_to(&[7u8; 100], targets[i % targets.len()])
+                .expect("send");
+        }
+        let mut got = 0;
+        let start = Instant::now();
+        while got < N {
+            assert!(start.elapsed() < Duration::from_secs(20), "got {got}");
+            d.poll(Some(Duration::from_millis(10)), &mut |ev| {
+                if matches!(ev, IoEvent::Datagram { .. }) {
+                    got += 1;
+                }
+            })
+            .expect("poll");
+        }
+        assert_eq!(got, N);
+        assert!(d.stats().buffers_exhausted > 0, "{:?}", d.stats());
     }
 }
