@@ -466,10 +466,19 @@ fn shard_main(
     let setup = || -> Result<(Box<dyn driver::Driver>, Shard), ShellError> {
         pin(ctx.cpu)
             .map_err(|e| io(format!("cannot pin to CPU {}", ctx.cpu))(std::io::Error::from(e)))?;
+        let media_ports = port_slice(
+            ctx.cfg.media.rtp_ports.low,
+            ctx.cfg.media.rtp_ports.high,
+            id,
+            ctx.shards,
+        );
         let opts = DriverOptions {
             batch: ctx.cfg.shell.batch,
             ring_entries: ctx.cfg.shell.ring_entries,
             max_datagram: ctx.cfg.sip.max_message_bytes.max(1),
+            // 4 receive buffers per media socket (two per pair of the
+            // shard's slice), within what one buffer ring holds.
+            media_buffers: (8 * usize::from(media_ports.1)).clamp(4096, 32768),
             ..DriverOptions::default()
         };
         let mut drv =
@@ -488,12 +497,7 @@ fn shard_main(
             max_message_bytes: ctx.cfg.sip.max_message_bytes,
             drain_timeout: ctx.cfg.shell.drain_timeout,
             media_ip: media_ip(&ctx.cfg),
-            media_ports: port_slice(
-                ctx.cfg.media.rtp_ports.low,
-                ctx.cfg.media.rtp_ports.high,
-                id,
-                ctx.shards,
-            ),
+            media_ports,
         };
         let mut shard = Shard::new(
             ShardId(id),

@@ -390,7 +390,8 @@ impl Shard {
                     continue;
                 }
             };
-            let (Ok(rtp), Ok(rtcp)) = (driver.add_udp(rtp), driver.add_udp(rtcp)) else {
+            let (Ok(rtp), Ok(rtcp)) = (driver.add_media_udp(rtp), driver.add_media_udp(rtcp))
+            else {
                 tracing::warn!(port, "cannot register an RTP socket with the driver");
                 continue;
             };
