@@ -618,8 +618,7 @@ impl Phone {
 
 impl Drop for Phone {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_tshark(&mut self.child);
     }
 }
 
@@ -689,8 +688,7 @@ impl Capture {
                 Some(Ok(l)) if l.contains("Capturing on") => break,
                 Some(Ok(l)) => said.push(l),
                 _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    common::stop_tshark(&mut child);
                     panic!("tshark did not start capturing: {}", said.join("\n"));
                 }
             }
@@ -731,16 +729,14 @@ impl Capture {
             }
             frames.push(f);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_tshark(&mut self.child);
         frames
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_tshark(&mut self.child);
     }
 }
 

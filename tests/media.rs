@@ -47,7 +47,7 @@ impl RtpCapture {
                 Some(Ok(l)) if l.contains("Capturing on") => break,
                 Some(Ok(l)) => said.push(l),
                 _ => {
-                    let _ = child.kill();
+                    common::stop_tshark(&mut child);
                     panic!("tshark did not start capturing: {}", said.join("\n"));
                 }
             }
@@ -78,8 +78,7 @@ impl RtpCapture {
 
 impl Drop for RtpCapture {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_tshark(&mut self.child);
     }
 }
 

@@ -148,8 +148,7 @@ fn tshark_finds_no_malformed_sip() {
             break;
         }
     }
-    let _ = cap.kill();
-    let _ = cap.wait();
+    common::stop_tshark(&mut cap);
     let stopped = a.stop();
 
     let malformed: Vec<&Vec<String>> = frames

@@ -337,6 +337,9 @@ pub struct MediaConfig {
     pub hold_timeout: Duration,
     /// `transcode`: offer callees the codecs we can transcode.
     pub transcode: bool,
+    /// `inband_dtmf`: detect DTMF tones in the audio of legs without
+    /// telephone-event.
+    pub inband_dtmf: bool,
 }
 
 impl Default for MediaConfig {
@@ -350,6 +353,7 @@ impl Default for MediaConfig {
             rtp_timeout: Duration::from_secs(60),
             hold_timeout: Duration::from_secs(3600),
             transcode: true,
+            inband_dtmf: false,
         }
     }
 }

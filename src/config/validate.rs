@@ -861,6 +861,7 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
             "rtp_timeout_s",
             "hold_timeout_s",
             "transcode",
+            "inband_dtmf",
         ],
     );
     let rtp_ports = match s.string(p, "rtp_ports") {
@@ -889,6 +890,7 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
     let rtp_timeout = s.secs(p, "rtp_timeout_s", 5, 86_400, d.rtp_timeout);
     let hold_timeout = s.secs(p, "hold_timeout_s", 5, 7 * 86_400, d.hold_timeout);
     let transcode = s.boolean(p, "transcode").unwrap_or(d.transcode);
+    let inband_dtmf = s.boolean(p, "inband_dtmf").unwrap_or(d.inband_dtmf);
     s.finish(p);
     MediaConfig {
         rtp_ports,
@@ -896,6 +898,7 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
         rtp_timeout,
         hold_timeout,
         transcode,
+        inband_dtmf,
     }
 }
 

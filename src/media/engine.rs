@@ -79,6 +79,9 @@ pub struct MediaConfig {
     pub hold_timeout: Duration,
     /// Offer the codecs we can transcode to callees.
     pub transcode: bool,
+    /// Listen for in-band DTMF on legs without telephone-event (decodes
+    /// every packet of such legs: about 2 µs each).
+    pub inband_dtmf: bool,
     /// Seed for SSRCs and SDP session ids.
     pub seed: u64,
     /// The shard: recording ids carry it, so they are unique across shards.
@@ -93,6 +96,7 @@ impl MediaConfig {
             rtp_timeout: Duration::from_secs(60),
             hold_timeout: Duration::from_secs(3600),
             transcode: true,
+            inband_dtmf: true,
             seed: 11,
             shard: 0,
         }
@@ -338,6 +342,8 @@ pub struct MediaEngine {
     pcm: Box<[i16; MAX_SAMPLES]>,
     /// Recorded bytes of one flush.
     chunk: Vec<u8>,
+    /// Legs with a transcoder.
+    transcoding: usize,
 }
 
 /// Recorded audio handed to the writer per chunk: 1 s (stereo, 16-bit).
@@ -364,6 +370,7 @@ impl MediaEngine {
             rec_ops: VecDeque::new(),
             pcm: Box::new([0; MAX_SAMPLES]),
             chunk: vec![0; CHUNK_BYTES],
+            transcoding: 0,
         }
     }
 
@@ -520,6 +527,7 @@ impl MediaEngine {
         if self.leg(id).is_none() {
             return;
         }
+        self.set_transcode(id, None);
         let Some(leg) = self.legs[id.idx as usize].take() else {
             return;
         };
@@ -657,11 +665,8 @@ impl MediaEngine {
                 bridge(&agreement.offerer, &agreement.answerer, ptime(&tr), t_ssrc),
             )
         };
-        if let Some(f) = self.leg_mut(from) {
-            f.transcode = f_tc;
-        }
-        if let Some(t) = self.leg_mut(to) {
-            t.transcode = t_tc;
+        for (id, tc) in [(from, f_tc), (to, t_tc)] {
+            self.set_transcode(id, tc);
         }
         Ok(Bytes::from(out))
     }
@@ -702,9 +707,10 @@ impl MediaEngine {
     /// Gives a leg a decoder when it feeds a recording (and drops it when
     /// it does not), for the voice codec it now sends.
     fn refresh_decoders(&mut self, id: LegId) {
+        let listen = self.cfg.inband_dtmf;
         let Some(l) = self.leg_mut(id) else { return };
         // In-band DTMF is listened for when the leg has no telephone-event.
-        let inband = l.event_pt.is_none() && l.voice.is_some_and(|(_, k)| k.is_some());
+        let inband = listen && l.event_pt.is_none() && l.voice.is_some_and(|(_, k)| k.is_some());
         if inband != l.inband.is_some() {
             l.inband = inband.then(|| Box::new(InbandDetector::new()));
         }
@@ -1013,7 +1019,16 @@ impl MediaEngine {
     /// Whether a leg needs [`MediaEngine::tick`] every
     /// [`TICK`] (it is transcoded).
     pub fn wants_tick(&self) -> bool {
-        self.legs.iter().flatten().any(|l| l.transcode.is_some())
+        self.transcoding > 0
+    }
+
+    /// Sets (or clears) a leg's transcoder, keeping the count.
+    fn set_transcode(&mut self, id: LegId, tc: Option<Box<Transcode>>) {
+        let Some(l) = self.leg_mut(id) else { return };
+        let before = l.transcode.is_some();
+        let after = tc.is_some();
+        l.transcode = tc;
+        self.transcoding = self.transcoding + usize::from(after) - usize::from(before);
     }
 
     /// Plays the transcoded legs' due frames to their peers.

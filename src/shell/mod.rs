@@ -178,6 +178,7 @@ fn endpoint_config(
                 rtp_timeout: cfg.media.rtp_timeout,
                 hold_timeout: cfg.media.hold_timeout,
                 transcode: cfg.media.transcode,
+                inband_dtmf: cfg.media.inband_dtmf,
                 seed: seed.rotate_left(29),
                 shard,
             },

@@ -1741,3 +1741,17 @@ pub fn wav_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Stops a tshark child so that its capture child (dumpcap) goes too:
+/// SIGTERM lets tshark stop dumpcap and exit; SIGKILL of tshark alone
+/// would leave dumpcap capturing on `lo` (slowing every later test and
+/// benchmark on the box).
+pub fn stop_tshark(child: &mut Child) {
+    // invariant: a child's pid fits i32.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if wait_child(child, Instant::now() + Duration::from_secs(10)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
