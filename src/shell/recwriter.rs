@@ -10,8 +10,8 @@
 //! has said it is about to sleep, writes its eventfd (one `write(2)`, no
 //! userspace lock). A full queue makes `submit` return `false` and counts the
 //! op in [`RecCounters::dropped_ops`]; the call goes on. The writer thread
-//! drains the queue in batches, writes them, then lingers
-//! ([`RecConfig::linger`]) so the next batch gathers without waking it.
+//! drains the queue in batches, writes them and, when the queue is empty,
+//! lingers ([`RecConfig::linger`]) so the next batch gathers without a wake.
 //! [`RecordingWriter::stop`] drains everything queued, finishes the
 //! recordings still open and joins the thread.
 //!
@@ -365,7 +365,8 @@ fn run<F>(
         let headers = book.handle_written(done);
         let done = exec(&book, headers);
         book.handle_headers_written(done);
-        if !linger.is_zero() && !shared.stop.load(Ordering::Relaxed) {
+        // A backlog is written at once; otherwise let the next batch gather.
+        if !linger.is_zero() && shared.queue.is_empty() && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(linger);
         }
     }
