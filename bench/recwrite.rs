@@ -1,4 +1,5 @@
-//! Recording writes: which backend should the recording writer thread use?
+//! Recording writes: what the recording writer costs a shard and its own
+//! thread.
 //!
 //! Simulates N concurrent recordings, each producing 32000 bytes per second
 //! of stereo PCM (8 kHz × 16 bit × 2) in chunks of `--chunk` bytes (640 =
@@ -33,14 +34,18 @@
 //!   left out):
 //!   what a shard pays for the queue push, the fence, and the eventfd write
 //!   when the writer sleeps.
-//! * **writer ms/MB** — process CPU (CLOCK_PROCESS_CPUTIME_ID, which includes
-//!   io_uring's io-wq workers) minus the producer thread's, per MB (10^6
+//! * **writer ms/MB** — process CPU (CLOCK_PROCESS_CPUTIME_ID, which would
+//!   include io_uring's io-wq workers) minus the producer thread's, per MB (10^6
 //!   bytes) of audio. Disk write-back by the kernel's flusher threads is not
-//!   in it (it is the same for both backends).
+//!   in it.
 //! * **writer µs/open** — the same, for the Opens, which are submitted
 //!   first and waited for (file, directory check, journal entry, header);
 //!   they are not in the other figures.
 //! * **wall** — first Data op to `stop()` returned.
+//!
+//! A tokio-uring backend was measured against plain `pwrite` with this
+//! bench at commit 93554bb (`--backends std,tokio_uring`); it lost on every
+//! figure and was removed (bench/RESULTS.md, "Recording writes").
 //!
 //! Between runs the files are deleted and `sync(2)` flushes the page cache,
 //! so a run does not pay for the previous one's write-back. Each
@@ -48,7 +53,7 @@
 //!
 //! ```text
 //! cargo bench --bench recwrite -- [--recordings 200,1000] [--seconds 30]
-//!     [--chunk 640] [--backends std,tokio_uring] [--linger-ms 0,10]
+//!     [--chunk 640] [--linger-ms 0,10]
 //!     [--modes fast,paced] [--paced-seconds 10] [--repeat 3]
 //!     [--producer-core 1] [--writer-core 0] [--dir PATH]
 //! ```
@@ -60,7 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard::shell::recwriter::{
-    BYTES_PER_SECOND, Backend, RecConfig, RecCounters, RecOp, RecordingSink, start_with,
+    BYTES_PER_SECOND, RecConfig, RecCounters, RecOp, RecordingSink, start_with,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +78,6 @@ struct Args {
     recordings: Vec<u64>,
     seconds: u64,
     chunk: u64,
-    backends: Vec<Backend>,
     lingers: Vec<u64>,
     modes: Vec<Mode>,
     paced_seconds: u64,
@@ -96,7 +100,6 @@ fn parse_args() -> Result<Args, String> {
         recordings: vec![200, 1000],
         seconds: 30,
         chunk: 640,
-        backends: vec![Backend::Std, Backend::TokioUring],
         lingers: vec![0, 10],
         modes: vec![Mode::Fast, Mode::Paced],
         paced_seconds: 10,
@@ -115,13 +118,6 @@ fn parse_args() -> Result<Args, String> {
             "--recordings" => a.recordings = list(&v, num)?,
             "--seconds" => a.seconds = num(&v)?,
             "--chunk" => a.chunk = num(&v)?,
-            "--backends" => {
-                a.backends = list(&v, |s| match s {
-                    "std" => Ok(Backend::Std),
-                    "tokio_uring" => Ok(Backend::TokioUring),
-                    _ => Err(format!("unknown backend {s}")),
-                })?
-            }
             "--linger-ms" => a.lingers = list(&v, num)?,
             "--modes" => {
                 a.modes = list(&v, |s| match s {
@@ -266,14 +262,13 @@ struct Run {
     full_waits: u64,
 }
 
-fn run(a: &Args, backend: Backend, n: u64, linger_ms: u64, mode: Mode) -> Run {
+fn run(a: &Args, n: u64, linger_ms: u64, mode: Mode) -> Run {
     let dir = tempfile::Builder::new()
         .prefix("recwrite-")
         .tempdir_in(&a.dir)
         .expect("temp dir");
     let counters = Arc::new(RecCounters::default());
     let cfg = RecConfig {
-        backend,
         linger: Duration::from_millis(linger_ms),
         ..RecConfig::default()
     };
@@ -410,53 +405,47 @@ fn main() {
             .trim()
     );
     println!(
-        "| mode | recordings | backend | linger | ops | MB | wall s | producer CPU ns/op | in submit ns/op | writer CPU ms/MB | writer CPU µs/open | full waits |"
+        "| mode | recordings | linger | ops | MB | wall s | producer CPU ns/op | in submit ns/op | writer CPU ms/MB | writer CPU µs/open | full waits |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &mode in &a.modes {
         for &n in &a.recordings {
-            for &linger in &a.lingers {
-                let configs: Vec<Backend> = a.backends.clone();
-                let mut results: Vec<Vec<Run>> = configs.iter().map(|_| Vec::new()).collect();
-                for _ in 0..a.repeat {
-                    for (i, &b) in configs.iter().enumerate() {
-                        results[i].push(run(&a, b, n, linger, mode));
-                    }
+            // Repetitions interleave the linger values.
+            let mut results: Vec<Vec<Run>> = a.lingers.iter().map(|_| Vec::new()).collect();
+            for _ in 0..a.repeat {
+                for (i, &linger) in a.lingers.iter().enumerate() {
+                    results[i].push(run(&a, n, linger, mode));
                 }
-                for (b, runs) in configs.iter().zip(results) {
-                    let per_op = |r: &Run| r.producer.as_nanos() as f64 / r.ops as f64;
-                    let producer = median(runs.iter().map(per_op).collect());
-                    let writer = median(
-                        runs.iter()
-                            .map(|r| r.writer.as_secs_f64() * 1e3 / (r.bytes as f64 / 1e6))
-                            .collect(),
-                    );
-                    let submit = median(
-                        runs.iter()
-                            .map(|r| {
-                                (r.inside.as_nanos() as f64 - r.empty.as_nanos() as f64)
-                                    / r.timed as f64
-                            })
-                            .collect(),
-                    );
-                    let open = median(
-                        runs.iter()
-                            .map(|r| r.open_cpu.as_secs_f64() * 1e6 / n as f64)
-                            .collect(),
-                    );
-                    let wall = median(runs.iter().map(|r| r.wall.as_secs_f64()).collect());
-                    let waits = median(runs.iter().map(|r| r.full_waits as f64).collect());
-                    let r0 = &runs[0];
-                    println!(
-                        "| {mode:?} | {n} | {} | {linger} ms | {} | {:.0} | {wall:.2} | {producer:.0} | {submit:.0} | {writer:.2} | {open:.0} | {waits:.0} |",
-                        match b {
-                            Backend::Std => "std",
-                            Backend::TokioUring => "tokio_uring",
-                        },
-                        r0.ops,
-                        r0.bytes as f64 / 1e6,
-                    );
-                }
+            }
+            for (&linger, runs) in a.lingers.iter().zip(results) {
+                let per_op = |r: &Run| r.producer.as_nanos() as f64 / r.ops as f64;
+                let producer = median(runs.iter().map(per_op).collect());
+                let writer = median(
+                    runs.iter()
+                        .map(|r| r.writer.as_secs_f64() * 1e3 / (r.bytes as f64 / 1e6))
+                        .collect(),
+                );
+                let submit = median(
+                    runs.iter()
+                        .map(|r| {
+                            (r.inside.as_nanos() as f64 - r.empty.as_nanos() as f64)
+                                / r.timed as f64
+                        })
+                        .collect(),
+                );
+                let open = median(
+                    runs.iter()
+                        .map(|r| r.open_cpu.as_secs_f64() * 1e6 / n as f64)
+                        .collect(),
+                );
+                let wall = median(runs.iter().map(|r| r.wall.as_secs_f64()).collect());
+                let waits = median(runs.iter().map(|r| r.full_waits as f64).collect());
+                let r0 = &runs[0];
+                println!(
+                    "| {mode:?} | {n} | {linger} ms | {} | {:.0} | {wall:.2} | {producer:.0} | {submit:.0} | {writer:.2} | {open:.0} | {waits:.0} |",
+                    r0.ops,
+                    r0.bytes as f64 / 1e6,
+                );
             }
         }
     }
