@@ -66,6 +66,8 @@ bench:
 	$(CARGO) bench --bench sip_parse
 	$(CARGO) bench --bench udp_forward
 	$(CARGO) bench --bench media_mix
+	$(CARGO) bench --bench media_dsp
+	$(CARGO) bench --bench recwrite
 
 clean:
 	$(CARGO) clean

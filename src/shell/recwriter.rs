@@ -6,14 +6,20 @@
 //!
 //! # How it is driven
 //! A shard hands [`RecOp`]s to a [`RecordingSink`]: `submit` pushes onto a
-//! lock-free bounded queue (crossbeam `ArrayQueue`) and, only when the writer
-//! has said it is about to sleep, writes its eventfd (one `write(2)`, no
-//! userspace lock). A full queue makes `submit` return `false` and counts the
-//! op in [`RecCounters::dropped_ops`]; the call goes on. The writer thread
-//! drains the queue in batches, writes them, then lingers
-//! ([`RecConfig::linger`]) so the next batch gathers without waking it.
-//! [`RecordingWriter::stop`] drains everything queued, finishes the
-//! recordings still open and joins the thread.
+//! bounded queue shared by all shards (crossbeam `ArrayQueue`: a CAS on the
+//! tail, no lock; crossbeam-channel was not used because its `try_send` locks
+//! a mutex to notify a sleeping receiver) and, only when the writer has said
+//! it is asleep, writes the writer's eventfd (one `write(2)`). A full queue
+//! makes `submit` return `false` and counts the op in
+//! [`RecCounters::dropped_ops`]; the call goes on.
+//!
+//! The writer thread drains the queue in batches of up to 4096 ops, writes
+//! each with `pwrite`, then the headers that became due. While recordings
+//! are active it looks at the queue every [`RecConfig::linger`] (10 ms) and
+//! never needs waking; after a second with nothing to write it sleeps on the
+//! eventfd until a `submit` wakes it. [`RecordingWriter::stop`] drains
+//! everything queued, finishes the recordings still open and joins the
+//! thread.
 //!
 //! # File layout
 //! `<dir>/YYYY/MM/DD/<call-id>.wav`, the date being the recording's start
@@ -41,10 +47,19 @@
 //!   When even that header cannot be written the journal entry stays, so the
 //!   next start repairs the file.
 //!
-//! # Backends
-//! `std` (`pwrite` per op on this thread) and `tokio-uring` (each batch's
-//! writes submitted together on an io_uring), to be measured with
-//! `bench/recwrite.rs`.
+//! # Why plain `pwrite`
+//! Two backends were built and measured with `bench/recwrite.rs`
+//! (bench/RESULTS.md, "Recording writes"; 8 kHz stereo in 640-byte ops, ext4,
+//! 2-vCPU KVM guest): one `pwrite` per op on this thread, and tokio-uring
+//! with each batch's writes submitted together. `pwrite` took 1.6–2.5× less
+//! writer CPU per MB (e.g. 4.9 vs 8.2 ms/MB for 1000 recordings in real
+//! time, 3.0 vs 6.5 ms/MB flat out) and finished 1.3–2.4× sooner; the cost
+//! to the shard was the same. Small writes into the page cache cost the
+//! same kernel work either way, and tokio-uring adds a task and an op per
+//! write, so it was removed. As built: a shard pays 15–35 ns per `submit`;
+//! 1000 concurrent recordings cost the writer ~0.17 of a core (5.2 ms/MB),
+//! and an Open 0.06–1.2 ms (ext4 inode allocation, two inodes per
+//! recording).
 
 // The writer thread sleeps (the linger) and blocks on its eventfd: that is
 // its job, and it never runs on a shard.
@@ -55,7 +70,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::thread::JoinHandle;
@@ -80,6 +94,9 @@ const MAX_NAME: usize = 160;
 /// Most ops written per batch, so headers and closes are not held back
 /// behind an endless stream of data.
 const MAX_BATCH: usize = 4096;
+/// How long the writer keeps polling an empty queue before it sleeps until
+/// a sender wakes it.
+const IDLE_BEFORE_WAIT: Duration = Duration::from_secs(1);
 
 /// One recording operation from a shard.
 #[derive(Debug)]
@@ -122,31 +139,21 @@ pub struct RecCounters {
     pub dropped_ops: AtomicU64,
 }
 
-/// How the writer thread writes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// `pwrite` per op on the writer thread.
-    #[default]
-    Std,
-    /// Each batch's writes submitted together on a tokio-uring runtime.
-    TokioUring,
-}
-
 /// Writer settings; [`start`] uses the defaults.
 #[derive(Clone, Debug)]
 pub struct RecConfig {
-    pub backend: Backend,
     /// Ops the queue holds (all shards share it).
     pub capacity: usize,
-    /// How long the writer waits after a batch before looking again, so
-    /// ops gather without waking it. Zero: look again at once.
+    /// While recordings are active the writer looks at the queue this often
+    /// (sleeping in between), so senders never have to wake it; after one
+    /// second with nothing to write it sleeps until the next `submit` wakes
+    /// it. Zero: never poll, every idle period ends with a wake-up.
     pub linger: Duration,
 }
 
 impl Default for RecConfig {
     fn default() -> Self {
         RecConfig {
-            backend: Backend::default(),
             capacity: 65_536,
             linger: Duration::from_millis(10),
         }
@@ -207,17 +214,27 @@ impl RecordingSink {
     /// Queues `op`. Returns `false` when the queue is full: the op is dropped
     /// and counted in [`RecCounters::dropped_ops`].
     pub fn submit(&self, op: RecOp) -> bool {
-        let s = &*self.shared;
-        if s.queue.push(op).is_err() {
-            s.counters.dropped_ops.fetch_add(1, Ordering::Relaxed);
+        if self.try_submit(op).is_err() {
+            self.shared
+                .counters
+                .dropped_ops
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        true
+    }
+
+    /// Queues `op`, or hands it back when the queue is full (for an op
+    /// that must not be lost: the caller retries).
+    pub fn try_submit(&self, op: RecOp) -> Result<(), RecOp> {
+        let s = &*self.shared;
+        s.queue.push(op)?;
         // Pairs with the fence in `Shared::wait`.
         fence(Ordering::SeqCst);
         if s.armed.load(Ordering::Relaxed) && s.armed.swap(false, Ordering::Relaxed) {
             s.wake();
         }
-        true
+        Ok(())
     }
 }
 
@@ -272,20 +289,15 @@ pub fn start_with(
 ) -> io::Result<(RecordingWriter, RecordingSink)> {
     fs::create_dir_all(dir.join(OPEN_DIR))?;
     let shared = Arc::new(Shared::new(cfg.capacity, counters)?);
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
     let thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("recwriter".into())
-            .spawn(move || writer_main(&shared, dir, &cfg, &ready_tx))?
+            .spawn(move || {
+                let book = Book::new(dir, shared.counters.clone());
+                run(&shared, book, cfg.linger);
+            })?
     };
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err(io::Error::other("recording writer thread died")));
-    if let Err(e) = ready {
-        let _ = thread.join();
-        return Err(e);
-    }
     let sink = RecordingSink {
         shared: shared.clone(),
     };
@@ -298,54 +310,16 @@ pub fn start_with(
     ))
 }
 
-fn writer_main(
-    shared: &Shared,
-    dir: PathBuf,
-    cfg: &RecConfig,
-    ready: &crossbeam_channel::Sender<io::Result<()>>,
-) {
-    let counters = shared.counters.clone();
-    match cfg.backend {
-        Backend::Std => {
-            let _ = ready.send(Ok(()));
-            run(
-                shared,
-                Book::new(dir, counters, |f| f),
-                cfg.linger,
-                exec_std,
-            );
-        }
-        Backend::TokioUring => {
-            let mut b = tokio_uring::builder();
-            b.entries(1024);
-            let rt = match tokio_uring::Runtime::new(&b) {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready.send(Ok(()));
-            let adopt = |f| Rc::new(tokio_uring::fs::File::from_std(f));
-            run(
-                shared,
-                Book::new(dir, counters, adopt),
-                cfg.linger,
-                |b, w| exec_uring(&rt, b, w),
-            );
-        }
-    }
-}
-
-/// The writer loop, the same for both backends: `exec` performs a list of
-/// positioned writes and reports each result.
-fn run<F>(
-    shared: &Shared,
-    mut book: Book<F>,
-    linger: Duration,
-    mut exec: impl FnMut(&Book<F>, Vec<Write>) -> Vec<Done>,
-) {
+/// The writer loop: batches of ops become audio writes, then the headers
+/// they make due.
+fn run(shared: &Shared, mut book: Book, linger: Duration) {
     let mut batch = Vec::new();
+    // Empty looks in a row allowed before sleeping until woken.
+    let idle_polls = IDLE_BEFORE_WAIT
+        .as_nanos()
+        .checked_div(linger.as_nanos())
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let mut idle = 0;
     loop {
         while batch.len() < MAX_BATCH {
             match shared.queue.pop() {
@@ -353,25 +327,28 @@ fn run<F>(
                 None => break,
             }
         }
-        if batch.is_empty() {
-            if shared.stop.load(Ordering::Acquire) {
-                break;
-            }
-            shared.wait();
-            continue;
+        if !batch.is_empty() {
+            idle = 0;
+            let writes = book.handle_ops(batch.drain(..));
+            let done = book.write(writes);
+            let headers = book.handle_written(done);
+            let done = book.write(headers);
+            book.handle_headers_written(done);
+            continue; // a backlog is written at once
         }
-        let writes = book.handle_ops(batch.drain(..));
-        let done = exec(&book, writes);
-        let headers = book.handle_written(done);
-        let done = exec(&book, headers);
-        book.handle_headers_written(done);
-        if !linger.is_zero() && !shared.stop.load(Ordering::Relaxed) {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        if idle < idle_polls {
+            idle += 1;
             std::thread::sleep(linger);
+        } else {
+            shared.wait();
         }
     }
     if !shared.abandon.load(Ordering::Relaxed) {
         let headers = book.handle_stop();
-        let done = exec(&book, headers);
+        let done = book.write(headers);
         book.handle_headers_written(done);
     }
 }
@@ -391,67 +368,9 @@ struct Done {
     result: io::Result<()>,
 }
 
-fn exec_std(book: &Book<File>, writes: Vec<Write>) -> Vec<Done> {
-    writes
-        .into_iter()
-        .map(|w| {
-            let result = match book.file(w.id) {
-                Some(f) => f.write_all_at(&w.buf, w.pos),
-                None => Err(gone()),
-            };
-            Done {
-                id: w.id,
-                pos: w.pos,
-                len: w.buf.len(),
-                result,
-            }
-        })
-        .collect()
-}
-
-/// Submits every write of the list at once (one task each) and waits for
-/// all of them.
-fn exec_uring(
-    rt: &tokio_uring::Runtime,
-    book: &Book<Rc<tokio_uring::fs::File>>,
-    writes: Vec<Write>,
-) -> Vec<Done> {
-    rt.block_on(async {
-        let tasks: Vec<_> = writes
-            .into_iter()
-            .map(|w| {
-                let file = book.file(w.id).cloned();
-                let (id, pos, len) = (w.id, w.pos, w.buf.len());
-                let task = tokio_uring::spawn(async move {
-                    match file {
-                        Some(f) => f.write_all_at(w.buf, w.pos).await.0,
-                        None => Err(gone()),
-                    }
-                });
-                (id, pos, len, task)
-            })
-            .collect();
-        let mut done = Vec::with_capacity(tasks.len());
-        for (id, pos, len, task) in tasks {
-            let result = task.await.unwrap_or_else(|e| Err(io::Error::other(e)));
-            done.push(Done {
-                id,
-                pos,
-                len,
-                result,
-            });
-        }
-        done
-    })
-}
-
-fn gone() -> io::Error {
-    io::Error::other("recording file already closed")
-}
-
 /// A recording being written.
-struct Rec<F> {
-    file: F,
+struct Rec {
+    file: File,
     path: PathBuf,
     marker: PathBuf,
     /// Audio bytes on disk: the end of the furthest successful write.
@@ -466,40 +385,49 @@ struct Rec<F> {
     error: Option<io::Error>,
 }
 
-enum Slot<F> {
-    Live(Rec<F>),
+enum Slot {
+    Live(Rec),
     /// Failed; later ops are dropped until its Close.
     Failed,
 }
 
 /// The writer thread's state: every recording by id. Turns ops into writes
-/// and write results into headers, closes and counts; the backend performs
-/// the writes.
-struct Book<F> {
+/// and write results into headers, closes and counts.
+struct Book {
     dir: PathBuf,
     counters: Arc<RecCounters>,
-    adopt: fn(File) -> F,
-    recs: HashMap<u64, Slot<F>>,
+    recs: HashMap<u64, Slot>,
     /// Recordings that may need a header after this batch.
     touched: Vec<u64>,
 }
 
-impl<F> Book<F> {
-    fn new(dir: PathBuf, counters: Arc<RecCounters>, adopt: fn(File) -> F) -> Self {
+impl Book {
+    fn new(dir: PathBuf, counters: Arc<RecCounters>) -> Self {
         Book {
             dir,
             counters,
-            adopt,
             recs: HashMap::new(),
             touched: Vec::new(),
         }
     }
 
-    fn file(&self, id: u64) -> Option<&F> {
-        match self.recs.get(&id) {
-            Some(Slot::Live(r)) => Some(&r.file),
-            _ => None,
-        }
+    /// Performs the writes (`pwrite` each) and reports every result.
+    fn write(&self, writes: Vec<Write>) -> Vec<Done> {
+        writes
+            .into_iter()
+            .map(|w| {
+                let result = match self.recs.get(&w.id) {
+                    Some(Slot::Live(r)) => r.file.write_all_at(&w.buf, w.pos),
+                    _ => Err(io::Error::other("recording file already closed")),
+                };
+                Done {
+                    id: w.id,
+                    pos: w.pos,
+                    len: w.buf.len(),
+                    result,
+                }
+            })
+            .collect()
     }
 
     /// Opens files, notes closes, and returns the audio writes of `ops`.
@@ -554,7 +482,7 @@ impl<F> Book<F> {
             Ok((file, path, marker)) => {
                 self.counters.opened.bump();
                 let rec = Rec {
-                    file: (self.adopt)(file),
+                    file,
                     path,
                     marker,
                     end: 0,
@@ -802,23 +730,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// `data_len` audio bytes (saturating at the 4 GiB RIFF limit).
 pub fn wav_header(data_len: u64) -> [u8; 44] {
     const MAX_DATA: u64 = (u32::MAX as u64 - 36) / FRAME_LEN * FRAME_LEN;
-    // invariant: clamped to MAX_DATA, so it fits in u32 with the 36 below.
-    let data = data_len.min(MAX_DATA) as u32;
-    let mut h = [0u8; 44];
-    h[0..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&(36 + data).to_le_bytes());
-    h[8..12].copy_from_slice(b"WAVE");
-    h[12..16].copy_from_slice(b"fmt ");
-    h[16..20].copy_from_slice(&16u32.to_le_bytes());
-    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-    h[22..24].copy_from_slice(&2u16.to_le_bytes()); // channels
-    h[24..28].copy_from_slice(&8000u32.to_le_bytes()); // sample rate
-    h[28..32].copy_from_slice(&32_000u32.to_le_bytes()); // byte rate
-    h[32..34].copy_from_slice(&4u16.to_le_bytes()); // block align
-    h[34..36].copy_from_slice(&16u16.to_le_bytes()); // bits per sample
-    h[36..40].copy_from_slice(b"data");
-    h[40..44].copy_from_slice(&data.to_le_bytes());
-    h
+    // invariant: clamped to MAX_DATA, so it fits in u32.
+    crate::media::wav::pcm16_header(2, 8000, data_len.min(MAX_DATA) as u32)
 }
 
 /// At start-up, before shards run: repairs every recording a killed
@@ -912,15 +825,12 @@ mod tests {
         Arc::new(RecCounters::default())
     }
 
-    fn cfg(backend: Backend) -> RecConfig {
+    fn cfg() -> RecConfig {
         RecConfig {
-            backend,
             linger: Duration::ZERO,
             ..RecConfig::default()
         }
     }
-
-    const BACKENDS: [Backend; 2] = [Backend::Std, Backend::TokioUring];
 
     /// Audio whose bytes name the recording and the position.
     fn audio(id: u64, offset: u64, len: usize) -> Vec<u8> {
@@ -967,127 +877,122 @@ mod tests {
 
     #[test]
     fn write_then_close_gives_a_wav_of_exact_length() {
-        for backend in BACKENDS {
-            let tmp = tempfile::tempdir().unwrap();
-            let c = counters();
-            let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg(backend)).unwrap();
-            assert!(sink.submit(open(7, "abc@host")));
-            let chunk = 640;
-            let mut expected = Vec::new();
-            for i in 0..125u64 {
-                let bytes = audio(7, i * chunk, chunk as usize);
-                expected.extend_from_slice(&bytes);
-                assert!(sink.submit(RecOp::Data {
-                    id: 7,
-                    offset: i * chunk,
-                    bytes,
-                }));
-            }
-            let len = expected.len() as u64;
-            assert!(sink.submit(RecOp::Close {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = counters();
+        // The default settings: the writer polls while busy.
+        let (w, sink) = start(tmp.path().into(), c.clone()).unwrap();
+        assert!(sink.submit(open(7, "abc@host")));
+        let chunk = 640;
+        let mut expected = Vec::new();
+        for i in 0..125u64 {
+            let bytes = audio(7, i * chunk, chunk as usize);
+            expected.extend_from_slice(&bytes);
+            assert!(sink.submit(RecOp::Data {
                 id: 7,
-                data_len: len
+                offset: i * chunk,
+                bytes,
             }));
-            w.stop();
-            let bytes = fs::read(wav_path(tmp.path(), "abc@host")).unwrap();
-            assert_eq!(bytes.len() as u64, HEADER_LEN + len, "{backend:?}");
-            assert_eq!(parse_wav(&bytes), len);
-            assert_eq!(&bytes[44..], &expected[..]);
-            assert_eq!(c.opened.get(), 1);
-            assert_eq!(c.closed.get(), 1);
-            assert_eq!(c.bytes_written.get(), len);
-            assert_eq!(c.write_errors.get(), 0);
-            assert_eq!(markers(tmp.path()), 0, "journal entry removed on Close");
         }
+        let len = expected.len() as u64;
+        assert!(sink.submit(RecOp::Close {
+            id: 7,
+            data_len: len
+        }));
+        w.stop();
+        let bytes = fs::read(wav_path(tmp.path(), "abc@host")).unwrap();
+        assert_eq!(bytes.len() as u64, HEADER_LEN + len);
+        assert_eq!(parse_wav(&bytes), len);
+        assert_eq!(&bytes[44..], &expected[..]);
+        assert_eq!(c.opened.get(), 1);
+        assert_eq!(c.closed.get(), 1);
+        assert_eq!(c.bytes_written.get(), len);
+        assert_eq!(c.write_errors.get(), 0);
+        assert_eq!(markers(tmp.path()), 0, "journal entry removed on Close");
     }
 
     #[test]
     fn many_recordings_interleaved() {
-        for backend in BACKENDS {
-            let tmp = tempfile::tempdir().unwrap();
-            let c = counters();
-            let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg(backend)).unwrap();
-            let n = 60u64;
-            for id in 0..n {
-                assert!(sink.submit(open(id, &format!("call-{id}"))));
-            }
-            // Recording `id` gets `id + 1` chunks; all interleaved round robin.
-            let chunk = 3200u64;
-            for round in 0..n {
-                for id in round..n {
-                    let offset = round * chunk;
-                    assert!(sink.submit(RecOp::Data {
-                        id,
-                        offset,
-                        bytes: audio(id, offset, chunk as usize),
-                    }));
-                }
-            }
-            for id in 0..n {
-                assert!(sink.submit(RecOp::Close {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = counters();
+        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg()).unwrap();
+        let n = 60u64;
+        for id in 0..n {
+            assert!(sink.submit(open(id, &format!("call-{id}"))));
+        }
+        // Recording `id` gets `id + 1` chunks; all interleaved round robin.
+        let chunk = 3200u64;
+        for round in 0..n {
+            for id in round..n {
+                let offset = round * chunk;
+                assert!(sink.submit(RecOp::Data {
                     id,
-                    data_len: (id + 1) * chunk,
+                    offset,
+                    bytes: audio(id, offset, chunk as usize),
                 }));
             }
-            w.stop();
-            for id in 0..n {
-                let bytes = fs::read(wav_path(tmp.path(), &format!("call-{id}"))).unwrap();
-                let len = (id + 1) * chunk;
-                assert_eq!(parse_wav(&bytes), len, "{backend:?} recording {id}");
-                assert_eq!(&bytes[44..], &audio(id, 0, len as usize)[..]);
-            }
-            assert_eq!(c.closed.get(), n);
-            assert_eq!(c.write_errors.get(), 0);
-            assert_eq!(markers(tmp.path()), 0);
         }
+        for id in 0..n {
+            assert!(sink.submit(RecOp::Close {
+                id,
+                data_len: (id + 1) * chunk,
+            }));
+        }
+        w.stop();
+        for id in 0..n {
+            let bytes = fs::read(wav_path(tmp.path(), &format!("call-{id}"))).unwrap();
+            let len = (id + 1) * chunk;
+            assert_eq!(parse_wav(&bytes), len, "recording {id}");
+            assert_eq!(&bytes[44..], &audio(id, 0, len as usize)[..]);
+        }
+        assert_eq!(c.closed.get(), n);
+        assert_eq!(c.write_errors.get(), 0);
+        assert_eq!(markers(tmp.path()), 0);
     }
 
     #[test]
     fn killed_writer_leaves_playable_files_and_repair_fixes_them() {
-        for backend in BACKENDS {
-            let tmp = tempfile::tempdir().unwrap();
-            let c = counters();
-            let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg(backend)).unwrap();
-            assert!(sink.submit(open(1, "killed")));
-            let chunk = 640u64;
-            let len = 75 * chunk; // 1.5 s
-            for i in 0..75 {
-                assert!(sink.submit(RecOp::Data {
-                    id: 1,
-                    offset: i * chunk,
-                    bytes: audio(1, i * chunk, chunk as usize),
-                }));
-            }
-            drop(w); // no stop: as if the process were killed after the writes
-            let path = wav_path(tmp.path(), "killed");
-            let bytes = fs::read(&path).unwrap();
-            assert_eq!(bytes.len() as u64, HEADER_LEN + len);
-            let header = parse_wav(&bytes);
-            assert!(
-                header + BYTES_PER_SECOND > len,
-                "{backend:?}: header {header} over a second behind"
-            );
-            assert_eq!(markers(tmp.path()), 1);
-
-            // A torn last frame, as a kill mid-write leaves it.
-            OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| io::Write::write_all(&mut f, &[9, 9]))
-                .unwrap();
-
-            assert_eq!(repair_open_recordings(tmp.path()).unwrap(), 1);
-            let bytes = fs::read(&path).unwrap();
-            assert_eq!(bytes.len() as u64, HEADER_LEN + len, "torn frame cut");
-            assert_eq!(parse_wav(&bytes), len);
-            assert_eq!(&bytes[44..], &audio(1, 0, len as usize)[..]);
-            assert_eq!(markers(tmp.path()), 0);
-            assert_eq!(
-                repair_open_recordings(tmp.path()).unwrap(),
-                0,
-                "nothing left"
-            );
+        let tmp = tempfile::tempdir().unwrap();
+        let c = counters();
+        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg()).unwrap();
+        assert!(sink.submit(open(1, "killed")));
+        let chunk = 640u64;
+        let len = 75 * chunk; // 1.5 s
+        for i in 0..75 {
+            assert!(sink.submit(RecOp::Data {
+                id: 1,
+                offset: i * chunk,
+                bytes: audio(1, i * chunk, chunk as usize),
+            }));
         }
+        drop(w); // no stop: as if the process were killed after the writes
+        let path = wav_path(tmp.path(), "killed");
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, HEADER_LEN + len);
+        let header = parse_wav(&bytes);
+        assert!(
+            header + BYTES_PER_SECOND > len,
+            "header {header} over a second behind"
+        );
+        assert_eq!(markers(tmp.path()), 1);
+
+        // A torn last frame, as a kill mid-write leaves it.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, &[9, 9]))
+            .unwrap();
+
+        assert_eq!(repair_open_recordings(tmp.path()).unwrap(), 1);
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, HEADER_LEN + len, "torn frame cut");
+        assert_eq!(parse_wav(&bytes), len);
+        assert_eq!(&bytes[44..], &audio(1, 0, len as usize)[..]);
+        assert_eq!(markers(tmp.path()), 0);
+        assert_eq!(
+            repair_open_recordings(tmp.path()).unwrap(),
+            0,
+            "nothing left"
+        );
     }
 
     #[test]
@@ -1113,55 +1018,53 @@ mod tests {
 
     #[test]
     fn disk_full_stops_only_that_recording() {
-        for backend in BACKENDS {
-            let tmp = tempfile::tempdir().unwrap();
-            let day = tmp.path().join("2026/11/23");
-            fs::create_dir_all(&day).unwrap();
-            std::os::unix::fs::symlink("/dev/full", day.join("full.wav")).unwrap();
-            let c = counters();
-            let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg(backend)).unwrap();
-            assert!(sink.submit(open(1, "full")));
-            assert!(sink.submit(open(2, "fine")));
-            for i in 0..10u64 {
-                for id in [1, 2] {
-                    assert!(sink.submit(RecOp::Data {
-                        id,
-                        offset: i * 640,
-                        bytes: audio(id, i * 640, 640),
-                    }));
-                }
+        let tmp = tempfile::tempdir().unwrap();
+        let day = tmp.path().join("2026/11/23");
+        fs::create_dir_all(&day).unwrap();
+        std::os::unix::fs::symlink("/dev/full", day.join("full.wav")).unwrap();
+        let c = counters();
+        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg()).unwrap();
+        assert!(sink.submit(open(1, "full")));
+        assert!(sink.submit(open(2, "fine")));
+        for i in 0..10u64 {
+            for id in [1, 2] {
+                assert!(sink.submit(RecOp::Data {
+                    id,
+                    offset: i * 640,
+                    bytes: audio(id, i * 640, 640),
+                }));
             }
-            assert!(sink.submit(RecOp::Close {
-                id: 1,
-                data_len: 6400
-            }));
-            assert!(sink.submit(RecOp::Close {
-                id: 2,
-                data_len: 6400
-            }));
-            w.stop();
-            assert_eq!(c.write_errors.get(), 1, "{backend:?}");
-            assert_eq!(c.closed.get(), 1);
-            assert_eq!(
-                c.bytes_written.get(),
-                6400,
-                "the failed recording's data was dropped"
-            );
-            let bytes = fs::read(wav_path(tmp.path(), "fine")).unwrap();
-            assert_eq!(parse_wav(&bytes), 6400);
-            assert_eq!(&bytes[44..], &audio(2, 0, 6400)[..]);
-            // The failed one's entry stays for the next start, which drops it.
-            assert_eq!(markers(tmp.path()), 1);
-            assert_eq!(repair_open_recordings(tmp.path()).unwrap(), 0);
-            assert_eq!(markers(tmp.path()), 0);
         }
+        assert!(sink.submit(RecOp::Close {
+            id: 1,
+            data_len: 6400
+        }));
+        assert!(sink.submit(RecOp::Close {
+            id: 2,
+            data_len: 6400
+        }));
+        w.stop();
+        assert_eq!(c.write_errors.get(), 1);
+        assert_eq!(c.closed.get(), 1);
+        assert_eq!(
+            c.bytes_written.get(),
+            6400,
+            "the failed recording's data was dropped"
+        );
+        let bytes = fs::read(wav_path(tmp.path(), "fine")).unwrap();
+        assert_eq!(parse_wav(&bytes), 6400);
+        assert_eq!(&bytes[44..], &audio(2, 0, 6400)[..]);
+        // The failed one's entry stays for the next start, which drops it.
+        assert_eq!(markers(tmp.path()), 1);
+        assert_eq!(repair_open_recordings(tmp.path()).unwrap(), 0);
+        assert_eq!(markers(tmp.path()), 0);
     }
 
     #[test]
     fn write_error_mid_recording_keeps_the_header_as_far_as_written() {
         let tmp = tempfile::tempdir().unwrap();
         let c = counters();
-        let mut book = Book::new(tmp.path().into(), c.clone(), |f| f);
+        let mut book = Book::new(tmp.path().into(), c.clone());
         fs::create_dir_all(tmp.path().join(OPEN_DIR)).unwrap();
         let writes = book.handle_ops(
             [
@@ -1179,10 +1082,10 @@ mod tests {
             ]
             .into_iter(),
         );
-        let mut done = exec_std(&book, writes);
+        let mut done = book.write(writes);
         done[1].result = Err(io::Error::from_raw_os_error(libc::ENOSPC));
         let headers = book.handle_written(done);
-        let done = exec_std(&book, headers);
+        let done = book.write(headers);
         book.handle_headers_written(done);
         assert_eq!(c.write_errors.get(), 1);
         let later = book.handle_ops(
@@ -1233,7 +1136,7 @@ mod tests {
 
         let tmp = tempfile::tempdir().unwrap();
         let c = counters();
-        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg(Backend::Std)).unwrap();
+        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg()).unwrap();
         assert!(sink.submit(open(1, "../../escape")));
         assert!(sink.submit(RecOp::Close { id: 1, data_len: 0 }));
         w.stop();
@@ -1263,7 +1166,7 @@ mod tests {
     #[test]
     fn same_call_id_twice_a_day_keeps_both() {
         let tmp = tempfile::tempdir().unwrap();
-        let (w, sink) = start_with(tmp.path().into(), counters(), cfg(Backend::Std)).unwrap();
+        let (w, sink) = start_with(tmp.path().into(), counters(), cfg()).unwrap();
         for id in [1, 2] {
             assert!(sink.submit(open(id, "dup")));
             assert!(sink.submit(RecOp::Data {
@@ -1284,7 +1187,7 @@ mod tests {
     fn stop_finishes_open_recordings_and_close_sets_the_final_length() {
         let tmp = tempfile::tempdir().unwrap();
         let c = counters();
-        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg(Backend::Std)).unwrap();
+        let (w, sink) = start_with(tmp.path().into(), c.clone(), cfg()).unwrap();
         assert!(sink.submit(open(1, "unclosed")));
         assert!(sink.submit(RecOp::Data {
             id: 1,

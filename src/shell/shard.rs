@@ -87,6 +87,8 @@ pub struct Shard {
     media_next: u16,
     /// Where recording ops go (the writer thread), once running.
     pub recordings: Option<RecordingSink>,
+    /// Recording ops waiting for room in the writer's queue.
+    rec_retry: std::collections::VecDeque<RecOp>,
 }
 
 impl Shard {
@@ -120,6 +122,7 @@ impl Shard {
             media_socks: Vec::new(),
             media_next: 0,
             recordings: None,
+            rec_retry: std::collections::VecDeque::new(),
         }
     }
 
@@ -362,9 +365,25 @@ impl Shard {
                 RecordingOp::Data { id, offset, bytes } => RecOp::Data { id, offset, bytes },
                 RecordingOp::Close { id, data_len } => RecOp::Close { id, data_len },
             };
-            // A full queue is counted by the sink; the call goes on.
-            if let Some(sink) = &self.recordings {
-                sink.submit(op);
+            self.rec_retry.push_back(op);
+        }
+        let Some(sink) = &self.recordings else {
+            self.rec_retry.clear();
+            return;
+        };
+        // In order; a full queue drops audio (counted by the sink) but
+        // keeps opens and closes for the next turn of the loop.
+        while let Some(op) = self.rec_retry.pop_front() {
+            if let Err(op) = sink.try_submit(op) {
+                match op {
+                    RecOp::Data { .. } => {
+                        sink.submit(op);
+                    }
+                    op => {
+                        self.rec_retry.push_front(op);
+                        break;
+                    }
+                }
             }
         }
     }
