@@ -1289,7 +1289,9 @@ fn probe_kernel() -> io::Result<()> {
             break;
         }
     }
-    if sq.inflight > 0 {
+    if sq.inflight == 0 {
+        let _ = sq.ring.submitter().unregister_buf_ring(BGID_SIP);
+    } else {
         mem::forget(msg);
         mem::forget(bufs);
     }
