@@ -1325,7 +1325,7 @@ mod tests {
     }
 
     /// Raise the soft open-file limit for tests with thousands of sockets.
-    fn raise_nofile(want: u64) {
+    pub(super) fn raise_nofile(want: u64) {
         let mut r = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

@@ -1723,4 +1723,44 @@ mod tests {
         assert!(e.to_string().contains("one thread drives a driver"), "{e}");
         drop(d);
     }
+
+    /// Arming thousands of multishot receives through an 8-entry submission
+    /// queue submits as it goes instead of failing.
+    #[test]
+    fn arming_5000_media_sockets_through_a_tiny_submission_queue() {
+        const N: usize = 5000;
+        super::super::tests::raise_nofile(16384);
+        let o = DriverOptions {
+            ring_entries: 8,
+            media_buffers: 4 * N,
+            ..DriverOptions::default()
+        };
+        let mut d = UringDriver::new(&o).expect("io_uring");
+        let mut last = None;
+        for _ in 0..N {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let a = s.local_addr().expect("addr");
+            last = Some((d.add_media_udp(s).expect("add"), a));
+        }
+        d.poll(Some(Duration::ZERO), &mut |_| {}).expect("arm");
+        assert!(d.udp.items.iter().flatten().all(|u| u.armed));
+        assert!(d.sq.inflight > N, "{}", d.sq.inflight);
+        let (id, target) = last.expect("sockets");
+        UdpSocket::bind("127.0.0.1:0")
+            .expect("peer")
+            .send_to(b"last", target)
+            .expect("send");
+        let mut got = None;
+        let start = Instant::now();
+        while got.is_none() {
+            assert!(start.elapsed() < Duration::from_secs(20));
+            d.poll(Some(Duration::from_millis(10)), &mut |ev| {
+                if let IoEvent::Datagram { sock, data, .. } = ev {
+                    got = Some((sock, data.to_vec()));
+                }
+            })
+            .expect("poll");
+        }
+        assert_eq!(got, Some((id, b"last".to_vec())));
+    }
 }
