@@ -3,7 +3,7 @@
 //!
 //! Loop: wait for I/O (up to the next timer), feed every event to the
 //! endpoint, take what the mesh brought, fire due timers, then carry out the
-//! endpoint's outputs (sends batched until one `flush`, forwards and
+//! endpoint's outputs (sends batched until one `flush_for_poll`, forwards and
 //! broadcasts pushed to the mesh, timers into the wheel) and wake the shards
 //! it pushed to, once each.
 

@@ -268,10 +268,11 @@ pub enum RingFlags {
     /// `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL` (Linux 6.1),
     /// created `R_DISABLED` and enabled by the first `poll`/`flush` so the
     /// thread that drives the ring is its issuer: completions are produced
-    /// only when that thread waits (`poll`), in a batch, with no wake-ups
-    /// or locking in between. On this project's test VM a C io_uring
-    /// forwarder used 0.81–0.87× the CPU per packet of a recvmmsg/sendmmsg
-    /// forwarder with these flags (or COOP_TASKRUN), 1.06–1.11× without.
+    /// only when that thread waits (`poll`), in a batch, never interrupting
+    /// it while it works and with no locking. On this project's test VM a C
+    /// io_uring forwarder used 0.81–0.87× the CPU per packet of a
+    /// recvmmsg/sendmmsg forwarder with these flags (or COOP_TASKRUN),
+    /// 1.06–1.11× without.
     #[default]
     SingleIssuerDeferTaskrun,
 }
@@ -1325,7 +1326,7 @@ mod tests {
     }
 
     /// Raise the soft open-file limit for tests with thousands of sockets.
-    fn raise_nofile(want: u64) {
+    pub(super) fn raise_nofile(want: u64) {
         let mut r = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
