@@ -166,7 +166,8 @@ pub enum TimerKey {
     Session(u64, LegId),
     /// A CANCELled INVITE that never got its final response (§9.1).
     CancelGiveUp(u64),
-    /// The media engine's liveness sweep (every second while legs exist).
+    /// The media engine's liveness and recording sweep (every 100 ms while
+    /// legs exist).
     MediaSweep,
     /// The media engine's frame clock (while legs are transcoded).
     MediaTick,
@@ -627,7 +628,7 @@ impl B2bua {
         if !self.sweep_armed {
             self.sweep_armed = true;
             self.out.push_back(CallOutput::Timer {
-                at: now + Duration::from_secs(1),
+                at: now + crate::media::engine::SWEEP,
                 key: TimerKey::MediaSweep,
             });
         }
@@ -1057,7 +1058,7 @@ impl B2bua {
                 self.sweep_armed = self.media.open_legs() > 0;
                 if self.sweep_armed {
                     self.out.push_back(CallOutput::Timer {
-                        at: now + Duration::from_secs(1),
+                        at: now + crate::media::engine::SWEEP,
                         key: TimerKey::MediaSweep,
                     });
                 }

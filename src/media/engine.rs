@@ -157,6 +157,12 @@ pub struct LegStats {
     pub mos_x100: u16,
 }
 
+/// How often [`MediaEngine::sweep`] runs while legs are open.
+pub const SWEEP: Duration = Duration::from_millis(100);
+/// Sweeps per second: liveness is checked once a second, recordings are
+/// flushed a tenth at a time.
+const SWEEPS_PER_SECOND: u64 = 10;
+
 /// How often [`MediaEngine::tick`] runs while legs are transcoded.
 pub const TICK: Duration = Duration::from_millis(10);
 
@@ -344,6 +350,8 @@ pub struct MediaEngine {
     chunk: Vec<u8>,
     /// Legs with a transcoder.
     transcoding: usize,
+    /// Sweeps so far.
+    sweeps: u64,
 }
 
 /// Recorded audio handed to the writer per chunk: 1 s (stereo, 16-bit).
@@ -371,6 +379,7 @@ impl MediaEngine {
             pcm: Box::new([0; MAX_SAMPLES]),
             chunk: vec![0; CHUNK_BYTES],
             transcoding: 0,
+            sweeps: 0,
         }
     }
 
@@ -819,7 +828,15 @@ impl MediaEngine {
     /// Hands the final audio of every recording to the writer.
     fn flush_recordings(&mut self, now: Instant) {
         let ms = self.ms(now);
-        for r in self.recs.iter_mut().flatten() {
+        // A tenth of the recordings per sweep: each is flushed once a second
+        // (about 1 s of audio, 32 KB), and no sweep stalls the shard with
+        // every recording's copy at once.
+        let phase = self.sweeps % SWEEPS_PER_SECOND;
+        for (slot, r) in self.recs.iter_mut().enumerate() {
+            let Some(r) = r else { continue };
+            if slot as u64 % SWEEPS_PER_SECOND != phase {
+                continue;
+            }
             loop {
                 let offset = r.recorder.written_bytes();
                 let n = r.recorder.poll_chunk(ms, &mut self.chunk);
@@ -1069,10 +1086,14 @@ impl MediaEngine {
         }
     }
 
-    /// Liveness sweep; the call engine runs it every second while legs
-    /// are open.
+    /// Liveness and recording sweep; the call engine runs it every
+    /// [`SWEEP`] while legs are open.
     pub fn sweep(&mut self, now: Instant) {
         self.flush_recordings(now);
+        self.sweeps += 1;
+        if self.sweeps % SWEEPS_PER_SECOND != 0 {
+            return;
+        }
         for (idx, slot) in self.legs.iter().enumerate() {
             let Some(l) = slot else { continue };
             let Some(since) = l.watch else { continue };

@@ -92,6 +92,24 @@ pub fn resolve_cores(cores: &Cores) -> Result<Vec<usize>, ShellError> {
     }
 }
 
+/// Moves the calling thread (and the threads it starts next) to the CPUs
+/// this process may use other than `shards`; a no-op when there are none.
+fn keep_off(shards: &[usize]) {
+    let Ok(mask) = sched_getaffinity(Pid::from_raw(0)) else {
+        return;
+    };
+    let mut rest = CpuSet::new();
+    let mut any = false;
+    for c in (0..CpuSet::count()).filter(|c| !shards.contains(c)) {
+        if mask.is_set(c).unwrap_or(false) && rest.set(c).is_ok() {
+            any = true;
+        }
+    }
+    if any && let Err(e) = sched_setaffinity(Pid::from_raw(0), &rest) {
+        tracing::debug!(error = %e, "cannot move the control threads off the shard CPUs");
+    }
+}
+
 fn pin(cpu: usize) -> nix::Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu)?;
@@ -252,6 +270,9 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(rec_err(e)),
     }
+    // The writer thread (and this thread, which only waits for signals)
+    // stay off the shards' CPUs when there are others.
+    keep_off(&cpus);
     let rec_counters = Arc::new(recwriter::RecCounters::default());
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
