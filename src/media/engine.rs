@@ -1091,7 +1091,7 @@ impl MediaEngine {
     pub fn sweep(&mut self, now: Instant) {
         self.flush_recordings(now);
         self.sweeps += 1;
-        if self.sweeps % SWEEPS_PER_SECOND != 0 {
+        if !self.sweeps.is_multiple_of(SWEEPS_PER_SECOND) {
             return;
         }
         for (idx, slot) in self.legs.iter().enumerate() {
