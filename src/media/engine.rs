@@ -292,6 +292,18 @@ struct Leg {
 }
 
 impl Leg {
+    /// The event for a digit this leg (in slot `idx`) sent.
+    fn digit(&self, idx: u32, digit: char) -> MediaEvent {
+        MediaEvent::Dtmf {
+            call: self.call,
+            leg: LegId {
+                idx,
+                generation: self.generation,
+            },
+            digit,
+        }
+    }
+
     fn held(&self) -> bool {
         self.remote
             .as_ref()
@@ -878,11 +890,7 @@ impl MediaEngine {
         let Some(Some(leg)) = self.legs.get_mut(idx as usize) else {
             return;
         };
-        // Symmetric latching.
-        if !leg.latched {
-            leg.dst = Some(src);
-            leg.latched = true;
-        } else if leg.dst != Some(src) {
+        if !latch(&mut leg.dst, &mut leg.latched, src) {
             self.counters.rtp_foreign.bump();
             return;
         }
@@ -900,14 +908,7 @@ impl MediaEngine {
                 .and_then(|ev| leg.events.handle_event(h.timestamp, h.marker, ev));
             if let Some(digit) = digit {
                 self.counters.dtmf_digits.bump();
-                self.events.push_back(MediaEvent::Dtmf {
-                    call: leg.call,
-                    leg: LegId {
-                        idx,
-                        generation: leg.generation,
-                    },
-                    digit,
-                });
+                self.events.push_back(leg.digit(idx, digit));
             }
         } else {
             leg.quality.on_packet(ms, h.seq, h.timestamp, clock);
@@ -924,14 +925,7 @@ impl MediaEngine {
             }
             if let Some(digit) = leg.inband.as_mut().and_then(|d| d.push(&self.pcm[..n])) {
                 self.counters.dtmf_digits.bump();
-                self.events.push_back(MediaEvent::Dtmf {
-                    call: leg.call,
-                    leg: LegId {
-                        idx,
-                        generation: leg.generation,
-                    },
-                    digit,
-                });
+                self.events.push_back(leg.digit(idx, digit));
             }
         }
         if let Some(tc) = leg.transcode.as_mut()
@@ -981,10 +975,7 @@ impl MediaEngine {
         let Some(Some(leg)) = self.legs.get_mut(idx as usize) else {
             return;
         };
-        if !leg.rtcp_latched {
-            leg.dst_rtcp = Some(src);
-            leg.rtcp_latched = true;
-        } else if leg.dst_rtcp != Some(src) {
+        if !latch(&mut leg.dst_rtcp, &mut leg.rtcp_latched, src) {
             self.counters.rtp_foreign.bump();
             return;
         }
@@ -1127,6 +1118,17 @@ impl MediaEngine {
             }
         }
     }
+}
+
+/// Symmetric latching (RFC 4961 §3): the first packet from a leg sets
+/// where we send to it; later ones must come from there. Returns whether
+/// `src` is accepted.
+fn latch(dst: &mut Option<SocketAddr>, latched: &mut bool, src: SocketAddr) -> bool {
+    if !*latched {
+        *dst = Some(src);
+        *latched = true;
+    }
+    *dst == Some(src)
 }
 
 /// Payload type map for packets received from a leg with formats `from`
