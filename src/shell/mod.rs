@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -551,8 +551,7 @@ fn shard_main(
             }
         }
         shard.recordings = Some(ctx.recordings.clone());
-        shard.top_up_media(drv.as_mut());
-        if shard.endpoint.media_mut().free_pairs() == 0 {
+        if !shard.bind_initial_media(drv.as_mut(), Duration::from_secs(2)) {
             return Err(ShellError::Io {
                 shard: id,
                 what: format!(

@@ -390,6 +390,25 @@ impl Shard {
 
     /// Binds RTP/RTCP pairs of this shard's slice until [`WARM_PAIRS`] are
     /// free (a port another process holds is skipped).
+    /// Bind RTP pairs for the start, waiting up to `patience` while the
+    /// whole slice is still held: a predecessor killed with `kill -9` keeps
+    /// its io_uring sockets until the kernel has torn its ring down, a few
+    /// milliseconds after it exited. True once at least one pair is bound.
+    pub fn bind_initial_media(&mut self, driver: &mut dyn Driver, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        loop {
+            self.top_up_media(driver);
+            if self.endpoint.media_mut().free_pairs() > 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            self.media_next = 0;
+        }
+    }
+
     pub fn top_up_media(&mut self, driver: &mut dyn Driver) {
         let (first, count) = self.settings.media_ports;
         while self.endpoint.media_mut().free_pairs() < WARM_PAIRS && self.media_next < count {

@@ -130,11 +130,15 @@ fn probe_free(port: u16) -> bool {
 /// `media.rtp_ports`, claimed for the life of the returned block. Blocks
 /// lie in 10000–32767, below the kernel's ephemeral range, so no
 /// client socket lands in them by chance; the appliance skips any port of
-/// its range that another program holds anyway.
+/// its range that another program holds anyway. Each call starts its search
+/// one block further on, so an appliance restarted within a test does not
+/// wait for the kernel to let go of its predecessor's sockets.
 pub fn reserve_rtp_block() -> PortBlock {
+    use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 10_000;
     const BLOCKS: u32 = (32_768 - FIRST) / RTP_BLOCK as u32;
-    let start = std::process::id() % BLOCKS;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCKS;
     for i in 0..BLOCKS {
         let base = (FIRST + ((start + i) % BLOCKS) * u32::from(RTP_BLOCK)) as u16;
         if let Some(l) = try_lock_name(&format!("rtp-{base}")) {

@@ -1529,6 +1529,24 @@ mod tests {
         }
     }
 
+    /// Once the driver is dropped every socket it held is closed: a
+    /// restarted appliance binds the same RTP and SIP ports at once.
+    fn drop_releases_every_port_at_once(choice: Kind) {
+        let mut d = make(choice, &opts());
+        let media: Vec<SocketAddr> = (0..4).map(|_| media_socket(&mut *d).1).collect();
+        let sip = UdpSocket::bind("127.0.0.1:0").expect("bind sip");
+        let sip_addr = sip.local_addr().expect("addr");
+        d.add_udp(sip).expect("add sip");
+        let mut evs = Vec::new();
+        poll_once(&mut *d, Some(Duration::ZERO), &mut evs);
+        drop(d);
+        for a in media.iter().chain([&sip_addr]) {
+            if let Err(e) = UdpSocket::bind(a) {
+                panic!("{a} still held after drop: {e}");
+            }
+        }
+    }
+
     macro_rules! both_drivers {
         ($($name:ident),* $(,)?) => {
             mod uring {
@@ -1561,6 +1579,7 @@ mod tests {
         media_burst_larger_than_the_buffer_pool_all_arrives,
         media_oversize_datagram_dropped_and_counted,
         remove_udp_stops_receiving_and_closes_the_socket,
+        drop_releases_every_port_at_once,
     );
 
     #[test]

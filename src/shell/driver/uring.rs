@@ -1555,6 +1555,13 @@ impl Drop for UringDriver {
             for bgid in [BGID_SIP, BGID_MEDIA] {
                 let _ = self.sq.ring.submitter().unregister_buf_ring(bgid);
             }
+            // The table holds a reference to every UDP socket; the kernel
+            // would drop it only when it tears the ring down, after the
+            // process is gone — too late for a restart binding the same
+            // RTP ports. With nothing in flight this lets go at once.
+            if self.fixed_files > 0 {
+                let _ = self.sq.ring.submitter().unregister_files();
+            }
             // SAFETY: no op is in flight any more, so nothing references
             // these; they are dropped exactly once, here.
             unsafe {
