@@ -106,7 +106,16 @@ fn run(config: &std::path::Path, set: &[String]) -> ExitCode {
         config = %config.display(),
         "switchboard starting"
     );
-    match switchboard::shell::run(cfg) {
+    let prompts = match switchboard::media::prompts::load(config, &cfg) {
+        Ok(p) => p,
+        Err(errors) => {
+            for p in &errors.0 {
+                tracing::error!(problem = %p, "a prompt cannot be used");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match switchboard::shell::run(cfg, prompts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "switchboard failed");

@@ -132,6 +132,22 @@ pub struct Config {
     pub crm: CrmConfig,
     /// `[[users]]`: agents' phones.
     pub users: Vec<UserConfig>,
+    /// `[prompts]`: named WAV files (prompts, music), in file order.
+    pub prompts: Vec<PromptConfig>,
+}
+
+/// One `[prompts]` entry: `name = "file.wav"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptConfig {
+    /// The key: how dial plans and `media.hold_music` name it.
+    pub name: String,
+    /// The file as written; a relative path is relative to the directory
+    /// of the config file.
+    pub file: PathBuf,
+    /// Where it was written (the config file's label or `--set`, and the
+    /// line), so problems loading the file name it.
+    pub origin_file: String,
+    pub line: Option<usize>,
 }
 
 /// Which CPUs run shards.
@@ -340,6 +356,9 @@ pub struct MediaConfig {
     /// `inband_dtmf`: detect DTMF tones in the audio of legs without
     /// telephone-event.
     pub inband_dtmf: bool,
+    /// `hold_music`: the `[prompts]` entry a party hears, looped, while the
+    /// other holds the call; None (`""`) = silence.
+    pub hold_music: Option<String>,
 }
 
 impl Default for MediaConfig {
@@ -354,6 +373,7 @@ impl Default for MediaConfig {
             hold_timeout: Duration::from_secs(3600),
             transcode: true,
             inband_dtmf: false,
+            hold_music: None,
         }
     }
 }

@@ -161,6 +161,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
         cti,
         crm,
         users,
+        prompts: Vec::new(),
     };
     check_port_clashes(p, root, &config, &listen_valid);
     config
@@ -899,6 +900,7 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
         hold_timeout,
         transcode,
         inband_dtmf,
+        hold_music: None,
     }
 }
 

@@ -42,6 +42,7 @@ use bytes::Bytes;
 
 use super::anchor::{self, AnchorError, Codec, Known, LocalSide, Remote};
 use super::dtmf::{EventReceiver, InbandDetector, TelephoneEvent};
+use super::player::Clip;
 use super::quality::{MosCodec, ReceiveStats};
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, RtpHeader};
@@ -86,6 +87,8 @@ pub struct MediaConfig {
     pub seed: u64,
     /// The shard: recording ids carry it, so they are unique across shards.
     pub shard: u16,
+    /// Played, looped, to a party while the other holds the call.
+    pub hold_music: Option<Clip>,
 }
 
 impl MediaConfig {
@@ -99,6 +102,7 @@ impl MediaConfig {
             inband_dtmf: true,
             seed: 11,
             shard: 0,
+            hold_music: None,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Media plane: everything a shard does with RTP, as sans-IO pieces.
 //!
-//! Nothing here reads the clock, touches a socket or a file, or spawns a
-//! thread: time comes in as `now` (or a sample/millisecond count), packets
-//! come in as byte slices, and output goes into caller-provided buffers.
+//! Nothing here reads the clock, touches a socket or a file (but
+//! [`prompts::load`], once at start), or spawns a thread: time comes in as
+//! `now` (or a sample/millisecond count), packets come in as byte slices,
+//! and output goes into caller-provided buffers.
 //!
 //! | module | owns |
 //! | --- | --- |
@@ -20,6 +21,7 @@
 //! | [`rtcp`] | RTCP SR/RR parse and build |
 //! | [`recorder`] | stereo recording timeline aligned to wall time |
 //! | [`player`] | prompt and music playback |
+//! | [`prompts`] | the `[prompts]` WAV files, decoded once at start |
 //! | [`transcode`] | decoding, and bridging legs that share no codec |
 //! | [`engine`] | the shard's media engine: legs, relay, recording, transcoding |
 //! | [`rtp`] | RTP headers |
@@ -33,6 +35,7 @@ pub mod mixer;
 pub mod opus;
 pub mod player;
 pub mod plc;
+pub mod prompts;
 pub mod quality;
 pub mod recorder;
 pub mod resample;

@@ -35,6 +35,7 @@ use nix::unistd::Pid;
 use crate::call::CallConfig;
 use crate::call::dialog::Local;
 use crate::config::{Config, Cores, DigestAlgorithm as CfgAlgorithm, DriverChoice, Transport};
+use crate::media::prompts::Prompts;
 use crate::sip::auth::DigestAlgorithm;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::ids::ShardId;
@@ -119,6 +120,7 @@ fn pin(cpu: usize) -> nix::Result<()> {
 /// Maps the config to one shard's endpoint settings.
 fn endpoint_config(
     cfg: &Config,
+    prompts: &Prompts,
     shard: u16,
     shards: u16,
     nonce_key: [u8; 32],
@@ -199,6 +201,7 @@ fn endpoint_config(
                 inband_dtmf: cfg.media.inband_dtmf,
                 seed: seed.rotate_left(29),
                 shard,
+                hold_music: cfg.media.hold_music.as_deref().and_then(|n| prompts.get(n)),
             },
             recording: cfg.recording.clone(),
         },
@@ -236,7 +239,7 @@ enum Event {
 
 /// Starts the shards, waits for SIGTERM/SIGINT, drains and stops them, and
 /// prints the counters. Returns once every shard has exited.
-pub fn run(cfg: Config) -> Result<(), ShellError> {
+pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     let cpus = resolve_cores(&cfg.node.cores)?;
     let n = cpus.len();
     let shards = u16::try_from(n)
@@ -298,6 +301,7 @@ pub fn run(cfg: Config) -> Result<(), ShellError> {
             nonce_key,
             seed: rand::random(),
             recordings: rec_sink.clone(),
+            prompts: prompts.clone(),
         };
         let ready_tx = ready_tx.clone();
         let event_tx = event_tx.clone();
@@ -468,6 +472,7 @@ struct ShardContext {
     nonce_key: [u8; 32],
     seed: u64,
     recordings: recwriter::RecordingSink,
+    prompts: Prompts,
 }
 
 type Ready = Sender<(u16, Result<(Waker, &'static str), ShellError>)>;
@@ -507,7 +512,14 @@ fn shard_main(
             driver::open(ctx.choice, &opts).map_err(io("cannot open the I/O driver".into()))?;
         let now = Instant::now();
         let endpoint = Endpoint::new(
-            endpoint_config(&ctx.cfg, id, ctx.shards, ctx.nonce_key, ctx.seed),
+            endpoint_config(
+                &ctx.cfg,
+                &ctx.prompts,
+                id,
+                ctx.shards,
+                ctx.nonce_key,
+                ctx.seed,
+            ),
             ctx.epoch,
             ctx.counters.clone(),
         );
