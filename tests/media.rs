@@ -7,6 +7,11 @@
 //! streams ran through the appliance's ports and that the appliance added
 //! no loss and no sequence error; the call record names the digits, and
 //! the call's recording is a stereo WAV as long as the call.
+//!
+//! Hold: SIPp's caller holds (sendonly re-INVITE) and resumes a call to a
+//! SIPp phone; the capture shows the phone hearing the configured hold
+//! music in its codec as one continuous stream between the caller's
+//! digits.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -246,6 +251,184 @@ fn media_test(driver: Driver) {
         0,
         "{log}"
     );
+}
+
+/// One RTP packet of a capture, as tshark decodes it.
+#[derive(Debug)]
+struct Packet {
+    src_port: u16,
+    ssrc: String,
+    seq: u16,
+    marker: bool,
+    pt: u8,
+    payload: Vec<u8>,
+}
+
+/// Every RTP packet the appliance sent from its ports, in capture order.
+fn packets_from(file: &Path, ports: (u16, u16)) -> Vec<Packet> {
+    let filter = format!(
+        "rtp && udp.srcport >= {} && udp.srcport <= {}",
+        ports.0, ports.1
+    );
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args([
+            "-o",
+            "rtp.heuristic_rtp:TRUE",
+            "-Y",
+            &filter,
+            "-T",
+            "fields",
+        ])
+        .args([
+            "-e",
+            "udp.srcport",
+            "-e",
+            "rtp.ssrc",
+            "-e",
+            "rtp.seq",
+            "-e",
+            "rtp.marker",
+        ])
+        .args(["-e", "rtp.p_type", "-e", "rtp.payload"])
+        .output()
+        .expect("run tshark on the capture");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let hex: String = f.get(5)?.chars().filter(char::is_ascii_hexdigit).collect();
+            let payload = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .ok()?;
+            Some(Packet {
+                src_port: f[0].parse().ok()?,
+                ssrc: f[1].to_owned(),
+                seq: f[2].parse().ok()?,
+                marker: matches!(f[3], "1" | "True" | "true"),
+                pt: f[4].parse().ok()?,
+                payload,
+            })
+        })
+        .collect()
+}
+
+/// Amplitude of the `hz` component of 8 kHz `pcm` (one DFT bin).
+fn amplitude(pcm: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut re, mut im) = (0.0, 0.0);
+    for (n, &x) in pcm.iter().enumerate() {
+        re += f64::from(x) * (w * n as f64).cos();
+        im += f64::from(x) * (w * n as f64).sin();
+    }
+    2.0 * (re * re + im * im).sqrt() / pcm.len() as f64
+}
+
+/// The caller puts the call on hold with a sendonly re-INVITE: the phone
+/// hears the configured hold music (a 600 Hz tone here) from the
+/// appliance, in its codec (A-law), as the same RTP stream it was hearing
+/// — one SSRC, sequence numbers without a gap at either switch; the
+/// caller resumes and the phone hears the caller again.
+fn hold_music_test(driver: Driver) {
+    require_tool("sipp");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let music = dir.path().join("hold.wav");
+    let tone: Vec<i16> = (0..8000)
+        .map(|n| {
+            (8000.0 * (2.0 * std::f64::consts::PI * 600.0 * f64::from(n) / 8000.0).sin()) as i16
+        })
+        .collect();
+    let mut bytes = wav::pcm16_header(1, 8000, 16_000).to_vec();
+    bytes.extend(tone.iter().flat_map(|s| s.to_le_bytes()));
+    std::fs::write(&music, bytes).unwrap();
+    let a = appliance(
+        Options::new(driver)
+            .set(&format!("prompts.hold={:?}", music.display().to_string()))
+            .set("media.hold_music=\"hold\""),
+    );
+    let phone = Phone::start(&a, "1002", "media_uas_hold.xml", &[]);
+    let capture = RtpCapture::start(&a, dir.path());
+    let file = capture.file.clone();
+    let caller = call(&a, "media_uac_hold.xml", "1002", "u1");
+    let (caller, phones) = finish(caller, vec![phone]);
+    assert_runs_succeeded(&a, &[("caller 1001", &caller), ("phone 1002", &phones[0])]);
+    capture.finish();
+    let sent = packets_from(&file, a.rtp_ports);
+    let log = a.stop().tail();
+    let table: String = sent
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} m={} pt={}\n",
+                p.src_port, p.ssrc, p.seq, p.marker, p.pt
+            )
+        })
+        .collect();
+
+    // Only the phone's port sends (the phone itself sends nothing).
+    let port = sent.first().expect("the appliance sent RTP").src_port;
+    assert!(sent.iter().all(|p| p.src_port == port), "{table}{log}");
+    assert!(
+        sent.iter().all(|p| p.ssrc == sent[0].ssrc),
+        "one SSRC: digit, music, digit\n{table}"
+    );
+    // The music: PCMA frames between the two digits, a marker on the
+    // first frame of each switch, numbering without a gap.
+    let music: Vec<&Packet> = sent.iter().filter(|p| p.pt == 8).collect();
+    assert!(
+        music.len() >= 60,
+        "1.5 s of hold: {} frames\n{table}",
+        music.len()
+    );
+    let first = sent.iter().position(|p| p.pt == 8).unwrap();
+    let last = sent.iter().rposition(|p| p.pt == 8).unwrap();
+    assert!(
+        first > 0 && last + 1 < sent.len(),
+        "digit 1, music, digit 9\n{table}"
+    );
+    assert_eq!(
+        last - first + 1,
+        music.len(),
+        "the music is one run\n{table}"
+    );
+    for i in [first, last + 1] {
+        assert!(
+            sent[i].marker,
+            "a marker where the source switches\n{table}"
+        );
+        assert_eq!(
+            sent[i].seq,
+            sent[i - 1].seq.wrapping_add(1),
+            "no gap where the source switches\n{table}"
+        );
+    }
+    for w in sent[first..=last].windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "{table}");
+    }
+    let mut pcm = Vec::new();
+    for p in &music {
+        let mut frame = vec![0i16; p.payload.len()];
+        switchboard::media::g711::decode_alaw(&p.payload, &mut frame);
+        pcm.extend(frame);
+    }
+    let (at_600, at_1000) = (amplitude(&pcm, 600.0), amplitude(&pcm, 1000.0));
+    println!("hold music heard: amplitude {at_600:.1} at 600 Hz, {at_1000:.1} at 1000 Hz");
+    assert!(
+        at_600 > 5000.0 && at_1000 < 100.0,
+        "the phone hears the 600 Hz music: {at_600:.1} / {at_1000:.1}"
+    );
+}
+
+#[test]
+fn hold_music_to_the_held_party_as_one_continuous_stream_io_uring() {
+    hold_music_test(Driver::IoUring);
+}
+
+#[test]
+fn hold_music_to_the_held_party_as_one_continuous_stream_epoll() {
+    hold_music_test(Driver::Epoll);
 }
 
 /// The integer after `key` in `text` (first occurrence).

@@ -101,7 +101,7 @@ fn relay_allocates_nothing_per_packet(choice: Choice) {
     let b_port = phone_b.local_addr().unwrap().port();
     media.translate_offer(a, b, sdp(a_port).as_bytes()).unwrap();
     media
-        .translate_answer(b, a, sdp(b_port).as_bytes())
+        .translate_answer(now, b, a, sdp(b_port).as_bytes())
         .unwrap();
     let to_a: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
     let to_b: SocketAddr = ([127, 0, 0, 1], ports[1]).into();

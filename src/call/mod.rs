@@ -618,6 +618,8 @@ impl B2bua {
                         self.end_call(now, call, EndCause::MediaTimeout, Side::System, None);
                     }
                 }
+                // No call flow plays a clip once yet (hold music loops).
+                MediaEvent::PlayDone { .. } => {}
             }
         }
     }
@@ -867,6 +869,7 @@ impl B2bua {
         {
             let (ct, body) = translate(
                 &mut self.media,
+                now,
                 from_media,
                 ol.media,
                 Sdp::Answer,
@@ -1503,6 +1506,7 @@ impl B2bua {
                 };
                 let (ct, body) = translate(
                     &mut self.media,
+                    now,
                     b.leg.media,
                     call.a.media,
                     kind,
@@ -1609,8 +1613,14 @@ impl B2bua {
                 } else {
                     Sdp::Offer
                 };
-                let (ct, body) =
-                    translate(&mut self.media, b_media, call.a.media, kind, body_of(msg));
+                let (ct, body) = translate(
+                    &mut self.media,
+                    now,
+                    b_media,
+                    call.a.media,
+                    kind,
+                    body_of(msg),
+                );
                 let contact = self.cfg.local.contact(peer.link);
                 let mut headers = vec![
                     ("Contact", contact.as_str()),
@@ -2023,6 +2033,7 @@ impl B2bua {
         );
         let (ct, body) = translate(
             &mut self.media,
+            now,
             from_media,
             to_media,
             Sdp::Offer,
@@ -2102,7 +2113,7 @@ impl B2bua {
         }
         let kind = if offered { Sdp::Answer } else { Sdp::Offer };
         let (ct, body) = if status < 300 {
-            translate(&mut self.media, to_media, fl.media, kind, body_of(msg))
+            translate(&mut self.media, now, to_media, fl.media, kind, body_of(msg))
         } else {
             body_of(msg)
         };
@@ -2399,7 +2410,7 @@ impl B2bua {
             )
         });
         let (from, to) = legs.unwrap_or_default();
-        let (ct, body) = translate(&mut self.media, from, to, Sdp::Offer, offer);
+        let (ct, body) = translate(&mut self.media, now, from, to, Sdp::Offer, offer);
         self.send_in_dialog(
             now,
             id,
@@ -2492,6 +2503,7 @@ impl B2bua {
         if let Some(b) = call.b.get_mut(usize::from(target)) {
             let (ct, body) = translate(
                 &mut self.media,
+                now,
                 moved_media,
                 b.leg.media,
                 Sdp::Answer,
@@ -3016,6 +3028,7 @@ enum Sdp {
 /// directly.
 fn translate(
     media: &mut MediaEngine,
+    now: Instant,
     from: Option<MediaLeg>,
     to: Option<MediaLeg>,
     kind: Sdp,
@@ -3029,7 +3042,7 @@ fn translate(
     }
     let out = match kind {
         Sdp::Offer => media.translate_offer(f, t, &body),
-        Sdp::Answer => media.translate_answer(f, t, &body),
+        Sdp::Answer => media.translate_answer(now, f, t, &body),
     };
     match out {
         Ok(b) => (ct, b),

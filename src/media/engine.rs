@@ -42,11 +42,11 @@ use bytes::Bytes;
 
 use super::anchor::{self, AnchorError, Codec, Known, LocalSide, Remote};
 use super::dtmf::{EventReceiver, InbandDetector, TelephoneEvent};
-use super::player::Clip;
+use super::player::{Clip, Player, PlayerState};
 use super::quality::{MosCodec, ReceiveStats};
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, RtpHeader};
-use super::transcode::{Decode, MAX_SAMPLES, Transcode};
+use super::transcode::{Decode, Encode, FRAME, MAX_SAMPLES, Transcode};
 use crate::sdp::{Direction, SessionDescription};
 use crate::stats::ShardCounters;
 
@@ -114,6 +114,9 @@ pub enum MediaEvent {
     Dtmf { call: u64, leg: LegId, digit: char },
     /// The leg sent no RTP for the timeout.
     Inactive { call: u64, leg: LegId },
+    /// A clip played once to the leg ([`MediaEngine::play`]) has ended;
+    /// the leg hears its peer again.
+    PlayDone { call: u64, leg: LegId },
 }
 
 /// Work for the recording writer (off the shard): one WAV file per
@@ -247,6 +250,30 @@ impl TxStream {
     }
 }
 
+/// A clip playing to a leg, encoded in the leg's codec, 20 ms a packet.
+struct Playback {
+    player: Player,
+    enc: Encode,
+    /// Payload type and RTP clock of the leg's voice codec.
+    pt: u8,
+    clock: u32,
+    /// The playback's own stream; [`TxStream`] maps it into the leg's.
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    /// When the next frame is due (engine milliseconds).
+    next_ms: u64,
+    /// Hold music: stops when the holder resumes.
+    hold: bool,
+    pcm: [i16; FRAME],
+}
+
+impl std::fmt::Debug for Playback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Playback(pt {}, hold {})", self.pt, self.hold)
+    }
+}
+
 /// One call's recording.
 struct Rec {
     id: u64,
@@ -287,6 +314,8 @@ struct Leg {
     transcode: Option<Box<Transcode>>,
     /// In-band DTMF detection (when it has no telephone-event).
     inband: Option<Box<InbandDetector>>,
+    /// What it hears instead of its peer, while a clip plays.
+    play: Option<Box<Playback>>,
     /// Liveness armed since.
     watch: Option<Instant>,
     last_rx: Option<Instant>,
@@ -366,6 +395,10 @@ pub struct MediaEngine {
     chunk: Vec<u8>,
     /// Legs with a transcoder.
     transcoding: usize,
+    /// Legs hearing a clip.
+    playing: usize,
+    /// Encoded frame of a playback.
+    payload: Box<[u8; MAX_PACKET]>,
     /// Sweeps so far.
     sweeps: u64,
 }
@@ -395,6 +428,8 @@ impl MediaEngine {
             pcm: Box::new([0; MAX_SAMPLES]),
             chunk: vec![0; CHUNK_BYTES],
             transcoding: 0,
+            playing: 0,
+            payload: Box::new([0; MAX_PACKET]),
             sweeps: 0,
         }
     }
@@ -498,6 +533,7 @@ impl MediaEngine {
             rec: None,
             transcode: None,
             inband: None,
+            play: None,
             watch: None,
             last_rx: None,
             tx: TxStream::new(ssrc),
@@ -553,6 +589,7 @@ impl MediaEngine {
             return;
         }
         self.set_transcode(id, None);
+        self.stop_playing(id);
         let Some(leg) = self.legs[id.idx as usize].take() else {
             return;
         };
@@ -624,11 +661,21 @@ impl MediaEngine {
         sdp: &[u8],
     ) -> Result<Bytes, MediaError> {
         let parsed = SessionDescription::parse(sdp).map_err(|e| MediaError::Sdp(e.to_string()))?;
-        let (_, remote) = anchor::describe(&parsed)?;
+        let (idx, remote) = anchor::describe(&parsed)?;
         let transcode = self.cfg.transcode;
+        // An inactive hold: the held party is offered sendonly, so it
+        // listens to the hold music.
+        let music_hold = self.cfg.hold_music.is_some() && remote.direction == Direction::Inactive;
+        let towards = if music_hold {
+            let mut t = parsed.clone();
+            t.media[idx].set_direction(Direction::SendOnly);
+            std::borrow::Cow::Owned(t)
+        } else {
+            std::borrow::Cow::Borrowed(&parsed)
+        };
         let out = {
             let t = self.leg_mut(to).ok_or(MediaError::NoLeg)?;
-            anchor::offer(&parsed, &mut t.local, transcode)?.0
+            anchor::offer(&towards, &mut t.local, transcode)?.0
         };
         self.learn(from, remote);
         let f = self.leg_mut(from).ok_or(MediaError::NoLeg)?;
@@ -640,6 +687,7 @@ impl MediaEngine {
     /// `to` and connects the two legs.
     pub fn translate_answer(
         &mut self,
+        now: Instant,
         from: LegId,
         to: LegId,
         sdp: &[u8],
@@ -693,6 +741,7 @@ impl MediaEngine {
         for (id, tc) in [(from, f_tc), (to, t_tc)] {
             self.set_transcode(id, tc);
         }
+        self.update_hold_music(now, to, from);
         Ok(Bytes::from(out))
     }
 
@@ -874,6 +923,149 @@ impl MediaEngine {
     }
 
     // ------------------------------------------------------------------
+    // Prompts and music
+    // ------------------------------------------------------------------
+
+    /// Plays `clip` (8 kHz mono) to leg `id`, once or `looping`: the leg
+    /// hears it instead of its peer, in its own codec, continuing its
+    /// outgoing stream (same SSRC, sequence numbers and timestamps carry
+    /// on, marker set at each switch). A clip played once ends with
+    /// [`MediaEvent::PlayDone`], and the leg hears its peer again. Replaces
+    /// whatever played. False when the leg has no agreed codec of ours.
+    pub fn play(&mut self, now: Instant, id: LegId, clip: Clip, looping: bool) -> bool {
+        self.start_playback(now, id, clip, looping, false)
+    }
+
+    fn start_playback(
+        &mut self,
+        now: Instant,
+        id: LegId,
+        clip: Clip,
+        looping: bool,
+        hold: bool,
+    ) -> bool {
+        let ms = self.ms(now);
+        let ssrc = self.random() as u32;
+        let Some(l) = self.leg_mut(id) else {
+            return false;
+        };
+        let Some((pt, Some(codec))) = l.voice else {
+            return false;
+        };
+        let Some(enc) = Encode::new(codec) else {
+            return false;
+        };
+        let mut player = Player::new(8000);
+        if looping {
+            player.play_loop(clip);
+        } else {
+            player.play(clip);
+        }
+        let was_playing = l.play.is_some();
+        l.play = Some(Box::new(Playback {
+            player,
+            enc,
+            pt,
+            clock: codec.clock_rate(),
+            ssrc,
+            seq: (ssrc >> 16) as u16,
+            ts: ssrc.rotate_left(11),
+            next_ms: ms,
+            hold,
+            pcm: [0; FRAME],
+        }));
+        if !was_playing {
+            self.playing += 1;
+        }
+        true
+    }
+
+    /// Stops whatever plays to leg `id`: it hears its peer again.
+    pub fn stop_playing(&mut self, id: LegId) {
+        if let Some(l) = self.leg_mut(id)
+            && l.play.take().is_some()
+        {
+            self.playing -= 1;
+        }
+    }
+
+    /// Whether a clip plays to leg `id`.
+    pub fn is_playing(&self, id: LegId) -> bool {
+        self.leg(id).is_some_and(|l| l.play.is_some())
+    }
+
+    /// After an offer from `holder` was answered by `held`: hold music to
+    /// `held` while `holder` does not want to hear it (sendonly, inactive,
+    /// or no address), off again when it does.
+    fn update_hold_music(&mut self, now: Instant, holder: LegId, held: LegId) {
+        let Some(music) = self.cfg.hold_music.clone() else {
+            return;
+        };
+        let holding = self
+            .leg(holder)
+            .and_then(|l| l.remote.as_ref())
+            .is_some_and(|r| r.rtp.is_none() || !r.direction.receives());
+        let hold_playing = self
+            .leg(held)
+            .and_then(|l| l.play.as_ref())
+            .is_some_and(|p| p.hold);
+        if holding && !hold_playing {
+            self.start_playback(now, held, music, true, true);
+        } else if !holding && hold_playing {
+            self.stop_playing(held);
+        }
+    }
+
+    /// Plays the due frames of every playback.
+    fn play_frames(&mut self, now: Instant, ms: u64) {
+        for idx in 0..self.legs.len() {
+            let Some(Some(leg)) = self.legs.get_mut(idx) else {
+                continue;
+            };
+            let Some(pb) = leg.play.as_mut() else {
+                continue;
+            };
+            // Catch up at most a few frames after a stall; skip the rest.
+            if ms.saturating_sub(pb.next_ms) > 80 {
+                pb.next_ms = ms - 20;
+            }
+            let mut finished = false;
+            while pb.next_ms <= ms && !finished {
+                pb.next_ms += 20;
+                finished = pb.player.fill(&mut pb.pcm) == PlayerState::Finished;
+                let n = pb.enc.encode(&pb.pcm, &mut self.payload[..]);
+                let (seq, ts) = (pb.seq, pb.ts);
+                pb.seq = pb.seq.wrapping_add(1);
+                pb.ts = pb.ts.wrapping_add(pb.clock / 50);
+                let Some(dst) = leg.dst else { continue };
+                let source = (idx as u32 | 0x4000_0000, pb.ssrc);
+                let (seq, ts, ssrc, switched) = leg.tx.map(now, source, seq, ts, pb.clock);
+                let Some(slot) = self.tx.slot() else {
+                    self.counters.rtp_tx_overflow.bump();
+                    continue;
+                };
+                let len = rtp::HEADER_LEN + n;
+                rtp::write_header(slot, switched, pb.pt, seq, ts, ssrc);
+                slot[rtp::HEADER_LEN..len].copy_from_slice(&self.payload[..n]);
+                self.tx.commit(leg.pair.rtp, dst, len);
+                leg.stats.packets_out += 1;
+            }
+            if finished {
+                leg.play = None;
+                self.playing -= 1;
+                let ev = MediaEvent::PlayDone {
+                    call: leg.call,
+                    leg: LegId {
+                        idx: idx as u32,
+                        generation: leg.generation,
+                    },
+                };
+                self.events.push_back(ev);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
     // Packets (the hot path)
     // ------------------------------------------------------------------
 
@@ -955,6 +1147,10 @@ impl MediaEngine {
             self.counters.rtp_unrouted.bump();
             return;
         };
+        if out.play.is_some() {
+            // It hears a clip instead.
+            return;
+        }
         if data.len() > MAX_PACKET {
             self.counters.rtp_malformed.bump();
             return;
@@ -1029,9 +1225,9 @@ impl MediaEngine {
     // ------------------------------------------------------------------
 
     /// Whether a leg needs [`MediaEngine::tick`] every
-    /// [`TICK`] (it is transcoded).
+    /// [`TICK`] (it is transcoded, or hears a clip).
     pub fn wants_tick(&self) -> bool {
-        self.transcoding > 0
+        self.transcoding > 0 || self.playing > 0
     }
 
     /// Sets (or clears) a leg's transcoder, keeping the count.
@@ -1043,9 +1239,13 @@ impl MediaEngine {
         self.transcoding = self.transcoding + usize::from(after) - usize::from(before);
     }
 
-    /// Plays the transcoded legs' due frames to their peers.
+    /// Plays the transcoded legs' due frames to their peers, and the due
+    /// frames of clips playing to legs.
     pub fn tick(&mut self, now: Instant) {
         let ms = self.ms(now);
+        if self.playing > 0 {
+            self.play_frames(now, ms);
+        }
         for idx in 0..self.legs.len() {
             let Some(Some(leg)) = self.legs.get_mut(idx) else {
                 continue;
@@ -1061,7 +1261,9 @@ impl MediaEngine {
                 let Some(Some(out)) = peer.and_then(|p| legs.get_mut(p as usize)) else {
                     return;
                 };
-                let Some(dst) = out.dst else { return };
+                let (Some(dst), None) = (out.dst, out.play.as_ref()) else {
+                    return;
+                };
                 let (seq, ts, ssrc, switched) = out.tx.map(now, source, seq, ts, out_clock);
                 let sock = out.pair.rtp;
                 let len = rtp::HEADER_LEN + payload.len();

@@ -18,7 +18,7 @@ use super::opus::{OpusDecoder, OpusEncoder};
 use super::plc::Plc;
 
 /// Samples in a 20 ms frame at 8 kHz.
-const FRAME: usize = 160;
+pub(crate) const FRAME: usize = 160;
 /// Most samples one packet decodes to (120 ms at 8 kHz, Opus's longest).
 pub const MAX_SAMPLES: usize = 960;
 
@@ -69,15 +69,15 @@ impl Decode {
     }
 }
 
-/// Encoder towards the other leg.
-enum Encode {
+/// Encoder towards the other leg (or of a prompt played to a leg).
+pub(crate) enum Encode {
     Ulaw,
     Alaw,
     Opus(Box<OpusEncoder>),
 }
 
 impl Encode {
-    fn new(codec: Known) -> Option<Encode> {
+    pub(crate) fn new(codec: Known) -> Option<Encode> {
         Some(match codec {
             Known::Pcmu => Encode::Ulaw,
             Known::Pcma => Encode::Alaw,
@@ -92,7 +92,7 @@ impl Encode {
     }
 
     /// Encodes one 20 ms frame; returns the payload length.
-    fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
+    pub(crate) fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
         match self {
             Encode::Ulaw => {
                 g711::encode_ulaw(pcm, &mut out[..pcm.len()]);

@@ -219,6 +219,36 @@ fn media_ip(cfg: &Config) -> std::net::IpAddr {
     })
 }
 
+/// Raises the soft limit on open files to the hard one: every RTP port is
+/// a socket, and the io_uring driver's registered file table is sized by
+/// it. Warns when even the hard limit cannot hold the configured ports.
+fn raise_file_limit(cfg: &Config, shards: u16) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let ports = u64::from(cfg.media.rtp_ports.high - cfg.media.rtp_ports.low) + 1;
+    // Sockets for every RTP/RTCP port, plus each shard's TCP connections,
+    // listeners and files.
+    let per_shard = cfg.sip.tcp_max_connections as u64 + 64;
+    let wanted = ports + per_shard * u64::from(shards);
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit (ulimit -n) is below what media.rtp_ports and \
+             sip.tcp_max_connections need; raise it (LimitNOFILE= in the systemd unit)"
+        );
+    } else {
+        tracing::debug!(limit, "open-file limit");
+    }
+}
+
 /// Shard `shard`'s slice of `media.rtp_ports`, as its first RTP port and
 /// the number of RTP/RTCP pairs (each shard owns a contiguous run, so a
 /// port names its shard).
@@ -244,6 +274,7 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     let n = cpus.len();
     let shards = u16::try_from(n)
         .map_err(|_| ShellError::Cores(format!("{n} cores is more than supported")))?;
+    raise_file_limit(&cfg, shards);
     let epoch = Instant::now();
     let nonce_key: [u8; 32] = rand::random();
     let mesh = Mesh::new(n, cfg.shell.mesh_capacity);

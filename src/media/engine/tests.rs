@@ -38,7 +38,7 @@ fn world() -> World {
     let a = m.open_leg(now, 1).unwrap();
     let b = m.open_leg(now, 1).unwrap();
     m.translate_offer(a, b, CALLER_SDP.as_bytes()).unwrap();
-    m.translate_answer(b, a, callee_sdp("sendrecv").as_bytes())
+    m.translate_answer(now, b, a, callee_sdp("sendrecv").as_bytes())
         .unwrap();
     World {
         m,
@@ -157,7 +157,8 @@ fn switching_source_keeps_ssrc_and_numbering_continuous() {
             .as_bytes(),
     )
     .unwrap();
-    w.m.translate_answer(w.a, c, CALLER_SDP.as_bytes()).unwrap();
+    w.m.translate_answer(w.now, w.a, c, CALLER_SDP.as_bytes())
+        .unwrap();
     let t = w.now + Duration::from_millis(100);
     w.m.handle_packet(
         t,
@@ -250,7 +251,7 @@ fn silent_leg_is_reported_after_the_timeout_and_held_calls_wait_longer() {
         CALLER_SDP.replace("sendrecv", "sendonly").as_bytes(),
     )
     .unwrap();
-    w.m.translate_answer(w.b, w.a, callee_sdp("recvonly").as_bytes())
+    w.m.translate_answer(w.now, w.b, w.a, callee_sdp("recvonly").as_bytes())
         .unwrap();
     w.m.arm(w.now, w.b);
     sweep_all(&mut w.m, w.now + Duration::from_secs(600));
@@ -398,7 +399,8 @@ fn a_transfer_target_takes_the_right_channel() {
             .as_bytes(),
     )
     .unwrap();
-    w.m.translate_answer(w.a, c, CALLER_SDP.as_bytes()).unwrap();
+    w.m.translate_answer(w.now, w.a, c, CALLER_SDP.as_bytes())
+        .unwrap();
     let c_byte = g711::ulaw_encode(3000);
     for i in 0..50u16 {
         let t = w.now + Duration::from_millis(20 * u64::from(i) + 20);
@@ -441,7 +443,7 @@ fn inband_digits_are_heard_when_a_leg_has_no_telephone_event() {
     let answer = callee_sdp("sendrecv")
         .replace(" 0 101", " 0")
         .replace("a=rtpmap:101 telephone-event/8000\r\n", "");
-    m.translate_answer(b, a, answer.as_bytes()).unwrap();
+    m.translate_answer(now, b, a, answer.as_bytes()).unwrap();
     // "4", a pause, "2": 60 ms tones, 200 ms silences, in 20 ms µ-law packets.
     let mut seq = 0u16;
     let mut pcm = [0i16; 160];
@@ -468,4 +470,198 @@ fn inband_digits_are_heard_when_a_leg_has_no_telephone_event() {
         }
     }
     assert_eq!(digits, "42");
+}
+
+/// A clip of `n` samples: a ramp, so every frame differs.
+fn clip(n: usize) -> Clip {
+    (0..n).map(|i| ((i % 400) as i16 - 200) * 50).collect()
+}
+
+/// A call whose engine plays `music` to a held party.
+fn world_with_music(music: Clip) -> World {
+    let counters = Arc::new(ShardCounters::default());
+    let cfg = MediaConfig {
+        hold_music: Some(music),
+        ..MediaConfig::loopback()
+    };
+    let mut m = MediaEngine::new(cfg, counters.clone());
+    for i in 0..4 {
+        m.add_pair(pair(i));
+    }
+    let now = Instant::now();
+    let a = m.open_leg(now, 1).unwrap();
+    let b = m.open_leg(now, 1).unwrap();
+    m.translate_offer(a, b, CALLER_SDP.as_bytes()).unwrap();
+    m.translate_answer(now, b, a, callee_sdp("sendrecv").as_bytes())
+        .unwrap();
+    World {
+        m,
+        counters,
+        now,
+        a,
+        b,
+    }
+}
+
+/// Packets sent, with their payloads.
+fn sent_with_payload(m: &mut MediaEngine) -> Vec<(MediaSock, SocketAddr, RtpHeader, Vec<u8>)> {
+    let mut v = Vec::new();
+    m.drain_transmits(|s, d, data| {
+        let h = RtpHeader::parse(data).unwrap();
+        v.push((s, d, h, h.payload(data).to_vec()));
+    });
+    v
+}
+
+/// µ-law of `pcm`.
+fn ulaw(pcm: &[i16]) -> Vec<u8> {
+    let mut out = vec![0u8; pcm.len()];
+    g711::encode_ulaw(pcm, &mut out);
+    out
+}
+
+/// A holds (sendonly), B hears the music in its codec, continuing the
+/// stream it heard from A; A resumes and B hears A again, still one
+/// stream.
+#[test]
+fn hold_music_replaces_the_holder_and_the_stream_stays_continuous() {
+    let music = clip(8000);
+    let mut w = world_with_music(music.clone());
+    let from_a = addr("192.0.2.10:4000");
+    for i in 0..3u16 {
+        let t = w.now + Duration::from_millis(20 * u64::from(i));
+        w.m.handle_packet(
+            t,
+            pair(0).rtp,
+            from_a,
+            &rtp(0, 10 + i, 160 * u32::from(i), 0xa),
+        );
+    }
+    assert_eq!(sent(&mut w.m).len(), 3);
+    assert!(!w.m.wants_tick());
+
+    // A holds at 100 ms.
+    let t_hold = w.now + Duration::from_millis(100);
+    let offer =
+        w.m.translate_offer(
+            w.a,
+            w.b,
+            CALLER_SDP.replace("sendrecv", "sendonly").as_bytes(),
+        )
+        .unwrap();
+    assert!(String::from_utf8_lossy(&offer).contains("a=sendonly"));
+    w.m.translate_answer(t_hold, w.b, w.a, callee_sdp("recvonly").as_bytes())
+        .unwrap();
+    assert!(w.m.is_playing(w.b) && w.m.wants_tick());
+    // A packet A still sends is not heard over the music.
+    w.m.handle_packet(t_hold, pair(0).rtp, from_a, &rtp(0, 13, 480, 0xa));
+    assert!(sent(&mut w.m).is_empty());
+
+    // One frame every 20 ms, from B's port to B, in µ-law.
+    let mut frames = Vec::new();
+    for k in 0..=10u64 {
+        w.m.tick(t_hold + Duration::from_millis(10 * k));
+        frames.extend(sent_with_payload(&mut w.m));
+    }
+    assert_eq!(frames.len(), 6, "0, 20, … 100 ms");
+    for (i, (sock, dst, h, payload)) in frames.iter().enumerate() {
+        assert_eq!((*sock, *dst), (pair(1).rtp, addr("192.0.2.20:6000")));
+        assert_eq!(h.ssrc, 0xa, "the SSRC B already knows");
+        assert_eq!(h.seq, 13 + i as u16, "numbering carries on");
+        assert_eq!(h.marker, i == 0, "a marker at the switch only");
+        assert_eq!(h.payload_type, 0);
+        assert_eq!(payload, &ulaw(&music[160 * i..160 * (i + 1)]));
+    }
+    // 60 ms after A's last packet (ts 320), then 160 a frame.
+    assert_eq!(frames[0].2.timestamp, 320 + 480);
+    assert_eq!(frames[1].2.timestamp, 320 + 480 + 160);
+
+    // A resumes at 200 ms: the music stops, A is heard again.
+    let t_resume = w.now + Duration::from_millis(200);
+    w.m.translate_offer(w.a, w.b, CALLER_SDP.as_bytes())
+        .unwrap();
+    w.m.translate_answer(t_resume, w.b, w.a, callee_sdp("sendrecv").as_bytes())
+        .unwrap();
+    assert!(!w.m.is_playing(w.b) && !w.m.wants_tick());
+    w.m.handle_packet(t_resume, pair(0).rtp, from_a, &rtp(0, 20, 3200, 0xa));
+    let back = sent(&mut w.m);
+    assert_eq!(back.len(), 1);
+    let h = back[0].2;
+    assert_eq!((h.ssrc, h.seq, h.marker), (0xa, 19, true));
+    assert_eq!(w.counters.rtp_unrouted.get(), 0);
+}
+
+/// An inactive hold is offered to the held party as sendonly, so it
+/// listens to the music; without music configured it stays inactive and
+/// nothing plays.
+#[test]
+fn an_inactive_hold_is_offered_sendonly_when_music_plays() {
+    let mut w = world_with_music(clip(800));
+    let offer =
+        w.m.translate_offer(
+            w.a,
+            w.b,
+            CALLER_SDP.replace("sendrecv", "inactive").as_bytes(),
+        )
+        .unwrap();
+    let offer = String::from_utf8_lossy(&offer).into_owned();
+    assert!(
+        offer.contains("a=sendonly") && !offer.contains("inactive"),
+        "{offer}"
+    );
+    w.m.translate_answer(w.now, w.b, w.a, callee_sdp("recvonly").as_bytes())
+        .unwrap();
+    assert!(w.m.is_playing(w.b));
+    assert!(!w.m.is_playing(w.a), "the holder hears nothing from us");
+
+    let mut w = world();
+    let offer =
+        w.m.translate_offer(
+            w.a,
+            w.b,
+            CALLER_SDP.replace("sendrecv", "inactive").as_bytes(),
+        )
+        .unwrap();
+    assert!(String::from_utf8_lossy(&offer).contains("a=inactive"));
+    w.m.translate_answer(w.now, w.b, w.a, callee_sdp("inactive").as_bytes())
+        .unwrap();
+    assert!(!w.m.is_playing(w.b) && !w.m.wants_tick());
+}
+
+/// A clip played once ends with `PlayDone` after its last frame (the last
+/// one padded with silence), and the leg hears its peer again.
+#[test]
+fn a_clip_played_once_ends_with_an_event_and_the_peer_is_heard_again() {
+    let mut w = world();
+    let c = clip(400); // 2.5 frames
+    assert!(w.m.play(w.now, w.a, c.clone(), false));
+    let mut frames = Vec::new();
+    for k in 0..10u64 {
+        w.m.tick(w.now + Duration::from_millis(10 * k));
+        frames.extend(sent_with_payload(&mut w.m));
+    }
+    assert_eq!(frames.len(), 3);
+    assert!(frames.iter().all(|f| f.0 == pair(0).rtp));
+    let mut last = c[320..].to_vec();
+    last.resize(160, 0);
+    assert_eq!(frames[2].3, ulaw(&last));
+    assert_eq!(
+        w.m.poll_event(),
+        Some(MediaEvent::PlayDone { call: 1, leg: w.a })
+    );
+    assert_eq!(w.m.poll_event(), None);
+    assert!(!w.m.is_playing(w.a) && !w.m.wants_tick());
+    let t = w.now + Duration::from_millis(100);
+    w.m.handle_packet(t, pair(1).rtp, addr("192.0.2.20:6000"), &rtp(0, 1, 0, 0xb));
+    let out = sent(&mut w.m);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].2.marker, "a switch back from the clip");
+
+    // A leg without an agreed codec cannot play; closing a playing leg
+    // ends its playback.
+    let lone = w.m.open_leg(w.now, 2).unwrap();
+    assert!(!w.m.play(w.now, lone, c.clone(), false));
+    assert!(w.m.play(w.now, w.b, c, true));
+    w.m.close_leg(w.b);
+    assert!(!w.m.wants_tick());
 }

@@ -51,8 +51,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // The answer is one line: `\r\n` spelled out stands for CRLF.
     let answer = String::from_utf8_lossy(first).replace("\\r\\n", "\r\n");
-    if m.translate_answer(b, a, answer.as_bytes()).is_err() {
-        let _ = m.translate_answer(b, a, CALLEE.as_bytes());
+    if m.translate_answer(now, b, a, answer.as_bytes()).is_err() {
+        let _ = m.translate_answer(now, b, a, CALLEE.as_bytes());
     }
     m.arm(now, a);
     m.arm(now, b);
