@@ -297,6 +297,10 @@ struct Sq {
     /// completes while the enter that submits it runs, so that enter waits
     /// for this many CQEs more than the one it is after.
     inline_sends: u32,
+    /// Batched waits: microseconds a wait may gather completions after its
+    /// first (0 = off, or the kernel lacks it), and how many it gathers.
+    min_wait_usec: u32,
+    batch: u32,
 }
 
 impl Sq {
@@ -306,6 +310,8 @@ impl Sq {
             inflight: 0,
             enters: 0,
             inline_sends: 0,
+            min_wait_usec: 0,
+            batch: 1,
         }
     }
 
@@ -360,13 +366,22 @@ impl Sq {
     /// the queued inline sends, or the timeout.
     fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
         self.enters += 1;
-        let want = 1 + self.inline_sends as usize;
+        let mut want = 1 + self.inline_sends as usize;
         self.inline_sends = 0;
-        let r = match wait {
-            None => self.ring.submit_and_wait(want),
-            Some(d) => {
+        let r = match (wait, self.min_wait_usec) {
+            (None, 0) => self.ring.submit_and_wait(want),
+            (None, us) => {
+                want += self.batch as usize;
+                let args = types::SubmitArgs::new().min_wait_usec(us);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            (Some(d), us) => {
                 let ts = types::Timespec::from(d);
-                let args = types::SubmitArgs::new().timespec(&ts);
+                let mut args = types::SubmitArgs::new().timespec(&ts);
+                if us > 0 {
+                    want += self.batch as usize;
+                    args = args.min_wait_usec(us);
+                }
                 self.ring.submitter().submit_with_args(want, &args)
             }
         };
@@ -524,6 +539,14 @@ impl UringDriver {
             return Err(unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
         }
 
+        let min_wait_usec = if params.is_feature_min_timeout() {
+            u32::try_from(opts.min_wait.as_micros()).unwrap_or(u32::MAX)
+        } else {
+            if !opts.min_wait.is_zero() {
+                tracing::warn!("this kernel has no batched io_uring waits (Linux 6.12); shell.min_wait_us ignored");
+            }
+            0
+        };
         let sip_n = (opts.batch * 4)
             .clamp(32, MAX_RING_BUFFERS)
             .next_power_of_two();
@@ -543,7 +566,11 @@ impl UringDriver {
         let wake_fd: OwnedFd = wake.into();
 
         let d = UringDriver {
-            sq: Sq::new(ring),
+            sq: Sq {
+                min_wait_usec,
+                batch: u32::try_from(opts.batch).unwrap_or(u32::MAX),
+                ..Sq::new(ring)
+            },
             flags,
             fixed_files: 0,
             disabled: flags == RingFlags::SingleIssuerDeferTaskrun,
