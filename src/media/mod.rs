@@ -19,6 +19,7 @@
 //! | [`mixer`] | N−1 mixes per participant |
 //! | [`quality`] | RFC 3550 receive statistics and an estimated MOS |
 //! | [`rtcp`] | RTCP SR/RR parse and build |
+//! | [`reports`] | RTCP we generate for a leg: schedule, SR/RR, LSR/DLSR |
 //! | [`recorder`] | stereo recording timeline aligned to wall time |
 //! | [`player`] | prompt and music playback |
 //! | [`prompts`] | the `[prompts]` WAV files, decoded once at start |
@@ -38,6 +39,7 @@ pub mod plc;
 pub mod prompts;
 pub mod quality;
 pub mod recorder;
+pub mod reports;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
