@@ -45,6 +45,7 @@ use super::dtmf::{EventReceiver, InbandDetector, TelephoneEvent};
 use super::player::{Clip, Player, PlayerState};
 use super::quality::{MosCodec, ReceiveStats};
 use super::recorder::{Channel, Recorder};
+use super::reports::{Reporter, Sending};
 use super::rtp::{self, RtpHeader};
 use super::transcode::{Decode, Encode, FRAME, MAX_SAMPLES, Transcode};
 use crate::sdp::{Direction, SessionDescription};
@@ -89,6 +90,9 @@ pub struct MediaConfig {
     pub shard: u16,
     /// Played, looped, to a party while the other holds the call.
     pub hold_music: Option<Clip>,
+    /// Wall clock: an instant and its Unix time in milliseconds (for the
+    /// NTP timestamps of the RTCP we send). None: the engine's own clock.
+    pub wall: Option<(Instant, u64)>,
 }
 
 impl MediaConfig {
@@ -103,6 +107,7 @@ impl MediaConfig {
             seed: 11,
             shard: 0,
             hold_music: None,
+            wall: None,
         }
     }
 }
@@ -316,6 +321,13 @@ struct Leg {
     inband: Option<Box<InbandDetector>>,
     /// What it hears instead of its peer, while a clip plays.
     play: Option<Box<Playback>>,
+    /// Its RTP SSRC (the last packet's).
+    rx_ssrc: u32,
+    /// Payload octets sent to it (wraps; RTCP sender info).
+    octets_out: u32,
+    /// Our own RTCP to it, while what it hears is made here (transcoded
+    /// or played) so relayed RTCP would describe another stream.
+    reporter: Option<Box<Reporter>>,
     /// Liveness armed since.
     watch: Option<Instant>,
     last_rx: Option<Instant>,
@@ -397,8 +409,12 @@ pub struct MediaEngine {
     transcoding: usize,
     /// Legs hearing a clip.
     playing: usize,
+    /// Legs with a [`Reporter`].
+    reporting: usize,
     /// Encoded frame of a playback.
     payload: Box<[u8; MAX_PACKET]>,
+    /// CNAME of our RTCP (RFC 3550 §6.5.1).
+    cname: String,
     /// Sweeps so far.
     sweeps: u64,
 }
@@ -409,6 +425,7 @@ const CHUNK_BYTES: usize = 8000 * 4;
 impl MediaEngine {
     pub fn new(cfg: MediaConfig, counters: Arc<ShardCounters>) -> MediaEngine {
         let rng = cfg.seed | 1;
+        let cname = format!("switchboard-{}@{}", cfg.shard, cfg.ip);
         MediaEngine {
             cfg,
             free: VecDeque::new(),
@@ -429,7 +446,9 @@ impl MediaEngine {
             chunk: vec![0; CHUNK_BYTES],
             transcoding: 0,
             playing: 0,
+            reporting: 0,
             payload: Box::new([0; MAX_PACKET]),
+            cname,
             sweeps: 0,
         }
     }
@@ -534,6 +553,9 @@ impl MediaEngine {
             transcode: None,
             inband: None,
             play: None,
+            rx_ssrc: 0,
+            octets_out: 0,
+            reporter: None,
             watch: None,
             last_rx: None,
             tx: TxStream::new(ssrc),
@@ -594,6 +616,9 @@ impl MediaEngine {
             return;
         };
         self.generations[id.idx as usize] = leg.generation.wrapping_add(1);
+        if leg.reporter.is_some() {
+            self.reporting -= 1;
+        }
         self.vacant.push(id.idx);
         self.route(leg.pair.rtp, None);
         self.route(leg.pair.rtcp, None);
@@ -1049,6 +1074,7 @@ impl MediaEngine {
                 slot[rtp::HEADER_LEN..len].copy_from_slice(&self.payload[..n]);
                 self.tx.commit(leg.pair.rtp, dst, len);
                 leg.stats.packets_out += 1;
+                leg.octets_out = leg.octets_out.wrapping_add(n as u32);
             }
             if finished {
                 leg.play = None;
@@ -1092,6 +1118,7 @@ impl MediaEngine {
         }
         self.counters.rtp_in.bump();
         leg.last_rx = Some(now);
+        leg.rx_ssrc = h.ssrc;
         leg.stats.packets_in += 1;
         leg.stats.bytes_in += data.len() as u64;
         let pt = h.payload_type;
@@ -1157,6 +1184,7 @@ impl MediaEngine {
         }
         let (seq, ts, ssrc, mark) = out.tx.map(now, source, h.seq, h.timestamp, clock);
         out.stats.packets_out += 1;
+        out.octets_out = out.octets_out.wrapping_add(h.payload_len as u32);
         let sock = out.pair.rtp;
         let Some(slot) = self.tx.slot() else {
             self.counters.rtp_tx_overflow.bump();
@@ -1170,8 +1198,9 @@ impl MediaEngine {
 
     /// RTCP from a leg: latched like RTP and relayed to the peer's RTCP
     /// port with the sender SSRC of the peer's outgoing stream.
-    fn handle_rtcp(&mut self, _now: Instant, idx: u32, src: SocketAddr, data: &[u8]) {
+    fn handle_rtcp(&mut self, now: Instant, idx: u32, src: SocketAddr, data: &[u8]) {
         self.counters.rtcp_in.bump();
+        let ms = self.ms(now);
         let Some(Some(leg)) = self.legs.get_mut(idx as usize) else {
             return;
         };
@@ -1179,10 +1208,18 @@ impl MediaEngine {
             self.counters.rtp_foreign.bump();
             return;
         }
+        if let Some(r) = leg.reporter.as_mut() {
+            r.on_rtcp(ms, data);
+        }
+        let transcoded = leg.transcode.is_some();
         let Some(peer) = leg.peer else { return };
         let Some(Some(out)) = self.legs.get(peer as usize) else {
             return;
         };
+        if transcoded || out.play.is_some() {
+            // The peer hears a stream made here: it gets our own reports.
+            return;
+        }
         let (Some(dst), true) = (out.dst_rtcp, data.len() <= MAX_PACKET && data.len() >= 8) else {
             return;
         };
@@ -1275,6 +1312,7 @@ impl MediaEngine {
                 slot[rtp::HEADER_LEN..len].copy_from_slice(payload);
                 tx.commit(sock, dst, len);
                 out.stats.packets_out += 1;
+                out.octets_out = out.octets_out.wrapping_add(payload.len() as u32);
                 counters.rtp_relayed.bump();
             });
             if let Some(Some(leg)) = self.legs.get_mut(idx) {
@@ -1287,6 +1325,7 @@ impl MediaEngine {
     /// [`SWEEP`] while legs are open.
     pub fn sweep(&mut self, now: Instant) {
         self.flush_recordings(now);
+        self.send_reports(now);
         self.sweeps += 1;
         if !self.sweeps.is_multiple_of(SWEEPS_PER_SECOND) {
             return;
@@ -1321,6 +1360,89 @@ impl MediaEngine {
                 && let Some(Some(l)) = self.legs.get_mut(leg.idx as usize)
             {
                 l.watch = None;
+            }
+        }
+    }
+}
+
+impl MediaEngine {
+    /// Whether what leg `idx` hears is made here (a clip, or its peer's
+    /// audio re-encoded) rather than relayed.
+    fn hears_ours(&self, idx: usize) -> bool {
+        let Some(Some(l)) = self.legs.get(idx) else {
+            return false;
+        };
+        l.play.is_some()
+            || l.peer
+                .and_then(|p| self.legs.get(p as usize)?.as_ref())
+                .is_some_and(|p| p.transcode.is_some())
+    }
+
+    /// RTCP of our own (RFC 3550 §6.4) to the legs that hear a stream made
+    /// here; relayed RTCP serves the others.
+    fn send_reports(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        let unix_ms = match self.cfg.wall {
+            Some((at, unix)) => {
+                let d = now.saturating_duration_since(at).as_millis() as u64;
+                unix + d
+            }
+            None => ms,
+        };
+        if self.transcoding + self.playing + self.reporting == 0 {
+            return;
+        }
+        for idx in 0..self.legs.len() {
+            let ours = self.hears_ours(idx);
+            let fresh = ours && matches!(self.legs.get(idx), Some(Some(l)) if l.reporter.is_none());
+            let seed = if fresh { self.random() as u32 } else { 0 };
+            let Some(Some(leg)) = self.legs.get_mut(idx) else {
+                continue;
+            };
+            if !ours {
+                if leg.reporter.take().is_some() {
+                    self.reporting -= 1;
+                }
+                continue;
+            }
+            if fresh {
+                self.reporting += 1;
+            }
+            let r = leg
+                .reporter
+                .get_or_insert_with(|| Box::new(Reporter::new(ms, seed)));
+            let Some(dst) = leg.dst_rtcp.filter(|_| r.due(ms)) else {
+                continue;
+            };
+            let clock = leg.play.as_ref().map_or_else(
+                || {
+                    leg.voice
+                        .and_then(|(_, k)| k)
+                        .map_or(8000, |k| k.clock_rate())
+                },
+                |p| p.clock,
+            );
+            let since = leg.tx.last_at.map(|t| now.saturating_duration_since(t));
+            let sending = Sending {
+                ssrc: leg.tx.ssrc,
+                // Sent within the last two report intervals (§6.4).
+                sent_any: since.is_some_and(|d| d < Duration::from_secs(10)),
+                rtp_ts: leg.tx.last_ts.wrapping_add(
+                    (since.unwrap_or_default().as_micros() as u64 * u64::from(clock) / 1_000_000)
+                        as u32,
+                ),
+                packets: leg.stats.packets_out as u32,
+                octets: leg.octets_out,
+            };
+            let heard = leg.last_rx.map(|_| (&mut leg.quality, leg.rx_ssrc));
+            let Some(slot) = self.tx.slot() else {
+                self.counters.rtp_tx_overflow.bump();
+                return;
+            };
+            let n = r.write(ms, unix_ms, slot, &sending, heard, &self.cname);
+            if n > 0 {
+                self.tx.commit(leg.pair.rtcp, dst, n);
+                self.counters.rtcp_sent.bump();
             }
         }
     }

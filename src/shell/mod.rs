@@ -202,10 +202,19 @@ fn endpoint_config(
                 seed: seed.rotate_left(29),
                 shard,
                 hold_music: cfg.media.hold_music.as_deref().and_then(|n| prompts.get(n)),
+                wall: Some(wall_clock()),
             },
             recording: cfg.recording.clone(),
         },
     }
+}
+
+/// Now, and now in Unix milliseconds.
+fn wall_clock() -> (Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (Instant::now(), unix)
 }
 
 /// The address media binds to and SDP names: `media.ip`, else the first

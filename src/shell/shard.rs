@@ -388,8 +388,6 @@ impl Shard {
         }
     }
 
-    /// Binds RTP/RTCP pairs of this shard's slice until [`WARM_PAIRS`] are
-    /// free (a port another process holds is skipped).
     /// Bind RTP pairs for the start, waiting up to `patience` while the
     /// whole slice is still held: a predecessor killed with `kill -9` keeps
     /// its io_uring sockets until the kernel has torn its ring down, a few
@@ -409,6 +407,8 @@ impl Shard {
         }
     }
 
+    /// Binds RTP/RTCP pairs of this shard's slice until `WARM_PAIRS` are
+    /// free (a port another process holds is skipped).
     pub fn top_up_media(&mut self, driver: &mut dyn Driver) {
         let (first, count) = self.settings.media_ports;
         while self.endpoint.media_mut().free_pairs() < WARM_PAIRS && self.media_next < count {

@@ -100,6 +100,9 @@ pub struct ShardCounters {
     pub rtp_tx_overflow: Counter,
     /// RTCP packets received.
     pub rtcp_in: Counter,
+    /// RTCP reports of our own sent (to legs hearing a transcoded stream
+    /// or a clip).
+    pub rtcp_sent: Counter,
     /// Calls refused because the shard had no free RTP port pair.
     pub media_ports_exhausted: Counter,
     /// Legs ended for RTP inactivity.
@@ -147,6 +150,7 @@ impl Default for ShardCounters {
             rtp_unrouted: Counter::default(),
             rtp_tx_overflow: Counter::default(),
             rtcp_in: Counter::default(),
+            rtcp_sent: Counter::default(),
             media_ports_exhausted: Counter::default(),
             media_timeouts: Counter::default(),
             media_legs: Counter::default(),
@@ -220,7 +224,7 @@ impl Snapshot {
                 s.parse_errors.push((k.name(), n));
             }
         }
-        let scalars: [(&'static str, Reader); 34] = [
+        let scalars: [(&'static str, Reader); 35] = [
             ("stray_responses", |c| c.stray_responses.get()),
             ("stray_acks", |c| c.stray_acks.get()),
             ("transactions_created", |c| c.transactions_created.get()),
@@ -250,6 +254,7 @@ impl Snapshot {
             ("rtp_unrouted", |c| c.rtp_unrouted.get()),
             ("rtp_tx_overflow", |c| c.rtp_tx_overflow.get()),
             ("rtcp_in", |c| c.rtcp_in.get()),
+            ("rtcp_sent", |c| c.rtcp_sent.get()),
             ("media_ports_exhausted", |c| c.media_ports_exhausted.get()),
             ("media_timeouts", |c| c.media_timeouts.get()),
             ("media_legs", |c| c.media_legs.get()),

@@ -1,7 +1,7 @@
 //! Engine tests: two legs, SDP through the engine, packets in, queue out.
 
 use super::*;
-use crate::media::g711;
+use crate::media::{g711, rtcp};
 
 const CALLER_SDP: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
@@ -29,8 +29,13 @@ fn pair(i: u16) -> PortPair {
 
 /// A call: A offered, B answered.
 fn world() -> World {
+    world_with(MediaConfig::loopback(), &callee_sdp("sendrecv"))
+}
+
+/// A call on an engine with `cfg`: A offered, B answered `answer`.
+fn world_with(cfg: MediaConfig, answer: &str) -> World {
     let counters = Arc::new(ShardCounters::default());
-    let mut m = MediaEngine::new(MediaConfig::loopback(), counters.clone());
+    let mut m = MediaEngine::new(cfg, counters.clone());
     for i in 0..4 {
         m.add_pair(pair(i));
     }
@@ -38,8 +43,7 @@ fn world() -> World {
     let a = m.open_leg(now, 1).unwrap();
     let b = m.open_leg(now, 1).unwrap();
     m.translate_offer(a, b, CALLER_SDP.as_bytes()).unwrap();
-    m.translate_answer(now, b, a, callee_sdp("sendrecv").as_bytes())
-        .unwrap();
+    m.translate_answer(now, b, a, answer.as_bytes()).unwrap();
     World {
         m,
         counters,
@@ -479,28 +483,11 @@ fn clip(n: usize) -> Clip {
 
 /// A call whose engine plays `music` to a held party.
 fn world_with_music(music: Clip) -> World {
-    let counters = Arc::new(ShardCounters::default());
     let cfg = MediaConfig {
         hold_music: Some(music),
         ..MediaConfig::loopback()
     };
-    let mut m = MediaEngine::new(cfg, counters.clone());
-    for i in 0..4 {
-        m.add_pair(pair(i));
-    }
-    let now = Instant::now();
-    let a = m.open_leg(now, 1).unwrap();
-    let b = m.open_leg(now, 1).unwrap();
-    m.translate_offer(a, b, CALLER_SDP.as_bytes()).unwrap();
-    m.translate_answer(now, b, a, callee_sdp("sendrecv").as_bytes())
-        .unwrap();
-    World {
-        m,
-        counters,
-        now,
-        a,
-        b,
-    }
+    world_with(cfg, &callee_sdp("sendrecv"))
 }
 
 /// Packets sent, with their payloads.
@@ -664,4 +651,118 @@ fn a_clip_played_once_ends_with_an_event_and_the_peer_is_heard_again() {
     assert!(w.m.play(w.now, w.b, c, true));
     w.m.close_leg(w.b);
     assert!(!w.m.wants_tick());
+}
+
+/// While A hears a clip, A gets our own RTCP: an SR about the stream we
+/// send it, with a report block on A's RTP; B's RTCP is no longer relayed
+/// to A (it would describe B's stream, not ours). B, hearing A relayed,
+/// still gets A's RTCP as it is and none of ours.
+#[test]
+fn a_leg_hearing_our_stream_gets_our_rtcp_instead_of_its_peers() {
+    let mut w = world();
+    let wall_ms = 1_700_000_000_000u64;
+    w.m.cfg.wall = Some((w.now, wall_ms));
+    assert!(w.m.play(w.now, w.a, clip(80_000), true));
+    let from_a = addr("192.0.2.10:4000");
+    let mut ours = Vec::new();
+    let mut frames = 0;
+    for k in 0..=500u64 {
+        let t = w.now + Duration::from_millis(10 * k);
+        if k % 2 == 0 {
+            let seq = (k / 2) as u16;
+            w.m.handle_packet(
+                t,
+                pair(0).rtp,
+                from_a,
+                &rtp(0, seq, 160 * u32::from(seq), 0xaa),
+            );
+        }
+        w.m.tick(t);
+        if k % 10 == 0 {
+            w.m.sweep(t);
+        }
+        w.m.drain_transmits(|s, d, data| {
+            if s == pair(0).rtcp {
+                ours.push((t, d, data.to_vec()));
+            } else if s == pair(0).rtp {
+                frames += 1;
+            }
+        });
+    }
+    // First report after 1.25–3.75 s, then every 2.5–7.5 s: one or two in 5 s.
+    assert!((1..=2).contains(&ours.len()), "{} reports", ours.len());
+    let (t, dst, data) = &ours[0];
+    assert_eq!(*dst, addr("192.0.2.10:4001"), "A's RTCP port (RTP + 1)");
+    let packets: Vec<_> = rtcp::parse_compound(data)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let info = packets[0].sender_info().expect("an SR: we send A audio");
+    let elapsed = t.duration_since(w.now).as_millis() as u64;
+    assert_eq!(info.ntp, rtcp::ntp_from_unix_ms(wall_ms + elapsed));
+    assert!(info.packets > 0 && info.packets as usize <= frames);
+    assert_eq!(info.octets, info.packets * 160);
+    let block = packets[0]
+        .report_blocks()
+        .unwrap()
+        .next()
+        .expect("a block on A's RTP");
+    assert_eq!(block.ssrc, 0xaa);
+    assert_eq!(block.cumulative_lost, 0);
+    assert!(block.ext_highest_seq > 0);
+    assert!(w.counters.rtcp_sent.get() >= 1);
+
+    // B's RTCP is not relayed to A; A's still goes to B.
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 0x42];
+    w.m.handle_packet(w.now, pair(1).rtcp, addr("192.0.2.20:6001"), &rr);
+    assert_eq!(w.m.pending_transmits(), 0);
+    w.m.handle_packet(w.now, pair(0).rtcp, addr("192.0.2.10:4001"), &rr);
+    let mut v = Vec::new();
+    w.m.drain_transmits(|s, d, _| v.push((s, d)));
+    assert_eq!(v, vec![(pair(1).rtcp, addr("192.0.2.20:6001"))]);
+
+    // The clip stops: A hears B relayed again, and our reports stop.
+    w.m.stop_playing(w.a);
+    let later = w.now + Duration::from_secs(30);
+    for k in 0..100u64 {
+        w.m.sweep(later + Duration::from_millis(100 * k));
+    }
+    w.m.drain_transmits(|s, _, _| assert_ne!(s, pair(0).rtcp, "no report once relayed"));
+}
+
+/// Legs that share no codec each hear a stream re-encoded here, so each
+/// gets our RTCP and neither gets the other's.
+#[test]
+fn transcoded_legs_get_our_rtcp_both_ways() {
+    let pcma_only = callee_sdp("sendrecv")
+        .replace(" 0 101", " 8")
+        .replace("a=rtpmap:101 telephone-event/8000\r\n", "");
+    let World {
+        mut m,
+        counters,
+        now,
+        ..
+    } = world_with(MediaConfig::loopback(), &pcma_only);
+    assert!(m.wants_tick(), "transcoded");
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 0x42];
+    m.handle_packet(now, pair(0).rtcp, addr("192.0.2.10:4001"), &rr);
+    m.handle_packet(now, pair(1).rtcp, addr("192.0.2.20:6001"), &rr);
+    assert_eq!(
+        m.pending_transmits(),
+        0,
+        "no RTCP relayed across a transcoder"
+    );
+    let mut to = Vec::new();
+    for k in 0..40u64 {
+        m.sweep(now + Duration::from_millis(100 * k));
+        m.drain_transmits(|s, d, _| to.push((s, d)));
+    }
+    assert!(
+        to.contains(&(pair(0).rtcp, addr("192.0.2.10:4001"))),
+        "{to:?}"
+    );
+    assert!(
+        to.contains(&(pair(1).rtcp, addr("192.0.2.20:6001"))),
+        "{to:?}"
+    );
+    assert_eq!(counters.rtcp_sent.get(), to.len() as u64);
 }

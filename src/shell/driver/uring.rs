@@ -543,7 +543,9 @@ impl UringDriver {
             u32::try_from(opts.min_wait.as_micros()).unwrap_or(u32::MAX)
         } else {
             if !opts.min_wait.is_zero() {
-                tracing::warn!("this kernel has no batched io_uring waits (Linux 6.12); shell.min_wait_us ignored");
+                tracing::warn!(
+                    "this kernel has no batched io_uring waits (Linux 6.12); shell.min_wait_us ignored"
+                );
             }
             0
         };
