@@ -3,16 +3,18 @@
 //! * `switchboard run [--config FILE] [--set KEY=VALUE]...` starts the
 //!   appliance in the foreground (default config
 //!   `firmware-config/default.toml`); SIGTERM or Ctrl-C stops it cleanly.
-//! * `switchboard check-config FILE [--set KEY=VALUE]...` validates a config:
-//!   exit 0 when valid, else exit 1 with one line per problem (file, line,
-//!   key, what was expected).
+//! * `switchboard check-config FILE [--set KEY=VALUE]...` validates a config
+//!   and the `[prompts]` files it names: exit 0 when valid, else exit 1 with
+//!   one line per problem (file, line, key, what was expected).
 //! * `switchboard --version`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
+use switchboard::config::{Config, ConfigErrors};
+use switchboard::media::prompts::{self, Prompts};
 
 #[derive(Parser)]
 #[command(
@@ -49,13 +51,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file, set } => match switchboard::config::load(&file, &set) {
-            Ok(cfg) => {
+        Command::CheckConfig { file, set } => match load(&file, &set) {
+            Ok((cfg, prompts)) => {
                 println!(
-                    "{}: ok ({} users, {} listen addresses)",
+                    "{}: ok ({} users, {} listen addresses, {} prompts)",
                     file.display(),
                     cfg.users.len(),
-                    cfg.sip.listen.len()
+                    cfg.sip.listen.len(),
+                    prompts.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -70,9 +73,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &std::path::Path, set: &[String]) -> ExitCode {
-    let cfg = match switchboard::config::load(config, set) {
-        Ok(c) => c,
+/// The config at `file` with the overrides `set`, and the `[prompts]` it
+/// names decoded: what `check-config` checks and `run` starts from.
+fn load(file: &Path, set: &[String]) -> Result<(Config, Prompts), ConfigErrors> {
+    let cfg = switchboard::config::load(file, set)?;
+    let prompts = prompts::load(file, &cfg)?;
+    Ok((cfg, prompts))
+}
+
+fn run(config: &Path, set: &[String]) -> ExitCode {
+    // Refused before logging is set up or anything is created, with the
+    // same lines as `check-config`.
+    let (cfg, prompts) = match load(config, set) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("switchboard: refusing to start, the config has problems:");
             for p in &errors.0 {
@@ -104,17 +117,9 @@ fn run(config: &std::path::Path, set: &[String]) -> ExitCode {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.display(),
+        prompts = prompts.len(),
         "switchboard starting"
     );
-    let prompts = match switchboard::media::prompts::load(config, &cfg) {
-        Ok(p) => p,
-        Err(errors) => {
-            for p in &errors.0 {
-                tracing::error!(problem = %p, "a prompt cannot be used");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
     match switchboard::shell::run(cfg, prompts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,8 +2,9 @@
 //! `check-config` on the demo config (exit 0, `FILE: ok (...)`), on a broken
 //! file (exit 1, one `file:line: key: message` line per problem: unknown key,
 //! wrong type, bad address, RTP range overlapping the SIP port), on a TOML
-//! syntax error and on a missing file; `--set` problems; and `run` with a
-//! broken config refusing to start before it binds or creates anything.
+//! syntax error and on a missing file; `--set` problems; a `[prompts]` file
+//! that cannot be played; and `run` with a broken config or prompt refusing
+//! to start before it binds or creates anything.
 
 // Test and benchmark code reads the real clock (.clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -58,6 +59,10 @@ fn check_config_accepts_the_demo() {
         "stdout: {stdout:?}"
     );
     assert!(stdout.contains("10 users"), "stdout: {stdout:?}");
+    assert!(
+        stdout.trim_end().ends_with(", 1 prompts)"),
+        "the demo hold music is loaded: {stdout:?}"
+    );
 }
 
 /// Line numbers below refer to this text.
@@ -160,24 +165,33 @@ fn check_config_names_a_missing_file() {
 #[test]
 fn run_refuses_a_broken_config_before_binding() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let (file, stderr) = run_refused(dir.path(), "run-broken.toml", "t1_ms = \"fast\"", "");
+    assert_problems(&file, &stderr, &[(7, "sip.t1_ms")]);
+}
+
+/// Writes `name` in `dir`, a config whose addresses are fine and ours (free
+/// SIP and CTI ports) and whose data directory must never be created, with
+/// `sip_line` as line 7 (in `[sip]`) and `tail` from line 11 on. Runs
+/// `switchboard run` on it and checks that it refuses to start: exit 1
+/// without binding the SIP port (held here, so a bind would fail and be
+/// logged) or creating the data directory, with the same problem lines as
+/// `check-config`. Returns the file and the run's stderr.
+fn run_refused(dir: &std::path::Path, name: &str, sip_line: &str, tail: &str) -> (String, String) {
     let ports = reserve_ports(2);
     let (sip, cti) = (ports.port(0), ports.port(1));
-    // A config whose addresses are fine and ours, with one bad value.
-    let data_dir = dir.path().join("never-created");
-    let path = dir.path().join("run-broken.toml");
+    let data_dir = dir.join("never-created");
+    let path = dir.join(name);
     std::fs::write(
         &path,
         format!(
             "[node]\ncores = [0]\ndata_dir = {:?}\n\n[sip]\n\
              listen = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\"]\n\
-             t1_ms = \"fast\"\n\n[cti]\nlisten = \"127.0.0.1:{cti}\"\n",
+             {sip_line}\n\n[cti]\nlisten = \"127.0.0.1:{cti}\"\n{tail}",
             data_dir.display().to_string()
         ),
     )
     .expect("write");
     let file = path.display().to_string();
-    // Hold the SIP port (without SO_REUSEPORT): any bind attempt would fail
-    // and be logged.
     let _udp = UdpSocket::bind(("127.0.0.1", sip)).expect("hold the UDP port");
     let _tcp = TcpListener::bind(("127.0.0.1", sip)).expect("hold the TCP port");
 
@@ -196,7 +210,6 @@ fn run_refuses_a_broken_config_before_binding() {
         stderr.contains("refusing to start"),
         "says it refuses: {stderr}"
     );
-    assert_problems(&file, &stderr, &[(7, "sip.t1_ms")]);
     for never in [
         "cannot bind",
         "cannot listen",
@@ -209,12 +222,41 @@ fn run_refuses_a_broken_config_before_binding() {
         !data_dir.exists(),
         "node.data_dir was created by a refused start"
     );
-
-    // And the same problem lines as check-config.
     let check = switchboard(&["check-config", &file]);
     assert_eq!(
         problem_lines(&text(&check.stderr)),
         problem_lines(&stderr),
         "run and check-config report the same lines"
     );
+    (file, stderr)
+}
+
+#[test]
+fn a_prompt_that_cannot_be_played_is_refused_by_check_config_and_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("notes.txt"), "not audio").expect("write notes.txt");
+    let (file, stderr) = run_refused(
+        dir.path(),
+        "prompts.toml",
+        "",
+        "\n[prompts]\nmusic = \"prompts/missing.wav\"\nnotes = \"notes.txt\"\n",
+    );
+    let expected = [(13, "prompts.music"), (14, "prompts.notes")];
+    assert_problems(&file, &stderr, &expected);
+
+    let check = switchboard(&["check-config", &file]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stderr));
+    assert_eq!(text(&check.stdout), "", "no `ok` line");
+    let stderr = text(&check.stderr);
+    assert_problems(&file, &stderr, &expected);
+    // Relative files are looked for next to the config, and named in full.
+    let missing = dir.path().join("prompts/missing.wav");
+    assert!(
+        stderr.contains(&format!(
+            "prompts.music: cannot read {}: No such file or directory",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is not a playable WAV"), "{stderr}");
 }

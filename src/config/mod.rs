@@ -507,7 +507,20 @@ mod tests {
     #[test]
     fn demo_config_spells_out_the_defaults() {
         let mut config = parse("default.toml", DEMO, &[]).unwrap();
+        // What the demo adds to the defaults: its users and its hold music.
         config.users.clear();
+        assert_eq!(
+            config.prompts,
+            [PromptConfig {
+                name: "music".into(),
+                file: PathBuf::from("prompts/music.wav"),
+                origin_file: "default.toml".into(),
+                line: config.prompts.first().and_then(|p| p.line),
+            }]
+        );
+        assert_eq!(config.media.hold_music.as_deref(), Some("music"));
+        config.prompts.clear();
+        config.media.hold_music = None;
         assert_eq!(config, Config::default());
     }
 

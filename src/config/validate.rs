@@ -14,11 +14,15 @@ use super::types::{self, DigestAlgorithm, ListenAddr, PortRange, Transport};
 use super::{
     CallsConfig, Config, ConfigErrors, ConfigProblem, Cores, CrmConfig, CrmLookupConfig,
     CrmWebhookConfig, CtiConfig, DriverChoice, MediaConfig, NodeConfig, OVERRIDE_LABEL,
-    RecordingConfig, RecordingMode, RegistrarConfig, ShellConfig, SipConfig, UserConfig,
+    PromptConfig, RecordingConfig, RecordingMode, RegistrarConfig, ShellConfig, SipConfig,
+    UserConfig,
 };
 
 /// Largest CPU id accepted in `node.cores` (glibc's `cpu_set_t` holds 1024).
 const MAX_CPU_ID: i64 = 1023;
+
+/// Longest `[prompts]` name.
+const MAX_PROMPT_NAME: usize = 32;
 
 /// Collects problems, turning origins into file/line.
 struct Problems<'a> {
@@ -27,11 +31,16 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
-    fn push(&mut self, origin: Origin, key: &str, message: impl Into<String>) {
-        let (file, line) = match origin {
+    /// The file label and line a value from `origin` is reported at.
+    fn locate(&self, origin: Origin) -> (String, Option<usize>) {
+        match origin {
             Origin::File(line) => (self.file.to_owned(), line),
             Origin::Set => (OVERRIDE_LABEL.to_owned(), None),
-        };
+        }
+    }
+
+    fn push(&mut self, origin: Origin, key: &str, message: impl Into<String>) {
+        let (file, line) = self.locate(origin);
         self.list.push(ConfigProblem {
             file,
             line,
@@ -137,6 +146,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
             "cti",
             "crm",
             "users",
+            "prompts",
         ],
     );
     let node = node_section(p, top.take("node"));
@@ -149,6 +159,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
     let cti = cti_section(p, top.take("cti"));
     let crm = crm_section(p, top.take("crm"));
     let users = users_array(p, top.take("users"));
+    let prompts = prompts_table(p, top.take("prompts"));
     top.finish(p);
     let config = Config {
         node,
@@ -161,9 +172,10 @@ fn build(p: &mut Problems, root: &Node) -> Config {
         cti,
         crm,
         users,
-        prompts: Vec::new(),
+        prompts,
     };
     check_port_clashes(p, root, &config, &listen_valid);
+    check_hold_music(p, root, &config);
     config
 }
 
@@ -869,6 +881,7 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
             "hold_timeout_s",
             "transcode",
             "inband_dtmf",
+            "hold_music",
         ],
     );
     let rtp_ports = match s.string(p, "rtp_ports") {
@@ -898,6 +911,12 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
     let hold_timeout = s.secs(p, "hold_timeout_s", 5, 7 * 86_400, d.hold_timeout);
     let transcode = s.boolean(p, "transcode").unwrap_or(d.transcode);
     let inband_dtmf = s.boolean(p, "inband_dtmf").unwrap_or(d.inband_dtmf);
+    // Whether it names a `[prompts]` entry is checked once both are read
+    // (`check_hold_music`).
+    let hold_music = match s.string(p, "hold_music") {
+        Some(("", _)) | None => d.hold_music,
+        Some((name, _)) => Some(name.to_owned()),
+    };
     s.finish(p);
     MediaConfig {
         rtp_ports,
@@ -906,7 +925,7 @@ fn media_section(p: &mut Problems, node: Option<&Node>) -> MediaConfig {
         hold_timeout,
         transcode,
         inband_dtmf,
-        hold_music: None,
+        hold_music,
     }
 }
 
@@ -1074,6 +1093,95 @@ fn users_array(p: &mut Problems, node: Option<&Node>) -> Vec<UserConfig> {
     users
 }
 
+/// `[prompts]`: `name = "file.wav"` entries, in file order. The files are
+/// read later (`media::prompts::load`); here only names and paths are checked.
+fn prompts_table(p: &mut Problems, node: Option<&Node>) -> Vec<PromptConfig> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    let Kind::Table(entries) = &node.kind else {
+        type_error(p, "prompts", node, "a table of name = \"file.wav\" entries");
+        return Vec::new();
+    };
+    let mut prompts = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let key = format!("prompts.{}", entry.key);
+        let name_ok = is_prompt_name(&entry.key);
+        if !name_ok {
+            p.push(
+                entry.key_origin,
+                &key,
+                format!(
+                    "{:?} is not a prompt name (expected 1 to {MAX_PROMPT_NAME} ASCII letters, digits, '_' or '-')",
+                    entry.key
+                ),
+            );
+        }
+        let file = match &entry.node.kind {
+            Kind::Str(file) if file.is_empty() => {
+                p.push(
+                    entry.node.origin,
+                    &key,
+                    "empty path (expected a WAV file such as \"prompts/welcome.wav\")",
+                );
+                continue;
+            }
+            Kind::Str(file) => file,
+            _ => {
+                type_error(p, &key, &entry.node, "a string naming a WAV file");
+                continue;
+            }
+        };
+        if name_ok {
+            let (origin_file, line) = p.locate(entry.node.origin);
+            prompts.push(PromptConfig {
+                name: entry.key.clone(),
+                file: PathBuf::from(file),
+                origin_file,
+                line,
+            });
+        }
+    }
+    prompts
+}
+
+fn is_prompt_name(name: &str) -> bool {
+    (1..=MAX_PROMPT_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `media.hold_music`, when set, must name a `[prompts]` entry. An entry
+/// whose own name or file was refused still counts as named: its problem is
+/// already reported.
+fn check_hold_music(p: &mut Problems, root: &Node, config: &Config) {
+    let Some(name) = &config.media.hold_music else {
+        return;
+    };
+    let entries = match root.get("prompts") {
+        None => &[][..],
+        Some(node) => match node.entries() {
+            Some(entries) => entries,
+            None => return, // not a table: already reported
+        },
+    };
+    if entries.iter().any(|e| e.key == *name) {
+        return;
+    }
+    let expected = if entries.is_empty() {
+        "expected \"\" while [prompts] has no entries".to_owned()
+    } else {
+        let names: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        format!("expected one of: {}, or \"\"", names.join(", "))
+    };
+    p.push(
+        written(root, &["media", "hold_music"], None).unwrap_or(DEFAULTED),
+        "media.hold_music",
+        format!("{name:?} names no [prompts] entry ({expected})"),
+    );
+}
+
 /// Origin of the written value at `path`, or of element `index` of it.
 fn written(root: &Node, path: &[&str], index: Option<usize>) -> Option<Origin> {
     let node = root.lookup(path)?;
@@ -1203,12 +1311,12 @@ mod tests {
         assert_eq!(
             problems(text, &[]),
             [
-                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users)",
+                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts)",
                 "firmware-config/x.toml:3: node.cors: unknown key, did you mean \"cores\"? (expected one of: cores, data_dir, log)",
                 "firmware-config/x.toml:5: sip.t1: unknown key, did you mean \"t1_ms\"? (expected one of: listen, domain, user_agent, t1_ms, t2_ms, t4_ms, max_message_bytes, max_headers, tcp_idle_timeout_s, tcp_message_timeout_s, tcp_max_connections)",
                 "firmware-config/x.toml:7: crm.webhook.secrett: unknown key, did you mean \"secret\"? (expected one of: url, secret)",
                 "firmware-config/x.toml:11: users[0].mail: unknown key (expected one of: id, password, name)",
-                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users)",
+                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts)",
             ]
         );
     }
@@ -1574,6 +1682,145 @@ mod tests {
             )
             .len(),
             1
+        );
+    }
+
+    #[test]
+    fn prompts_keep_file_order_names_and_lines() {
+        let c = ok(
+            "[media]\nhold_music = \"music\"\n[prompts]\nwelcome = \"prompts/welcome.wav\"\nmusic = \"/srv/moh.wav\"\nq-2_B = \"x.wav\"\n",
+            &[],
+        );
+        let entry = |name: &str, file: &str, line| PromptConfig {
+            name: name.into(),
+            file: PathBuf::from(file),
+            origin_file: FILE.into(),
+            line: Some(line),
+        };
+        assert_eq!(
+            c.prompts,
+            [
+                entry("welcome", "prompts/welcome.wav", 4),
+                entry("music", "/srv/moh.wav", 5),
+                entry("q-2_B", "x.wav", 6),
+            ]
+        );
+        assert_eq!(c.media.hold_music.as_deref(), Some("music"));
+        // "" is silence, the default.
+        let c = ok("[media]\nhold_music = \"\"\n", &[]);
+        assert_eq!(c.media.hold_music, None);
+        assert!(c.prompts.is_empty());
+    }
+
+    #[test]
+    fn prompt_names_must_be_short_plain_words() {
+        let long = "a".repeat(33);
+        let text = format!(
+            "[prompts]\n\"mu sic\" = \"a.wav\"\n\"\" = \"b.wav\"\n{long} = \"c.wav\"\n\"é\" = \"d.wav\"\n{} = \"e.wav\"\n",
+            "b".repeat(32)
+        );
+        assert_eq!(
+            problems(&text, &[]),
+            [
+                "firmware-config/x.toml:2: prompts.mu sic: \"mu sic\" is not a prompt name (expected 1 to 32 ASCII letters, digits, '_' or '-')",
+                "firmware-config/x.toml:3: prompts.: \"\" is not a prompt name (expected 1 to 32 ASCII letters, digits, '_' or '-')",
+                format!(
+                    "firmware-config/x.toml:4: prompts.{long}: \"{long}\" is not a prompt name (expected 1 to 32 ASCII letters, digits, '_' or '-')"
+                )
+                .as_str(),
+                "firmware-config/x.toml:5: prompts.é: \"é\" is not a prompt name (expected 1 to 32 ASCII letters, digits, '_' or '-')",
+            ]
+        );
+    }
+
+    #[test]
+    fn prompt_files_must_be_non_empty_strings() {
+        assert_eq!(
+            problems(
+                "[prompts]\nmusic = 5\nwelcome = \"\"\nbye = [\"a.wav\"]\n[prompts.menu]\nfile = \"m.wav\"\n",
+                &[]
+            ),
+            [
+                "firmware-config/x.toml:2: prompts.music: expected a string naming a WAV file, found an integer (5)",
+                "firmware-config/x.toml:3: prompts.welcome: empty path (expected a WAV file such as \"prompts/welcome.wav\")",
+                "firmware-config/x.toml:4: prompts.bye: expected a string naming a WAV file, found an array",
+                "firmware-config/x.toml:5: prompts.menu: expected a string naming a WAV file, found a table",
+            ]
+        );
+        assert_eq!(
+            problems("prompts = \"music.wav\"\n", &[]),
+            [
+                "firmware-config/x.toml:1: prompts: expected a table of name = \"file.wav\" entries, found a string (\"music.wav\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn hold_music_must_name_a_prompt() {
+        assert_eq!(
+            problems(
+                "[media]\nhold_music = \"musik\"\n[prompts]\nmusic = \"m.wav\"\nwelcome = \"w.wav\"\n",
+                &[]
+            ),
+            [
+                "firmware-config/x.toml:2: media.hold_music: \"musik\" names no [prompts] entry (expected one of: music, welcome, or \"\")"
+            ]
+        );
+        assert_eq!(
+            problems("[media]\nhold_music = \"music\"\n", &[]),
+            [
+                "firmware-config/x.toml:2: media.hold_music: \"music\" names no [prompts] entry (expected \"\" while [prompts] has no entries)"
+            ]
+        );
+        assert_eq!(
+            problems("[media]\nhold_music = 1\n", &[]),
+            ["firmware-config/x.toml:2: media.hold_music: expected a string, found an integer (1)"]
+        );
+        // An entry refused for its own reasons is not reported twice.
+        assert_eq!(
+            problems(
+                "[media]\nhold_music = \"music\"\n[prompts]\nmusic = \"\"\n",
+                &[]
+            ),
+            [
+                "firmware-config/x.toml:4: prompts.music: empty path (expected a WAV file such as \"prompts/welcome.wav\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn prompts_set_on_the_command_line_say_set() {
+        let c = ok(
+            "[prompts]\nmusic = \"m.wav\"\n",
+            &["prompts.hold=\"/tmp/hold.wav\"", "media.hold_music=hold"],
+        );
+        assert_eq!(
+            c.prompts,
+            [
+                PromptConfig {
+                    name: "music".into(),
+                    file: PathBuf::from("m.wav"),
+                    origin_file: FILE.into(),
+                    line: Some(2),
+                },
+                PromptConfig {
+                    name: "hold".into(),
+                    file: PathBuf::from("/tmp/hold.wav"),
+                    origin_file: OVERRIDE_LABEL.into(),
+                    line: None,
+                },
+            ]
+        );
+        assert_eq!(c.media.hold_music.as_deref(), Some("hold"));
+        assert_eq!(
+            problems(
+                "[prompts]\nmusic = \"m.wav\"\n",
+                &["prompts.music=\"\"", "media.hold_music=moh"]
+            ),
+            [
+                "--set prompts.music: empty path (expected a WAV file such as \"prompts/welcome.wav\")",
+                "--set media.hold_music: \"moh\" names no [prompts] entry (expected one of: music, or \"\")",
+            ]
         );
     }
 
