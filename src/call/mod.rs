@@ -587,6 +587,12 @@ impl B2bua {
     ) {
         self.media.handle_packet(now, sock, src, data);
         self.media_events(now);
+        self.arm_media_tick(now);
+    }
+
+    /// Starts the media clock once a leg is transcoded or hears a clip
+    /// (a packet or an SDP exchange may have started either).
+    fn arm_media_tick(&mut self, now: Instant) {
         if !self.tick_armed && self.media.wants_tick() {
             self.tick_armed = true;
             self.out.push_back(CallOutput::Timer {
@@ -831,6 +837,11 @@ impl B2bua {
 
     /// An ACK for a 2xx, in one of our dialogs.
     pub fn handle_ack(&mut self, now: Instant, msg: &Message) {
+        self.ack(now, msg);
+        self.arm_media_tick(now);
+    }
+
+    fn ack(&mut self, now: Instant, msg: &Message) {
         let Some((id, leg)) = self.dialog_of(msg) else {
             self.counters.stray_acks.bump();
             return;
@@ -901,6 +912,18 @@ impl B2bua {
         msg: Message,
         location: &LocationService,
     ) {
+        self.in_dialog(now, stx, peer, msg, location);
+        self.arm_media_tick(now);
+    }
+
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        stx: u64,
+        peer: Peer,
+        msg: Message,
+        location: &LocationService,
+    ) {
         let Some((id, leg)) = self.dialog_of(&msg) else {
             self.reply(stx, &msg, peer, Reply::new(481));
             return;
@@ -961,6 +984,11 @@ impl B2bua {
 
     /// A response to one of our requests.
     pub fn handle_response(&mut self, now: Instant, msg: Message) {
+        self.response(now, msg);
+        self.arm_media_tick(now);
+    }
+
+    fn response(&mut self, now: Instant, msg: Message) {
         let Some(status) = msg.status() else { return };
         let key = tx_key(
             msg.top_via().branch().map_or(&b""[..], |b| b),
