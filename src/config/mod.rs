@@ -207,8 +207,6 @@ pub struct ShellConfig {
     pub timer_tick: Duration,
     /// `drain_timeout_s`: longest wait on SIGTERM (0..=300 s).
     pub drain_timeout: Duration,
-    /// `min_wait_us`: io_uring batched waits (0..=10000 µs; 0 = off).
-    pub min_wait: Duration,
 }
 
 impl Default for ShellConfig {
@@ -220,7 +218,6 @@ impl Default for ShellConfig {
             mesh_capacity: 4096,
             timer_tick: Duration::from_millis(5),
             drain_timeout: Duration::from_secs(10),
-            min_wait: Duration::ZERO,
         }
     }
 }

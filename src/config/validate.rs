@@ -531,7 +531,6 @@ fn shell_section(p: &mut Problems, node: Option<&Node>) -> ShellConfig {
             "mesh_capacity",
             "timer_tick_ms",
             "drain_timeout_s",
-            "min_wait_us",
         ],
     );
     let driver = match s.string(p, "driver") {
@@ -561,10 +560,6 @@ fn shell_section(p: &mut Problems, node: Option<&Node>) -> ShellConfig {
     let mesh_capacity = s.count(p, "mesh_capacity", 64, 1 << 20, d.mesh_capacity);
     let timer_tick = s.millis(p, "timer_tick_ms", 1, 100, d.timer_tick);
     let drain_timeout = s.secs(p, "drain_timeout_s", 0, 300, d.drain_timeout);
-    let min_wait = s
-        .int(p, "min_wait_us", 0, 10_000)
-        .and_then(|v| u64::try_from(v).ok())
-        .map_or(d.min_wait, Duration::from_micros);
     s.finish(p);
     ShellConfig {
         driver,
@@ -573,7 +568,6 @@ fn shell_section(p: &mut Problems, node: Option<&Node>) -> ShellConfig {
         mesh_capacity,
         timer_tick,
         drain_timeout,
-        min_wait,
     }
 }
 

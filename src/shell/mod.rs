@@ -546,7 +546,6 @@ fn shard_main(
             // 4 receive buffers per media socket (two per pair of the
             // shard's slice), within what one buffer ring holds.
             media_buffers: (8 * usize::from(media_ports.1)).clamp(4096, 32768),
-            min_wait: ctx.cfg.shell.min_wait,
             ..DriverOptions::default()
         };
         let mut drv =

@@ -328,11 +328,6 @@ pub struct DriverOptions {
     /// Lower it to [`RingFlags::CoopTaskrun`] to keep a driver movable
     /// between threads, or to work around a kernel problem.
     pub max_ring_flags: RingFlags,
-    /// io_uring (Linux 6.12+): once a wait has seen its first completion,
-    /// how long it may go on gathering more (up to `batch`) before
-    /// returning — fewer wake-ups per packet under load, at most this much
-    /// added delay. Zero: return at the first completion.
-    pub min_wait: Duration,
 }
 
 impl Default for DriverOptions {
@@ -346,7 +341,6 @@ impl Default for DriverOptions {
             media_buffer_len: 2048,
             media_buffers: 4096,
             max_ring_flags: RingFlags::default(),
-            min_wait: Duration::ZERO,
         }
     }
 }
@@ -906,32 +900,23 @@ mod tests {
         Uring,
         /// io_uring capped at `COOP_TASKRUN` (the fallback ring).
         UringCoop,
-        /// io_uring with batched waits (`min_wait`, Linux 6.12).
-        UringBatched,
         Epoll,
     }
 
     fn make(kind: Kind, o: &DriverOptions) -> Box<dyn Driver> {
         let (choice, max_ring_flags) = match kind {
-            Kind::Uring | Kind::UringBatched => {
-                (Choice::IoUring, RingFlags::SingleIssuerDeferTaskrun)
-            }
+            Kind::Uring => (Choice::IoUring, RingFlags::SingleIssuerDeferTaskrun),
             Kind::UringCoop => (Choice::IoUring, RingFlags::CoopTaskrun),
             Kind::Epoll => (Choice::Epoll, RingFlags::default()),
         };
         let o = DriverOptions {
             max_ring_flags,
-            min_wait: if kind == Kind::UringBatched {
-                Duration::from_micros(500)
-            } else {
-                o.min_wait
-            },
             ..o.clone()
         };
         let d = open(choice, &o).expect("open driver");
         match kind {
             Kind::Epoll => assert_eq!(d.name(), "epoll"),
-            Kind::Uring | Kind::UringBatched => assert_eq!(
+            Kind::Uring => assert_eq!(
                 (d.name(), d.flags()),
                 ("io_uring", "single_issuer+defer_taskrun")
             ),
@@ -1317,7 +1302,7 @@ mod tests {
             let listen = l.local_addr().expect("addr");
             d.add_listener(l).expect("add listener");
             let waker = d.waker();
-            if !matches!(choice, Kind::Uring | Kind::UringBatched) {
+            if choice != Kind::Uring {
                 // Submit the receive and accept ops from this thread.
                 d.flush().expect("flush");
                 d.poll(Some(Duration::ZERO), &mut |ev| panic!("unexpected {ev:?}"))
@@ -1569,9 +1554,6 @@ mod tests {
             }
             mod uring_coop {
                 $( #[test] fn $name() { super::$name(super::Kind::UringCoop) } )*
-            }
-            mod uring_batched {
-                $( #[test] fn $name() { super::$name(super::Kind::UringBatched) } )*
             }
             mod epoll {
                 $( #[test] fn $name() { super::$name(super::Kind::Epoll) } )*

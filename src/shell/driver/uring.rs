@@ -297,10 +297,6 @@ struct Sq {
     /// completes while the enter that submits it runs, so that enter waits
     /// for this many CQEs more than the one it is after.
     inline_sends: u32,
-    /// Batched waits: microseconds a wait may gather completions after its
-    /// first (0 = off, or the kernel lacks it), and how many it gathers.
-    min_wait_usec: u32,
-    batch: u32,
 }
 
 impl Sq {
@@ -310,8 +306,6 @@ impl Sq {
             inflight: 0,
             enters: 0,
             inline_sends: 0,
-            min_wait_usec: 0,
-            batch: 1,
         }
     }
 
@@ -366,22 +360,13 @@ impl Sq {
     /// the queued inline sends, or the timeout.
     fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
         self.enters += 1;
-        let mut want = 1 + self.inline_sends as usize;
+        let want = 1 + self.inline_sends as usize;
         self.inline_sends = 0;
-        let r = match (wait, self.min_wait_usec) {
-            (None, 0) => self.ring.submit_and_wait(want),
-            (None, us) => {
-                want += self.batch as usize;
-                let args = types::SubmitArgs::new().min_wait_usec(us);
-                self.ring.submitter().submit_with_args(want, &args)
-            }
-            (Some(d), us) => {
+        let r = match wait {
+            None => self.ring.submit_and_wait(want),
+            Some(d) => {
                 let ts = types::Timespec::from(d);
-                let mut args = types::SubmitArgs::new().timespec(&ts);
-                if us > 0 {
-                    want += self.batch as usize;
-                    args = args.min_wait_usec(us);
-                }
+                let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(want, &args)
             }
         };
@@ -539,16 +524,6 @@ impl UringDriver {
             return Err(unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
         }
 
-        let min_wait_usec = if params.is_feature_min_timeout() {
-            u32::try_from(opts.min_wait.as_micros()).unwrap_or(u32::MAX)
-        } else {
-            if !opts.min_wait.is_zero() {
-                tracing::warn!(
-                    "this kernel has no batched io_uring waits (Linux 6.12); shell.min_wait_us ignored"
-                );
-            }
-            0
-        };
         let sip_n = (opts.batch * 4)
             .clamp(32, MAX_RING_BUFFERS)
             .next_power_of_two();
@@ -568,11 +543,7 @@ impl UringDriver {
         let wake_fd: OwnedFd = wake.into();
 
         let d = UringDriver {
-            sq: Sq {
-                min_wait_usec,
-                batch: u32::try_from(opts.batch).unwrap_or(u32::MAX),
-                ..Sq::new(ring)
-            },
+            sq: Sq::new(ring),
             flags,
             fixed_files: 0,
             disabled: flags == RingFlags::SingleIssuerDeferTaskrun,
