@@ -415,6 +415,8 @@ pub struct MediaEngine {
     payload: Box<[u8; MAX_PACKET]>,
     /// CNAME of our RTCP (RFC 3550 §6.5.1).
     cname: String,
+    /// RTP sockets to connect to their latched peer (or to disconnect).
+    connects: VecDeque<(MediaSock, Option<SocketAddr>)>,
     /// Sweeps so far.
     sweeps: u64,
 }
@@ -449,6 +451,7 @@ impl MediaEngine {
             reporting: 0,
             payload: Box::new([0; MAX_PACKET]),
             cname,
+            connects: VecDeque::new(),
             sweeps: 0,
         }
     }
@@ -619,6 +622,10 @@ impl MediaEngine {
         if leg.reporter.is_some() {
             self.reporting -= 1;
         }
+        if leg.latched {
+            // The pair goes back to the pool: it must hear anyone again.
+            self.connects.push_back((leg.pair.rtp, None));
+        }
         self.vacant.push(id.idx);
         self.route(leg.pair.rtp, None);
         self.route(leg.pair.rtcp, None);
@@ -661,9 +668,18 @@ impl MediaEngine {
 
     /// Learns a leg's description: where to send until it latches.
     fn learn(&mut self, id: LegId, remote: Remote) {
-        if let Some(l) = self.leg_mut(id) {
+        let connects = &mut self.connects;
+        let leg = self
+            .legs
+            .get_mut(id.idx as usize)
+            .and_then(Option::as_mut)
+            .filter(|l| l.generation == id.generation);
+        if let Some(l) = leg {
             if l.remote.as_ref().map(|r| r.rtp) != Some(remote.rtp) {
                 // A new address: send there until it speaks, then latch.
+                if l.latched {
+                    connects.push_back((l.pair.rtp, None));
+                }
                 l.dst = remote.rtp;
                 l.dst_rtcp = remote.rtcp;
                 l.latched = false;
@@ -942,6 +958,13 @@ impl MediaEngine {
         }
     }
 
+    /// The next RTP socket to connect to its latched peer (`Some`) or to
+    /// disconnect (`None`: its leg closed or moved). The shell applies these
+    /// before sending the queued packets.
+    pub fn poll_connect(&mut self) -> Option<(MediaSock, Option<SocketAddr>)> {
+        self.connects.pop_front()
+    }
+
     /// The next operation for the recording writer.
     pub fn poll_recording(&mut self) -> Option<RecordingOp> {
         self.rec_ops.pop_front()
@@ -1112,9 +1135,15 @@ impl MediaEngine {
         let Some(Some(leg)) = self.legs.get_mut(idx as usize) else {
             return;
         };
+        let fresh = !leg.latched;
         if !latch(&mut leg.dst, &mut leg.latched, src) {
             self.counters.rtp_foreign.bump();
             return;
+        }
+        if fresh {
+            // From now on the kernel filters for us, and sends back take
+            // the socket's cached route.
+            self.connects.push_back((leg.pair.rtp, Some(src)));
         }
         self.counters.rtp_in.bump();
         leg.last_rx = Some(now);

@@ -336,6 +336,13 @@ impl Shard {
                 Output::Record(r) => self.records.handle_record(*r),
             }
         }
+        while let Some((sock, peer)) = self.endpoint.media_mut().poll_connect() {
+            if let Err(e) = driver.connect_udp(SockId(sock.0), peer) {
+                // Only the kernel's filtering and the cached route are lost:
+                // the engine still latches and addresses every packet.
+                tracing::debug!(sock = sock.0, ?peer, error = %e, "cannot connect an RTP socket");
+            }
+        }
         self.endpoint
             .media_mut()
             .drain_transmits(|sock, dst, data| driver.send_to(SockId(sock.0), dst, data));

@@ -136,6 +136,29 @@ fn latches_to_the_first_source_and_drops_others() {
     assert_eq!(sent(&mut w.m).len(), 1);
 }
 
+/// Each latch asks the shell to connect the leg's RTP socket to the latched
+/// source; a new description, and closing the leg, undo it first.
+#[test]
+fn latching_connects_the_rtp_socket_and_moving_or_closing_disconnects_it() {
+    let mut w = world();
+    assert_eq!(w.m.poll_connect(), None, "nothing latched yet");
+    let nat = addr("198.51.100.7:31000");
+    w.m.handle_packet(w.now, pair(1).rtp, nat, &rtp(0, 1, 0, 5));
+    w.m.handle_packet(w.now, pair(1).rtp, nat, &rtp(0, 2, 160, 5));
+    assert_eq!(w.m.poll_connect(), Some((pair(1).rtp, Some(nat))));
+    assert_eq!(w.m.poll_connect(), None, "once per latch");
+    let moved = callee_sdp("sendrecv").replace("6000", "6002");
+    w.m.translate_offer(w.b, w.a, moved.as_bytes()).unwrap();
+    assert_eq!(w.m.poll_connect(), Some((pair(1).rtp, None)));
+    let new = addr("203.0.113.1:999");
+    w.m.handle_packet(w.now, pair(1).rtp, new, &rtp(0, 3, 320, 5));
+    assert_eq!(w.m.poll_connect(), Some((pair(1).rtp, Some(new))));
+    w.m.close_leg(w.b);
+    w.m.close_leg(w.a);
+    assert_eq!(w.m.poll_connect(), Some((pair(1).rtp, None)), "B's pair");
+    assert_eq!(w.m.poll_connect(), None, "A never latched");
+}
+
 #[test]
 fn switching_source_keeps_ssrc_and_numbering_continuous() {
     let mut w = world();

@@ -33,8 +33,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::{
     ACCEPT_PAUSE, CloseReason, ConnId, Driver, DriverOptions, DriverStats, IoEvent, ListenerId,
-    PendingCloses, SendPool, Slots, SockId, StreamOut, Waker, accept_error_needs_pause, errno_of,
-    sockaddr_to_std, timeout_ms, zeroed_storage,
+    PendingCloses, SendPool, Slots, SockId, StreamOut, Waker, accept_error_needs_pause,
+    connect_socket, errno_of, sockaddr_to_std, timeout_ms, zeroed_storage,
 };
 
 // epoll data layout: kind in the top 8 bits, an index or ConnId below.
@@ -600,6 +600,13 @@ impl Driver for EpollDriver {
             paused_until: None,
         });
         Ok(ListenerId(idx))
+    }
+
+    fn connect_udp(&mut self, sock: SockId, peer: Option<SocketAddr>) -> io::Result<()> {
+        match self.udp.get(sock.0) {
+            Some(u) => connect_socket(&u.sock, peer),
+            None => Ok(()),
+        }
     }
 
     fn send_to(&mut self, sock: SockId, dst: SocketAddr, data: &[u8]) {

@@ -74,7 +74,7 @@ use std::mem;
 use std::net::{
     Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, UdpSocket,
 };
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,6 +210,12 @@ pub trait Driver: Send {
     /// is not handed out again while operations on it may be in flight.
     /// Unknown or removed ids are ignored.
     fn remove_udp(&mut self, sock: SockId);
+    /// Connect a UDP socket to `peer` (a media socket latched to it), or
+    /// undo that with `None`. While connected, the kernel delivers only
+    /// `peer`'s datagrams to the socket and sends to `peer` use the
+    /// socket's cached route (io_uring: a plain `SEND`, no address); sends
+    /// elsewhere still work. Unknown or removed ids are ignored.
+    fn connect_udp(&mut self, sock: SockId, peer: Option<SocketAddr>) -> io::Result<()>;
     /// Register a listening TCP socket (made nonblocking here).
     fn add_listener(&mut self, l: TcpListener) -> io::Result<ListenerId>;
     /// Copy `data` into a pooled buffer and queue it until [`Driver::flush`].
@@ -682,11 +688,39 @@ fn sockaddr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
     sockaddr_to_std(&storage, n)
 }
 
+/// `connect(2)` a UDP socket to `peer`, or dissolve its association
+/// (`AF_UNSPEC`) with `None`.
+fn connect_socket(sock: &UdpSocket, peer: Option<SocketAddr>) -> io::Result<()> {
+    let mut st = zeroed_storage();
+    let len = match peer {
+        Some(a) => sockaddr_from_std(&a, &mut st),
+        None => {
+            st.ss_family = libc::AF_UNSPEC as libc::sa_family_t;
+            mem::size_of::<libc::sa_family_t>() as libc::socklen_t
+        }
+    };
+    // SAFETY: `st` is a live sockaddr_storage of at least `len` bytes; the
+    // fd is owned by `sock` for the duration of the call.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&st as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// One queued datagram: payload, destination and (for io_uring) the
 /// `msghdr`/`iovec` the kernel reads. Boxed in [`SendPool`] so its address is
 /// stable while a `SENDMSG` is in flight.
 struct SendSlot {
     sock: SockId,
+    dst: SocketAddr,
     data: Vec<u8>,
     addr: libc::sockaddr_storage,
     addr_len: libc::socklen_t,
@@ -738,6 +772,7 @@ impl SendPool {
             None => {
                 self.slots.push(Box::new(SendSlot {
                     sock,
+                    dst: *dst,
                     data: Vec::with_capacity(data.len().max(1500)),
                     addr: zeroed_storage(),
                     addr_len: 0,
@@ -755,6 +790,7 @@ impl SendPool {
         };
         let slot = &mut self.slots[idx as usize];
         slot.sock = sock;
+        slot.dst = *dst;
         slot.data.clear();
         slot.data.extend_from_slice(data);
         slot.addr_len = sockaddr_from_std(dst, &mut slot.addr);
@@ -1529,6 +1565,71 @@ mod tests {
         }
     }
 
+    /// A media socket connected to its latched peer hears only that peer,
+    /// still sends to it (and elsewhere), and hears everyone again once
+    /// disconnected.
+    fn connected_media_socket_hears_only_its_peer(choice: Kind) {
+        let mut d = make(choice, &opts());
+        // Bound to a port named explicitly, as the shell binds RTP ports:
+        // disconnecting keeps it (a socket bound to port 0 would lose it).
+        let port = {
+            let probe = UdpSocket::bind("127.0.0.1:0").expect("probe");
+            probe.local_addr().expect("addr").port()
+        };
+        let local = SocketAddr::from(([127, 0, 0, 1], port));
+        let id = d
+            .add_media_udp(UdpSocket::bind(local).expect("bind media"))
+            .expect("add media");
+        let mut evs = Vec::new();
+        poll_once(&mut *d, Some(Duration::ZERO), &mut evs);
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let other = UdpSocket::bind("127.0.0.1:0").expect("other");
+        for s in [&peer, &other] {
+            s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        }
+        let (p, o) = (
+            peer.local_addr().expect("addr"),
+            other.local_addr().expect("addr"),
+        );
+        d.connect_udp(id, Some(p)).expect("connect");
+        d.connect_udp(SockId(999), Some(p))
+            .expect("unknown ids are ignored");
+        other.send_to(b"not latched", local).expect("send");
+        peer.send_to(b"latched", local).expect("send");
+        pump(&mut *d, &mut evs, "the peer's datagram", |_, evs| {
+            dgrams(evs) >= 1
+        });
+        poll_once(&mut *d, Some(Duration::from_millis(20)), &mut evs);
+        let got: Vec<(SocketAddr, Vec<u8>)> = evs
+            .drain(..)
+            .filter_map(|e| match e {
+                Ev::Dgram(_, from, data) => Some((from, data)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(p, b"latched".to_vec())],
+            "only the peer is heard"
+        );
+        d.send_to(id, p, b"to the peer");
+        d.send_to(id, o, b"elsewhere");
+        d.flush().expect("flush");
+        let mut buf = [0u8; 64];
+        let (n, from) = peer.recv_from(&mut buf).expect("at the peer");
+        assert_eq!((&buf[..n], from), (&b"to the peer"[..], local));
+        let (n, from) = other.recv_from(&mut buf).expect("elsewhere");
+        assert_eq!((&buf[..n], from), (&b"elsewhere"[..], local));
+        d.connect_udp(id, None).expect("disconnect");
+        other.send_to(b"heard again", local).expect("send");
+        pump(&mut *d, &mut evs, "the other's datagram", |_, evs| {
+            evs.iter().any(
+                |e| matches!(e, Ev::Dgram(_, from, data) if *from == o && data == b"heard again"),
+            )
+        });
+        assert_eq!(d.stats().send_errors, 0);
+    }
+
     /// Once the driver is dropped every socket it held is closed: a
     /// restarted appliance binds the same RTP and SIP ports at once.
     fn drop_releases_every_port_at_once(choice: Kind) {
@@ -1580,6 +1681,7 @@ mod tests {
         media_oversize_datagram_dropped_and_counted,
         remove_udp_stops_receiving_and_closes_the_socket,
         drop_releases_every_port_at_once,
+        connected_media_socket_hears_only_its_peer,
     );
 
     #[test]

@@ -78,7 +78,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use super::{
     ACCEPT_PAUSE, CloseReason, ConnId, Driver, DriverOptions, DriverStats, IoEvent, ListenerId,
     MAX_RING_BUFFERS, PendingCloses, RECVMSG_OUT_LEN, RingFlags, SOCKADDR_MAX, SendPool, Slots,
-    SockId, Waker, accept_error_needs_pause, sockaddr_from_bytes,
+    SockId, Waker, accept_error_needs_pause, connect_socket, sockaddr_from_bytes,
 };
 
 // user_data layout: kind in the top 8 bits, an index or ConnId below.
@@ -423,6 +423,8 @@ struct UdpSock {
     removing: bool,
     /// Datagram sends naming this socket's fd, queued or in flight.
     sends: u32,
+    /// The peer it is connected to: sends there go out as plain `SEND`s.
+    peer: Option<SocketAddr>,
 }
 
 impl UdpSock {
@@ -756,6 +758,7 @@ impl UringDriver {
             fails: 0,
             removing: false,
             sends: 0,
+            peer: None,
         });
         if u32::from(idx) < self.fixed_files
             && let Some(u) = self.udp.get(idx)
@@ -814,13 +817,25 @@ impl UringDriver {
             } else {
                 Target::Fd(u.sock.as_raw_fd())
             };
-            let msg = s.prepare_msghdr();
-            let e = match target {
-                Target::Fixed(f) => opcode::SendMsg::new(types::Fixed(f), msg),
-                Target::Fd(fd) => opcode::SendMsg::new(types::Fd(fd), msg),
+            let e = if u.peer == Some(s.dst) {
+                // Connected: no address to copy, the socket's cached route.
+                // invariant: datagrams are at most 64 KiB.
+                let (buf, len) = (s.data.as_ptr(), s.data.len() as u32);
+                match target {
+                    Target::Fixed(f) => opcode::Send::new(types::Fixed(f), buf, len),
+                    Target::Fd(fd) => opcode::Send::new(types::Fd(fd), buf, len),
+                }
+                .flags(libc::MSG_DONTWAIT)
+                .build()
+            } else {
+                let msg = s.prepare_msghdr();
+                match target {
+                    Target::Fixed(f) => opcode::SendMsg::new(types::Fixed(f), msg),
+                    Target::Fd(fd) => opcode::SendMsg::new(types::Fd(fd), msg),
+                }
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
             }
-            .flags(libc::MSG_DONTWAIT as u32)
-            .build()
             .user_data(user_data(K_UDP_SEND, u64::from(slot)));
             // SAFETY: the slot is boxed (stable address) and was taken off the
             // free list by `send_to`; it returns there only when this op's CQE
@@ -1451,6 +1466,15 @@ impl Driver for UringDriver {
         // Armed by the next poll/flush, from the thread that drives the ring.
         self.rearm_listeners.push(idx);
         Ok(ListenerId(idx))
+    }
+
+    fn connect_udp(&mut self, sock: SockId, peer: Option<SocketAddr>) -> io::Result<()> {
+        let Some(u) = self.udp.get_mut(sock.0).filter(|u| !u.removing) else {
+            return Ok(());
+        };
+        connect_socket(&u.sock, peer)?;
+        u.peer = peer;
+        Ok(())
     }
 
     fn send_to(&mut self, sock: SockId, dst: SocketAddr, data: &[u8]) {
