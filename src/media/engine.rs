@@ -18,7 +18,19 @@
 //! **Latching** (symmetric RTP, RFC 4961 §3): the first packet from a leg
 //! sets where we send to it, whatever its SDP said (NAT). Packets from
 //! elsewhere are dropped and counted, until the leg sends a new
-//! description (a re-INVITE may move it).
+//! description (a re-INVITE may move it). Each latch is also handed to the
+//! shell ([`MediaEngine::poll_connect`]), which connects the RTP socket to
+//! the source: the kernel then filters foreign packets itself and sends
+//! skip the per-packet route lookup; a new description or the leg's end
+//! disconnects it again.
+//!
+//! **Prompts and music** ([`MediaEngine::play`]): a leg can hear a clip
+//! instead of its peer, encoded in its own codec on the 10 ms tick; hold
+//! music plays to a party while the other holds (sendonly/inactive offer).
+//!
+//! **RTCP**: relayed with the SSRC rewritten while RTP is relayed; a leg
+//! that hears a stream made here (a clip, or its peer transcoded) gets our
+//! own SR/RR instead ([`super::reports`]).
 //!
 //! **Continuity**: what a receiver hears may switch sources (another leg
 //! after a transfer, a prompt, music). Each leg's outgoing stream keeps one
