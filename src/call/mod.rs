@@ -166,7 +166,7 @@ pub enum TimerKey {
     Session(u64, LegId),
     /// A CANCELled INVITE that never got its final response (§9.1).
     CancelGiveUp(u64),
-    /// The media engine's liveness and recording sweep (every 100 ms while
+    /// The media engine's liveness and recording sweep (every 20 ms while
     /// legs exist).
     MediaSweep,
     /// The media engine's frame clock (while legs are transcoded).

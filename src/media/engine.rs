@@ -182,10 +182,11 @@ pub struct LegStats {
 }
 
 /// How often [`MediaEngine::sweep`] runs while legs are open.
-pub const SWEEP: Duration = Duration::from_millis(100);
-/// Sweeps per second: liveness is checked once a second, recordings are
-/// flushed a tenth at a time.
-const SWEEPS_PER_SECOND: u64 = 10;
+pub const SWEEP: Duration = Duration::from_millis(20);
+/// Sweeps per second: liveness is checked once a second, RTCP reports every
+/// fifth sweep (100 ms), and recordings are flushed a fiftieth at a time,
+/// so no sweep copies more than 2 % of the recorded audio at once.
+const SWEEPS_PER_SECOND: u64 = 50;
 
 /// How often [`MediaEngine::tick`] runs while legs are transcoded.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -946,7 +947,7 @@ impl MediaEngine {
     /// Hands the final audio of every recording to the writer.
     fn flush_recordings(&mut self, now: Instant) {
         let ms = self.ms(now);
-        // A tenth of the recordings per sweep: each is flushed once a second
+        // A fiftieth of the recordings per sweep: each is flushed once a second
         // (about 1 s of audio, 32 KB), and no sweep stalls the shard with
         // every recording's copy at once.
         let phase = self.sweeps % SWEEPS_PER_SECOND;
@@ -1366,7 +1367,9 @@ impl MediaEngine {
     /// [`SWEEP`] while legs are open.
     pub fn sweep(&mut self, now: Instant) {
         self.flush_recordings(now);
-        self.send_reports(now);
+        if self.sweeps.is_multiple_of(5) {
+            self.send_reports(now);
+        }
         self.sweeps += 1;
         if !self.sweeps.is_multiple_of(SWEEPS_PER_SECOND) {
             return;
