@@ -34,7 +34,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use super::{
     ACCEPT_PAUSE, CloseReason, ConnId, Driver, DriverOptions, DriverStats, IoEvent, ListenerId,
     PendingCloses, SendPool, Slots, SockId, StreamOut, Waker, accept_error_needs_pause,
-    connect_socket, errno_of, sockaddr_to_std, timeout_ms, zeroed_storage,
+    connect_socket, errno_of, is_icmp_report, sockaddr_to_std, timeout_ms, zeroed_storage,
 };
 
 // epoll data layout: kind in the top 8 bits, an index or ConnId below.
@@ -232,8 +232,13 @@ impl EpollDriver {
             self.stats.syscalls += 1;
             let n = match self.rx.recv(fd) {
                 Ok(n) => n,
+                Err(e) if e.raw_os_error().is_some_and(is_icmp_report) => {
+                    // An ICMP error for an earlier send, reported once:
+                    // datagrams behind it are still to be read.
+                    self.stats.icmp_errors += 1;
+                    continue;
+                }
                 Err(e) => {
-                    // e.g. ECONNREFUSED from a queued ICMP error: not fatal.
                     tracing::debug!(error = %e, sock = idx, "recvmmsg failed");
                     return;
                 }

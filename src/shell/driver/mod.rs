@@ -179,6 +179,10 @@ pub struct DriverStats {
     /// the datagrams wait in the socket meanwhile. Often non-zero means
     /// [`DriverOptions::media_buffers`] is too small for the socket count.
     pub buffers_exhausted: u64,
+    /// Receives that reported an ICMP error for an earlier send (a
+    /// connected media socket's peer went away: `ECONNREFUSED` and kin);
+    /// the socket goes on receiving.
+    pub icmp_errors: u64,
     /// Syscalls the driver made to move data or wait: `io_uring_enter`
     /// (io_uring) or `epoll_wait`/`recvmmsg`/`sendmmsg`/`accept4`/`read`/
     /// `send` (epoll). Lets benchmarks report syscalls per packet.
@@ -686,6 +690,15 @@ fn sockaddr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
         )
     };
     sockaddr_to_std(&storage, n)
+}
+
+/// Socket errors that stand for an ICMP report on an earlier datagram
+/// (connected UDP sockets receive them), not for a broken socket.
+fn is_icmp_report(e: i32) -> bool {
+    matches!(
+        e,
+        libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN
+    )
 }
 
 /// `connect(2)` a UDP socket to `peer`, or dissolve its association
@@ -1565,13 +1578,10 @@ mod tests {
         }
     }
 
-    /// A media socket connected to its latched peer hears only that peer,
-    /// still sends to it (and elsewhere), and hears everyone again once
-    /// disconnected.
-    fn connected_media_socket_hears_only_its_peer(choice: Kind) {
-        let mut d = make(choice, &opts());
-        // Bound to a port named explicitly, as the shell binds RTP ports:
-        // disconnecting keeps it (a socket bound to port 0 would lose it).
+    /// A media socket bound to a port named explicitly, as the shell binds
+    /// RTP ports: disconnecting keeps the port (a socket bound to port 0
+    /// would lose it).
+    fn media_socket_on_named_port(d: &mut dyn Driver) -> (SockId, SocketAddr) {
         let port = {
             let probe = UdpSocket::bind("127.0.0.1:0").expect("probe");
             probe.local_addr().expect("addr").port()
@@ -1580,6 +1590,15 @@ mod tests {
         let id = d
             .add_media_udp(UdpSocket::bind(local).expect("bind media"))
             .expect("add media");
+        (id, local)
+    }
+
+    /// A media socket connected to its latched peer hears only that peer,
+    /// still sends to it (and elsewhere), and hears everyone again once
+    /// disconnected.
+    fn connected_media_socket_hears_only_its_peer(choice: Kind) {
+        let mut d = make(choice, &opts());
+        let (id, local) = media_socket_on_named_port(&mut *d);
         let mut evs = Vec::new();
         poll_once(&mut *d, Some(Duration::ZERO), &mut evs);
         let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
@@ -1628,6 +1647,42 @@ mod tests {
             )
         });
         assert_eq!(d.stats().send_errors, 0);
+    }
+
+    /// A connected socket learns of ICMP port-unreachable replies (the peer
+    /// went away) as `ECONNREFUSED` on its next receive: that is not a
+    /// broken socket. Many of them in a row must not stop the socket from
+    /// being read once the peer is back.
+    /// More consecutive receive errors than a driver tolerates from a
+    /// broken socket (io_uring gives up after 16).
+    const MAX_FAILS_SEEN: usize = 16;
+
+    fn icmp_errors_on_a_connected_socket_do_not_stop_its_receives(choice: Kind) {
+        let mut d = make(choice, &opts());
+        let (id, local) = media_socket_on_named_port(&mut *d);
+        let gone = UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let peer_addr = gone.local_addr().expect("addr");
+        drop(gone);
+        d.connect_udp(id, Some(peer_addr)).expect("connect");
+        let mut evs = Vec::new();
+        for _ in 0..3 * MAX_FAILS_SEEN {
+            d.send_to(id, peer_addr, b"into the void");
+            d.flush().expect("flush");
+            poll_once(&mut *d, Some(Duration::from_millis(2)), &mut evs);
+        }
+        let back = UdpSocket::bind(peer_addr).expect("the peer is back");
+        back.send_to(b"hello again", local).expect("send");
+        pump(
+            &mut *d,
+            &mut evs,
+            "the returning peer's datagram",
+            |_, evs| {
+                evs.iter().any(
+                    |e| matches!(e, Ev::Dgram(s, _, data) if *s == id && data == b"hello again"),
+                )
+            },
+        );
+        assert!(d.stats().icmp_errors > 0, "{:?}", d.stats());
     }
 
     /// Once the driver is dropped every socket it held is closed: a
@@ -1682,6 +1737,7 @@ mod tests {
         remove_udp_stops_receiving_and_closes_the_socket,
         drop_releases_every_port_at_once,
         connected_media_socket_hears_only_its_peer,
+        icmp_errors_on_a_connected_socket_do_not_stop_its_receives,
     );
 
     #[test]

@@ -78,7 +78,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use super::{
     ACCEPT_PAUSE, CloseReason, ConnId, Driver, DriverOptions, DriverStats, IoEvent, ListenerId,
     MAX_RING_BUFFERS, PendingCloses, RECVMSG_OUT_LEN, RingFlags, SOCKADDR_MAX, SendPool, Slots,
-    SockId, Waker, accept_error_needs_pause, connect_socket, sockaddr_from_bytes,
+    SockId, Waker, accept_error_needs_pause, connect_socket, is_icmp_report, sockaddr_from_bytes,
 };
 
 // user_data layout: kind in the top 8 bits, an index or ConnId below.
@@ -1021,6 +1021,12 @@ impl UringDriver {
         }
         match -res {
             libc::ENOBUFS => self.stats.buffers_exhausted += 1,
+            // An ICMP error for an earlier send (the peer of a connected
+            // media socket went away): reported once, the socket is fine.
+            e if is_icmp_report(e) => {
+                self.stats.icmp_errors += 1;
+                tracing::debug!(sock = idx, error = %io::Error::from_raw_os_error(e), "ICMP error on a connected socket");
+            }
             e if res < 0 && !matches!(e, libc::ECANCELED | libc::EINTR | libc::EAGAIN) => {
                 u.fails = u.fails.saturating_add(1);
                 let error = io::Error::from_raw_os_error(e);
