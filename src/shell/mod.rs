@@ -631,11 +631,24 @@ fn shard_main(
     if ctx.stop.load(Ordering::Relaxed) {
         return Ok(());
     }
-    shard
+    let result = shard
         .run(drv.as_mut(), &wakers, &ctx.stop)
         .map_err(|e| ShellError::Io {
             shard: id,
             what: "I/O loop".into(),
             source: e,
-        })
+        });
+    let d = drv.stats();
+    tracing::info!(
+        shard = id,
+        send_errors = d.send_errors,
+        send_dropped = d.send_dropped,
+        dropped_truncated = d.dropped_truncated,
+        buffers_exhausted = d.buffers_exhausted,
+        icmp_errors = d.icmp_errors,
+        accept_errors = d.accept_errors,
+        syscalls = d.syscalls,
+        "counters: driver"
+    );
+    result
 }
