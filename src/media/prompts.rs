@@ -38,16 +38,6 @@ const ACCEPTED: &str = "16-bit PCM, µ-law or A-law, mono or stereo, 8, 16 or 48
 pub struct Prompts(Arc<BTreeMap<String, Clip>>);
 
 impl Prompts {
-    /// No prompts.
-    pub fn empty() -> Prompts {
-        Prompts::default()
-    }
-
-    /// From decoded clips (tests).
-    pub fn from_clips(clips: impl IntoIterator<Item = (String, Clip)>) -> Prompts {
-        Prompts(Arc::new(clips.into_iter().collect()))
-    }
-
     /// The clip named `name`.
     pub fn get(&self, name: &str) -> Option<Clip> {
         self.0.get(name).cloned()
