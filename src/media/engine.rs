@@ -392,6 +392,44 @@ impl TxQueue {
     fn commit(&mut self, sock: MediaSock, dst: SocketAddr, len: usize) {
         self.meta.push((sock, dst, len as u16));
     }
+
+    /// Queues packet `m`, made here, to leg `out`, continuing the stream
+    /// it hears. False when nothing was queued: the leg has no address yet,
+    /// or the queue is full (counted).
+    fn push_made(
+        &mut self,
+        now: Instant,
+        out: &mut Leg,
+        m: Made<'_>,
+        counters: &ShardCounters,
+    ) -> bool {
+        let Some(dst) = out.dst else { return false };
+        let (seq, ts, ssrc, switched) = out.tx.map(now, m.source, m.seq, m.ts, m.clock);
+        let Some(slot) = self.slot() else {
+            counters.rtp_tx_overflow.bump();
+            return false;
+        };
+        let len = rtp::HEADER_LEN + m.payload.len();
+        rtp::write_header(slot, m.mark || switched, m.pt, seq, ts, ssrc);
+        slot[rtp::HEADER_LEN..len].copy_from_slice(m.payload);
+        self.commit(out.pair.rtp, dst, len);
+        out.stats.packets_out += 1;
+        out.octets_out = out.octets_out.wrapping_add(m.payload.len() as u32);
+        true
+    }
+}
+
+/// A packet made here (a transcoded frame, a frame of a clip).
+struct Made<'a> {
+    /// Its source, as [`TxStream::map`] tells sources apart.
+    source: (u32, u32),
+    pt: u8,
+    /// RTP clock of `pt`.
+    clock: u32,
+    seq: u16,
+    ts: u32,
+    mark: bool,
+    payload: &'a [u8],
 }
 
 /// The media engine of one shard.
@@ -1083,7 +1121,8 @@ impl MediaEngine {
             let Some(Some(leg)) = self.legs.get_mut(idx) else {
                 continue;
             };
-            let Some(pb) = leg.play.as_mut() else {
+            // Out of the leg while its frames go to the leg.
+            let Some(mut pb) = leg.play.take() else {
                 continue;
             };
             // Catch up at most a few frames after a stall; skip the rest.
@@ -1095,35 +1134,32 @@ impl MediaEngine {
                 pb.next_ms += 20;
                 finished = pb.player.fill(&mut pb.pcm) == PlayerState::Finished;
                 let n = pb.enc.encode(&pb.pcm, &mut self.payload[..]);
-                let (seq, ts) = (pb.seq, pb.ts);
+                let m = Made {
+                    source: (idx as u32 | 0x4000_0000, pb.ssrc),
+                    pt: pb.pt,
+                    clock: pb.clock,
+                    seq: pb.seq,
+                    ts: pb.ts,
+                    mark: false,
+                    payload: &self.payload[..n],
+                };
                 pb.seq = pb.seq.wrapping_add(1);
                 pb.ts = pb.ts.wrapping_add(pb.clock / 50);
-                let Some(dst) = leg.dst else { continue };
-                let source = (idx as u32 | 0x4000_0000, pb.ssrc);
-                let (seq, ts, ssrc, switched) = leg.tx.map(now, source, seq, ts, pb.clock);
-                let Some(slot) = self.tx.slot() else {
-                    self.counters.rtp_tx_overflow.bump();
-                    continue;
-                };
-                let len = rtp::HEADER_LEN + n;
-                rtp::write_header(slot, switched, pb.pt, seq, ts, ssrc);
-                slot[rtp::HEADER_LEN..len].copy_from_slice(&self.payload[..n]);
-                self.tx.commit(leg.pair.rtp, dst, len);
-                leg.stats.packets_out += 1;
-                leg.octets_out = leg.octets_out.wrapping_add(n as u32);
+                self.tx.push_made(now, leg, m, &self.counters);
             }
-            if finished {
-                leg.play = None;
-                self.playing -= 1;
-                let ev = MediaEvent::PlayDone {
-                    call: leg.call,
-                    leg: LegId {
-                        idx: idx as u32,
-                        generation: leg.generation,
-                    },
-                };
-                self.events.push_back(ev);
+            if !finished {
+                leg.play = Some(pb);
+                continue;
             }
+            self.playing -= 1;
+            let ev = MediaEvent::PlayDone {
+                call: leg.call,
+                leg: LegId {
+                    idx: idx as u32,
+                    generation: leg.generation,
+                },
+            };
+            self.events.push_back(ev);
         }
     }
 
@@ -1253,15 +1289,14 @@ impl MediaEngine {
         if let Some(r) = leg.reporter.as_mut() {
             r.on_rtcp(ms, data);
         }
-        let transcoded = leg.transcode.is_some();
         let Some(peer) = leg.peer else { return };
-        let Some(Some(out)) = self.legs.get(peer as usize) else {
-            return;
-        };
-        if transcoded || out.play.is_some() {
+        if self.hears_ours(peer as usize) {
             // The peer hears a stream made here: it gets our own reports.
             return;
         }
+        let Some(Some(out)) = self.legs.get(peer as usize) else {
+            return;
+        };
         let (Some(dst), true) = (out.dst_rtcp, data.len() <= MAX_PACKET && data.len() >= 8) else {
             return;
         };
@@ -1340,22 +1375,22 @@ impl MediaEngine {
                 let Some(Some(out)) = peer.and_then(|p| legs.get_mut(p as usize)) else {
                     return;
                 };
-                let (Some(dst), None) = (out.dst, out.play.as_ref()) else {
+                if out.play.is_some() {
+                    // It hears a clip instead.
                     return;
+                }
+                let m = Made {
+                    source,
+                    pt: out_pt,
+                    clock: out_clock,
+                    seq,
+                    ts,
+                    mark,
+                    payload,
                 };
-                let (seq, ts, ssrc, switched) = out.tx.map(now, source, seq, ts, out_clock);
-                let sock = out.pair.rtp;
-                let len = rtp::HEADER_LEN + payload.len();
-                let Some(slot) = tx.slot() else {
-                    counters.rtp_tx_overflow.bump();
-                    return;
-                };
-                rtp::write_header(slot, mark || switched, out_pt, seq, ts, ssrc);
-                slot[rtp::HEADER_LEN..len].copy_from_slice(payload);
-                tx.commit(sock, dst, len);
-                out.stats.packets_out += 1;
-                out.octets_out = out.octets_out.wrapping_add(payload.len() as u32);
-                counters.rtp_relayed.bump();
+                if tx.push_made(now, out, m, counters) {
+                    counters.rtp_relayed.bump();
+                }
             });
             if let Some(Some(leg)) = self.legs.get_mut(idx) {
                 leg.transcode = Some(tc);

@@ -11,6 +11,21 @@ fn callee_sdp(dir: &str) -> String {
     )
 }
 
+impl World {
+    /// A re-offers with direction `dir`; returns the offer B gets.
+    fn caller_reoffers(&mut self, dir: &str) -> String {
+        let offer = self
+            .m
+            .translate_offer(
+                self.a,
+                self.b,
+                CALLER_SDP.replace("sendrecv", dir).as_bytes(),
+            )
+            .unwrap();
+        String::from_utf8_lossy(&offer).into_owned()
+    }
+}
+
 struct World {
     m: MediaEngine,
     counters: Arc<ShardCounters>,
@@ -272,12 +287,7 @@ fn silent_leg_is_reported_after_the_timeout_and_held_calls_wait_longer() {
 
     // On hold (B answered a sendonly re-offer with recvonly): an hour.
     let mut w = world();
-    w.m.translate_offer(
-        w.a,
-        w.b,
-        CALLER_SDP.replace("sendrecv", "sendonly").as_bytes(),
-    )
-    .unwrap();
+    w.caller_reoffers("sendonly");
     w.m.translate_answer(w.now, w.b, w.a, callee_sdp("recvonly").as_bytes())
         .unwrap();
     w.m.arm(w.now, w.b);
@@ -552,14 +562,8 @@ fn hold_music_replaces_the_holder_and_the_stream_stays_continuous() {
 
     // A holds at 100 ms.
     let t_hold = w.now + Duration::from_millis(100);
-    let offer =
-        w.m.translate_offer(
-            w.a,
-            w.b,
-            CALLER_SDP.replace("sendrecv", "sendonly").as_bytes(),
-        )
-        .unwrap();
-    assert!(String::from_utf8_lossy(&offer).contains("a=sendonly"));
+    let offer = w.caller_reoffers("sendonly");
+    assert!(offer.contains("a=sendonly"));
     w.m.translate_answer(t_hold, w.b, w.a, callee_sdp("recvonly").as_bytes())
         .unwrap();
     assert!(w.m.is_playing(w.b) && w.m.wants_tick());
@@ -588,8 +592,7 @@ fn hold_music_replaces_the_holder_and_the_stream_stays_continuous() {
 
     // A resumes at 200 ms: the music stops, A is heard again.
     let t_resume = w.now + Duration::from_millis(200);
-    w.m.translate_offer(w.a, w.b, CALLER_SDP.as_bytes())
-        .unwrap();
+    w.caller_reoffers("sendrecv");
     w.m.translate_answer(t_resume, w.b, w.a, callee_sdp("sendrecv").as_bytes())
         .unwrap();
     assert!(!w.m.is_playing(w.b) && !w.m.wants_tick());
@@ -607,14 +610,7 @@ fn hold_music_replaces_the_holder_and_the_stream_stays_continuous() {
 #[test]
 fn an_inactive_hold_is_offered_sendonly_when_music_plays() {
     let mut w = world_with_music(clip(800));
-    let offer =
-        w.m.translate_offer(
-            w.a,
-            w.b,
-            CALLER_SDP.replace("sendrecv", "inactive").as_bytes(),
-        )
-        .unwrap();
-    let offer = String::from_utf8_lossy(&offer).into_owned();
+    let offer = w.caller_reoffers("inactive");
     assert!(
         offer.contains("a=sendonly") && !offer.contains("inactive"),
         "{offer}"
@@ -625,14 +621,8 @@ fn an_inactive_hold_is_offered_sendonly_when_music_plays() {
     assert!(!w.m.is_playing(w.a), "the holder hears nothing from us");
 
     let mut w = world();
-    let offer =
-        w.m.translate_offer(
-            w.a,
-            w.b,
-            CALLER_SDP.replace("sendrecv", "inactive").as_bytes(),
-        )
-        .unwrap();
-    assert!(String::from_utf8_lossy(&offer).contains("a=inactive"));
+    let offer = w.caller_reoffers("inactive");
+    assert!(offer.contains("a=inactive"));
     w.m.translate_answer(w.now, w.b, w.a, callee_sdp("inactive").as_bytes())
         .unwrap();
     assert!(!w.m.is_playing(w.b) && !w.m.wants_tick());
