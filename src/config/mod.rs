@@ -17,6 +17,7 @@
 //! demo appliance without its users). Nothing here touches the network or the
 //! clock; [`load`] is the only function that reads a file.
 
+pub mod contact;
 mod tree;
 mod types;
 mod validate;
@@ -134,6 +135,9 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// `[prompts]`: named WAV files (prompts, music), in file order.
     pub prompts: Vec<PromptConfig>,
+    /// `[acd]`, `[[agents]]`, `[[queues]]`, `[ivr.*]`, `[hours.*]`,
+    /// `[dialplan]`: the contact center.
+    pub contact: contact::ContactCenter,
 }
 
 /// One `[prompts]` entry: `name = "file.wav"`.

@@ -173,6 +173,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
         crm,
         users,
         prompts,
+        contact: Default::default(),
     };
     check_port_clashes(p, root, &config, &listen_valid);
     check_hold_music(p, root, &config);
