@@ -8,8 +8,10 @@
 // Unit tests build virtual clocks from one real `Instant::now()` base.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod acd;
 pub mod call;
 pub mod config;
+pub mod ivr;
 pub mod media;
 pub mod sdp;
 pub mod shell;

@@ -1,0 +1,1 @@
+//! The ACD: queues, agents and the decisions that join them (see issue #5).

@@ -1,0 +1,1 @@
+//! IVR menus: prompts, digit collection, routing (see issue #5).
