@@ -481,6 +481,67 @@ pub fn answer(
     Ok((local.finish(sdp), agreement))
 }
 
+/// What [`answer_locally`] agreed with an offerer the appliance answers
+/// itself (an IVR, a queue): the codec and events it speaks, and the offer
+/// narrowed to them, which later stands for the offerer when an agent's
+/// phone is offered the call.
+#[derive(Debug, Clone)]
+pub struct LocalAnswer {
+    pub sdp: Vec<u8>,
+    pub voice: Option<Codec>,
+    pub events: Option<Codec>,
+    pub narrowed: SessionDescription,
+}
+
+/// The appliance answers `offer` itself: its first codec we can decode and
+/// encode, plus its telephone-event, on the anchored stream; the other
+/// streams rejected. With no codec of ours the stream is rejected (§6).
+pub fn answer_locally(
+    offer: &SessionDescription,
+    local: &mut LocalSide,
+) -> Result<LocalAnswer, AnchorError> {
+    let (idx, offered) = describe(offer)?;
+    let voice = offered
+        .codecs
+        .iter()
+        .find(|c| c.known().is_some_and(|k| k != Known::TelephoneEvent))
+        .cloned();
+    let events = offered.events().cloned().filter(|_| voice.is_some());
+    let codecs: Vec<Codec> = voice.iter().chain(events.iter()).cloned().collect();
+    let mut narrowed = offer.clone();
+    {
+        let m = &mut narrowed.media[idx];
+        m.formats
+            .retain(|f| codecs.iter().any(|c| c.pt.to_string() == *f));
+        m.attributes.retain(|a| {
+            !matches!(a.name.as_str(), "rtpmap" | "fmtp")
+                || a.value.as_deref().is_some_and(|v| {
+                    let pt = v.split_whitespace().next().unwrap_or_default();
+                    codecs.iter().any(|c| c.pt.to_string() == pt)
+                })
+        });
+    }
+    let mut sdp = offer.clone();
+    disable_others(&mut sdp, idx);
+    let direction = offered.direction.reverse();
+    if voice.is_none() || sdp.media[idx].port == 0 {
+        let m = &mut sdp.media[idx];
+        m.formats.truncate(1);
+        m.port = 0;
+    } else {
+        anchor_stream(&mut sdp, idx, local.ip, local.port, &codecs);
+        sdp.media[idx].set_direction(direction);
+    }
+    sdp.attributes
+        .retain(|a| Direction::from_attribute(&a.name).is_none());
+    Ok(LocalAnswer {
+        sdp: local.finish(sdp),
+        voice,
+        events,
+        narrowed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,5 +695,37 @@ m=audio 30000 RTP/AVP {pt_line}
         assert_eq!(describe(&none), Err(AnchorError::NoAudio));
         let srtp = sdp(&CALLER.replace("RTP/AVP 0 101", "RTP/SAVP 0 101"));
         assert_eq!(describe(&srtp), Err(AnchorError::NoAudio));
+    }
+
+    #[test]
+    fn answering_locally_picks_the_offerers_first_codec_of_ours() {
+        let caller = sdp(&CALLER
+            .replace(" 0 101", " 18 8 0 101")
+            .replace("a=rtpmap:101", "a=rtpmap:18 G729/8000\na=rtpmap:101"));
+        let mut l = local(20000);
+        let a = answer_locally(&caller, &mut l).unwrap();
+        assert_eq!(a.voice.as_ref().and_then(Codec::known), Some(Known::Pcma));
+        assert_eq!(a.events.as_ref().map(|c| c.pt), Some(101));
+        let out = SessionDescription::parse(&a.sdp).unwrap();
+        let (_, r) = describe(&out).unwrap();
+        assert_eq!(r.rtp, Some("127.0.0.1:20000".parse().unwrap()));
+        let pts: Vec<u8> = r.codecs.iter().map(|c| c.pt).collect();
+        assert_eq!(pts, [8, 101]);
+        assert_eq!(r.direction, Direction::SendRecv);
+        assert_eq!(out.media[1].port, 0, "video rejected");
+        let (_, n) = describe(&a.narrowed).unwrap();
+        let pts: Vec<u8> = n.codecs.iter().map(|c| c.pt).collect();
+        assert_eq!(pts, [8, 101], "the narrowed offer keeps what was agreed");
+        assert_eq!(n.rtp, Some("192.0.2.10:49170".parse().unwrap()));
+    }
+
+    #[test]
+    fn answering_locally_without_a_codec_of_ours_rejects_the_stream() {
+        let caller = sdp(&CALLER
+            .replace(" 0 101", " 18")
+            .replace("a=rtpmap:101 telephone-event/8000", "a=rtpmap:18 G729/8000"));
+        let a = answer_locally(&caller, &mut local(20000)).unwrap();
+        assert!(a.voice.is_none());
+        assert_eq!(SessionDescription::parse(&a.sdp).unwrap().media[0].port, 0);
     }
 }

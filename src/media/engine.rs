@@ -837,6 +837,61 @@ impl MediaEngine {
         Ok(Bytes::from(out))
     }
 
+    /// The appliance answers leg `id`'s offer itself (an IVR or queue
+    /// call): the leg speaks the offer's first codec of ours and hears
+    /// clips until [`MediaEngine::offer_onward`] and
+    /// [`MediaEngine::bridge_answer`] connect it to another leg. Returns our
+    /// answer.
+    pub fn answer_locally(&mut self, id: LegId, sdp: &[u8]) -> Result<Bytes, MediaError> {
+        let parsed = SessionDescription::parse(sdp).map_err(|e| MediaError::Sdp(e.to_string()))?;
+        let (_, remote) = anchor::describe(&parsed)?;
+        let answer = {
+            let l = self.leg_mut(id).ok_or(MediaError::NoLeg)?;
+            anchor::answer_locally(&parsed, &mut l.local)?
+        };
+        self.learn(id, remote);
+        let l = self.leg_mut(id).ok_or(MediaError::NoLeg)?;
+        l.offer = Some(answer.narrowed);
+        l.voice = answer.voice.as_ref().map(|c| (c.pt, c.known()));
+        l.event_pt = answer.events.as_ref().map(|c| c.pt);
+        self.refresh_decoders(id);
+        Ok(Bytes::from(answer.sdp))
+    }
+
+    /// An offer for leg `to` on behalf of `from`, a leg answered with
+    /// [`MediaEngine::answer_locally`]: its agreed codec first, then those
+    /// we transcode.
+    pub fn offer_onward(&mut self, from: LegId, to: LegId) -> Result<Bytes, MediaError> {
+        let offer = self
+            .leg(from)
+            .and_then(|l| l.offer.clone())
+            .ok_or(MediaError::NoOffer)?;
+        let transcode = self.cfg.transcode;
+        let t = self.leg_mut(to).ok_or(MediaError::NoLeg)?;
+        Ok(Bytes::from(
+            anchor::offer(&offer, &mut t.local, transcode)?.0,
+        ))
+    }
+
+    /// `from` answered the offer of [`MediaEngine::offer_onward`] with
+    /// `sdp`: the two legs are connected (relayed, or transcoded to what
+    /// `to` already speaks). `to` keeps the description it was given.
+    pub fn bridge_answer(
+        &mut self,
+        now: Instant,
+        from: LegId,
+        to: LegId,
+        sdp: &[u8],
+    ) -> Result<(), MediaError> {
+        let kept = self.leg(to).map(|l| l.local.clone());
+        let result = self.translate_answer(now, from, to, sdp);
+        if let (Some(k), Some(t)) = (kept, self.leg_mut(to)) {
+            t.local = k;
+        }
+        self.stop_playing(to);
+        result.map(|_| ())
+    }
+
     /// `a` and `b` hear each other (and nobody else hears them).
     pub fn connect(&mut self, a: LegId, b: LegId) {
         if self.leg(a).is_none() || self.leg(b).is_none() {

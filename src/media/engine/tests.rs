@@ -779,3 +779,61 @@ fn transcoded_legs_get_our_rtcp_both_ways() {
     );
     assert_eq!(counters.rtcp_sent.get(), to.len() as u64);
 }
+
+/// A queue call: the appliance answers the caller itself and plays to it;
+/// an agent is then offered the caller's agreed codec first and, once it
+/// answers, the two are relayed and the music stops.
+#[test]
+fn a_locally_answered_leg_hears_clips_then_is_bridged_to_an_agent() {
+    let counters = Arc::new(ShardCounters::default());
+    let mut m = MediaEngine::new(MediaConfig::loopback(), counters);
+    for i in 0..4 {
+        m.add_pair(pair(i));
+    }
+    let now = Instant::now();
+    let a = m.open_leg(now, 1).unwrap();
+    let b = m.open_leg(now, 1).unwrap();
+    let offer = CALLER_SDP.replace(" 0 101", " 8 0 101");
+    let answer = m.answer_locally(a, offer.as_bytes()).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.contains("m=audio 20000 RTP/AVP 8 101"), "{answer}");
+    assert!(m.play(now, a, clip(800), true));
+    m.tick(now);
+    let played = sent_with_payload(&mut m);
+    assert_eq!(played.len(), 1);
+    assert_eq!(played[0].1, addr("192.0.2.10:4000"));
+    assert_eq!(played[0].2.payload_type, 8, "the caller's agreed codec");
+
+    let onward = m.offer_onward(a, b).unwrap();
+    let onward = String::from_utf8_lossy(&onward).into_owned();
+    assert!(
+        onward.contains("m=audio 20002 RTP/AVP 8 101 0 96"),
+        "{onward}"
+    );
+    m.bridge_answer(now, b, a, callee_sdp("sendrecv").as_bytes())
+        .unwrap();
+    assert!(!m.is_playing(a), "the music stops when the agent is there");
+    // The agent answered PCMU: the caller keeps PCMA, transcoded.
+    for k in 0..10u16 {
+        let t = now + Duration::from_millis(20 * u64::from(k + 1));
+        let p = rtp(0, 1 + k, 160 * u32::from(k), 0xb);
+        m.handle_packet(t, pair(1).rtp, addr("192.0.2.20:6000"), &p);
+        m.tick(t);
+        m.tick(t + Duration::from_millis(10));
+    }
+    let out = sent_with_payload(&mut m);
+    assert!(!out.is_empty());
+    assert!(
+        out.iter()
+            .all(|p| p.1 == addr("192.0.2.10:4000") && p.2.payload_type == 8)
+    );
+    // A re-offer to the caller continues its own description's version.
+    let again = m.answer_locally(a, offer.as_bytes()).unwrap();
+    let v = |s: &str| {
+        SessionDescription::parse(s.as_bytes())
+            .unwrap()
+            .origin
+            .session_version
+    };
+    assert_eq!(v(&String::from_utf8_lossy(&again)), v(&answer));
+}
