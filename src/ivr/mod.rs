@@ -132,7 +132,7 @@ impl Menus {
 /// What the call engine is to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IvrOutput {
-    /// Play these prompts in order ([prompts] names), replacing anything
+    /// Play these prompts in order (`[prompts]` names), replacing anything
     /// playing. The caller's prompt-done event comes once, after the last.
     Play(Vec<String>),
     /// Stop any prompt (a digit barged in).
