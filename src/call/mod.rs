@@ -36,6 +36,7 @@
 //! server transactions, timers and records. Time only arrives as `now`.
 
 pub mod dialog;
+mod hosted;
 pub mod record;
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,7 @@ use crate::sip::transaction::{
 };
 use crate::stats::ShardCounters;
 use dialog::{Dialog, Local, Req};
+pub use hosted::ContactPlan;
 use record::{CallRecord, EndCause, LegRecord, Side};
 
 /// Methods the B2BUA takes (the Allow header of calls).
@@ -119,6 +121,8 @@ pub struct CallConfig {
     pub media: MediaConfig,
     /// Which answered calls are recorded.
     pub recording: crate::config::RecordingConfig,
+    /// Queues, IVR menus and agents (hosted calls); None = users only.
+    pub contact: Option<Arc<ContactPlan>>,
 }
 
 impl CallConfig {
@@ -142,6 +146,7 @@ impl CallConfig {
             seed: 7,
             media: MediaConfig::loopback(),
             recording: crate::config::RecordingConfig::default(),
+            contact: None,
         }
     }
 }
@@ -171,6 +176,8 @@ pub enum TimerKey {
     MediaSweep,
     /// The media engine's frame clock (while legs are transcoded).
     MediaTick,
+    /// A hosted call's IVR deadline.
+    Hosted(u64),
 }
 
 /// What the shell (through the endpoint) must do.
@@ -191,6 +198,8 @@ pub enum CallOutput {
         key: TimerKey,
     },
     Record(Box<CallRecord>),
+    /// For the ACD engine.
+    Acd(crate::acd::Input),
 }
 
 /// A response to build: status plus what differs from the plain answer.
@@ -254,6 +263,8 @@ enum Purpose {
     TransferReinvite { call: u64, target: u16 },
     /// Our RFC 4028 refresh (UPDATE or re-INVITE) on a leg.
     Refresh { call: u64, leg: LegId },
+    /// A queue callback: our INVITE to the customer who asked for it.
+    Callback { call: u64 },
     /// BYE, CANCEL, NOTIFY, PRACK: the answer changes nothing.
     Fire,
 }
@@ -452,6 +463,8 @@ struct Call {
     callee_digits: String,
     /// Its recording, once answered (if recorded).
     recording: Option<u64>,
+    /// An IVR or queue call, answered here.
+    hosted: Option<Box<hosted::Hosted>>,
 }
 
 impl Call {
@@ -504,6 +517,11 @@ pub struct B2bua {
     sweep_armed: bool,
     /// The media frame clock is set.
     tick_armed: bool,
+    /// Users hosted calls were routed to, rung once the location
+    /// service is at hand.
+    pending_dials: Vec<(u64, String, Option<crate::acd::AgentId>)>,
+    /// Customers waiting for a queue callback, by call id.
+    parked: HashMap<u64, Box<hosted::Parked>>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -559,6 +577,8 @@ impl B2bua {
             draining: false,
             sweep_armed: false,
             tick_armed: false,
+            pending_dials: Vec::new(),
+            parked: HashMap::new(),
         }
     }
 
@@ -568,7 +588,7 @@ impl B2bua {
 
     /// Whether outputs wait.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || !self.pending_dials.is_empty()
     }
 
     /// The shard's media engine (the shell adds port pairs and drains
@@ -607,12 +627,17 @@ impl B2bua {
         while let Some(ev) = self.media.poll_event() {
             match ev {
                 MediaEvent::Dtmf { call, leg, digit } => {
+                    let mut hosted = false;
                     if let Some(c) = self.calls.get_mut(&call) {
                         if c.a.media == Some(leg) {
                             c.digits.push(digit);
+                            hosted = c.hosted.is_some();
                         } else {
                             c.callee_digits.push(digit);
                         }
+                    }
+                    if hosted {
+                        self.hosted_digit(now, call, digit);
                     }
                 }
                 MediaEvent::Inactive { call, .. } => {
@@ -624,8 +649,16 @@ impl B2bua {
                         self.end_call(now, call, EndCause::MediaTimeout, Side::System, None);
                     }
                 }
-                // No call flow plays a clip once yet (hold music loops).
-                MediaEvent::PlayDone { .. } => {}
+                // Prompts are played once to hosted callers.
+                MediaEvent::PlayDone { call, leg } => {
+                    if self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|c| c.hosted.is_some() && c.a.media == Some(leg))
+                    {
+                        self.hosted_play_done(now, call);
+                    }
+                }
             }
         }
     }
@@ -703,10 +736,17 @@ impl B2bua {
             );
             return;
         }
-        if !self.cfg.users.contains(&dialled) {
-            self.refuse(now, stx, &msg, peer, 404, &local_tag, &[]);
-            return;
-        }
+        let entry = if self.cfg.users.contains(&dialled) {
+            None
+        } else {
+            match self.hosted_route(&dialled, &text(&msg.from.uri.user)) {
+                Some(e) => Some(e),
+                None => {
+                    self.refuse(now, stx, &msg, peer, 404, &local_tag, &[]);
+                    return;
+                }
+            }
+        };
         // The offer is parsed (RFC 4566) before it goes on: a broken one is
         // the caller's to fix, not the phone's.
         if !msg.body.is_empty()
@@ -737,6 +777,10 @@ impl B2bua {
             return;
         }
         let a_session = self.plan_a_session(&msg, se);
+        if let Some(entry) = entry {
+            self.host(now, stx, peer, msg, entry, local_tag, a_session);
+            return;
+        }
         let contacts: Vec<_> = location
             .lookup(now, &dialled)
             .take(MAX_FORKS)
@@ -797,6 +841,7 @@ impl B2bua {
             digits: String::new(),
             callee_digits: String::new(),
             recording: None,
+            hosted: None,
         };
         call.a.media = Some(ma);
         call.a.invite_busy = true;
@@ -960,7 +1005,11 @@ impl B2bua {
                     .get(&id)
                     .and_then(|c| c.transfer.as_ref())
                     .is_some_and(|t| t.referrer == leg);
+                let hosted_alone = self.calls.get(&id).is_some_and(|c| hosted::unconnected(c));
                 match (leg, self.calls.get(&id).map(|c| c.phase)) {
+                    (LegId::A, _) if hosted_alone => {
+                        self.end_call(now, id, EndCause::Normal, side, None)
+                    }
                     // The transferor may leave once its REFER is accepted.
                     (LegId::B(i), _) if transferring => self.retire_b(id, i),
                     (LegId::A, Some(Phase::Setup)) => {
@@ -977,6 +1026,9 @@ impl B2bua {
             Method::Prack => {
                 // We never send reliable provisionals: nothing to acknowledge.
                 self.reply(stx, &msg, peer, Reply::new(481));
+            }
+            _ if leg == LegId::A && self.calls.get(&id).is_some_and(|c| hosted::unconnected(c)) => {
+                self.hosted_request(now, id, stx, peer, msg)
             }
             _ => self.relay(now, id, leg, stx, peer, msg),
         }
@@ -1104,6 +1156,7 @@ impl B2bua {
                     });
                 }
             }
+            TimerKey::Hosted(id) => self.hosted_timer(now, id),
             TimerKey::MaxDuration(id) => {
                 if self
                     .calls
@@ -1160,6 +1213,14 @@ impl B2bua {
             peer,
         };
         let mut carried = carried(a_invite);
+        if let Some(data) = call
+            .hosted
+            .as_ref()
+            .map(|h| record::data_text(&h.data))
+            .filter(|d| !d.is_empty())
+        {
+            carried.push(("X-Switchboard-Data", data));
+        }
         carried.push(("Session-Expires", self.cfg.session_expires.to_string()));
         carried.push(("Min-SE", self.cfg.min_se.to_string()));
         let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -1347,6 +1408,10 @@ impl B2bua {
                     self.send_cancel(now, tid);
                 }
             }
+            Purpose::Callback { call } => {
+                let call = *call;
+                self.callback_response(now, call, tid, msg, status);
+            }
             _ if status < 200 => {}
             Purpose::Relay { .. } => {
                 if let Some((call, from, stx, req)) = self.take_relay(tid) {
@@ -1437,6 +1502,10 @@ impl B2bua {
             Purpose::Refresh { call, .. } => {
                 let call = *call;
                 self.end_call(now, call, EndCause::LegLost, Side::System, None);
+            }
+            Purpose::Callback { call } => {
+                let call = *call;
+                self.callback_failed(now, call, 408);
             }
             Purpose::Fire => {}
         }
@@ -1606,8 +1675,11 @@ impl B2bua {
             }
             call.phase = Phase::Answered;
             call.peer = leg;
-            call.answered = Some(now);
-            self.counters.calls_answered.bump();
+            let hosted = call.hosted.is_some();
+            if !hosted {
+                call.answered = Some(now);
+                self.counters.calls_answered.bump();
+            }
             // Cancel the other forks.
             let others: Vec<u16> = call
                 .b
@@ -1686,6 +1758,9 @@ impl B2bua {
                 );
                 self.start_ack_wait(now, id, LegId::A, data);
             }
+            if hosted {
+                self.hosted_answered(now, id, leg, &msg.body);
+            }
             self.arm_session(now, id, LegId::A);
             self.arm_session(now, id, LegId::B(leg));
             self.out.push_back(CallOutput::Timer {
@@ -1715,6 +1790,10 @@ impl B2bua {
         if let Some(b) = call.b.get_mut(usize::from(leg)) {
             if b.transfer {
                 self.transfer_failed(now, id, leg, status);
+                return;
+            }
+            if call.hosted.is_some() {
+                self.hosted_leg_failed(now, id, leg, status);
                 return;
             }
             b.state = BState::Done;
@@ -1858,6 +1937,10 @@ impl B2bua {
         let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
+        let mut hosted = call.hosted.take();
+        if let Some(h) = hosted.as_mut() {
+            self.hosted_ended(id, h);
+        }
         // Caller not answered finally yet.
         if let Some((stx, invite)) = call.a_invite.take() {
             self.invites.remove(&stx);
@@ -1893,8 +1976,8 @@ impl B2bua {
             }
         }
         let answered = call.phase == Phase::Answered;
-        // The caller's leg.
-        if answered && by != Side::Caller {
+        // The caller's leg (a hosted caller was answered here).
+        if (answered || hosted.is_some()) && by != Side::Caller {
             self.bye(now, &mut call.a);
         }
         for i in 0..call.b.len() {
@@ -1920,7 +2003,7 @@ impl B2bua {
         for b in &call.b {
             self.dialogs.remove(&b.leg.dialog.local_tag);
         }
-        if answered {
+        if answered || hosted.is_some() {
             self.counters.calls_completed.bump();
         } else {
             self.counters.calls_unanswered.bump();
@@ -1974,6 +2057,8 @@ impl B2bua {
             digits: std::mem::take(&mut call.digits),
             callee_digits: std::mem::take(&mut call.callee_digits),
             recording: call.recording,
+            path: hosted.as_ref().map(|h| h.path.clone()).unwrap_or_default(),
+            data: hosted.map(|h| h.data).unwrap_or_default(),
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
     }
@@ -2789,6 +2874,8 @@ impl B2bua {
             digits: String::new(),
             callee_digits: String::new(),
             recording: None,
+            path: Vec::new(),
+            data: Vec::new(),
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();

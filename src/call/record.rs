@@ -109,6 +109,17 @@ pub struct CallRecord {
     pub callee_digits: String,
     /// The id of its recording (the writer names the file by Call-ID).
     pub recording: Option<u64>,
+    /// Menus and queues it passed through (`ivr:main`, `queue:sales`).
+    pub path: Vec<String>,
+    /// Key/value data attached on the way (IVR entries, routes).
+    pub data: Vec<(String, String)>,
+}
+
+/// `k=v;k=v`: how attached data is written in logs and in the
+/// `X-Switchboard-Data` header of an agent's INVITE.
+pub fn data_text(data: &[(String, String)]) -> String {
+    let pairs: Vec<String> = data.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(";")
 }
 
 /// Where finished call records go. The shard owns one; it must not block.
@@ -146,6 +157,8 @@ impl RecordSink for LogSink {
             digits = %r.digits,
             callee_digits = %r.callee_digits,
             recording = r.recording.map(|id| format!("{id:x}")),
+            path = %r.path.join(">"),
+            data = %data_text(&r.data),
             "call ended"
         );
     }

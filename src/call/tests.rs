@@ -66,6 +66,8 @@ struct World {
     timers: Vec<(Instant, u64, TimerKey)>,
     armed: u64,
     records: Vec<CallRecord>,
+    /// What the call engine told the ACD.
+    acd: Vec<crate::acd::Input>,
 }
 
 fn config() -> EndpointConfig {
@@ -122,6 +124,7 @@ impl World {
             timers: Vec::new(),
             armed: 0,
             records: Vec::new(),
+            acd: Vec::new(),
         }
     }
 
@@ -165,6 +168,7 @@ impl World {
                     self.timers.push((at, self.armed, key));
                 }
                 Output::Record(r) => self.records.push(*r),
+                Output::Acd(i) => self.acd.push(i),
                 Output::Forward { .. } | Output::Broadcast(_) => {
                     panic!("one shard: nothing to forward or broadcast")
                 }
@@ -2272,4 +2276,482 @@ fn an_offer_without_plain_rtp_audio_gets_488() {
     let r = one(&out, CALLER, "488 INVITE");
     assert!(hv(&r, "Warning").is_some_and(|v| v.contains("no audio")));
     assert_eq!(w.ep.media_mut().open_legs(), 0);
+}
+
+// ----------------------------------------------------------------------
+// Hosted calls: queues (the test plays the ACD)
+// ----------------------------------------------------------------------
+
+mod hosted {
+    use super::*;
+    use crate::acd::{self, AgentId, AgentOp, CallKey, Input, QueueId, RingOutcome};
+    use crate::config::contact::{AgentConfig, ContactCenter, QueueConfig, Route, Target};
+
+    /// Agents 1002 (PHONE1) and 1003 (PHONE3) in queue `support` on 200.
+    fn queue_world() -> World {
+        let mut cc = ContactCenter::default();
+        for id in ["1002", "1003"] {
+            cc.agents.push(AgentConfig {
+                id: id.into(),
+                skills: Vec::new(),
+            });
+        }
+        cc.queues.push(QueueConfig::named("support"));
+        cc.dialplan
+            .push(("200".into(), Route::to(Target::Queue("support".into()))));
+        let mut cfg = config();
+        let plan = super::super::ContactPlan::new(&cc, Default::default(), 3);
+        cfg.call.contact = Some(Arc::new(plan));
+        let mut w = World::bare_with(cfg);
+        w.bind("1002", &[(PHONE1, PHONE1_CONTACT)]);
+        w.bind("1003", &[(PHONE3, PHONE3_CONTACT)]);
+        w
+    }
+
+    /// Agents are numbered in config order.
+    fn agent(_w: &World, id: &str) -> AgentId {
+        match id {
+            "1002" => AgentId(0),
+            _ => AgentId(1),
+        }
+    }
+
+    /// The caller dials 200: answered here, queued.
+    fn queued(w: &mut World, call_id: &str) -> (Dlg, CallKey) {
+        let out = w.send(CALLER, &caller_invite("200", call_id, CALLER_SDP));
+        expect(&out, &["40000 <- 100 INVITE", "40000 <- 200 INVITE"]);
+        let ok = one(&out, CALLER, "200 INVITE");
+        anchored(
+            &ok,
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=sendrecv\r\n",
+        );
+        let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+        expect(&w.send(CALLER, &caller.ack(1, "")), &[]);
+        let Some(Input::Enqueue {
+            call,
+            queue,
+            priority,
+            ..
+        }) = w.acd.pop()
+        else {
+            panic!("no Enqueue: {:?}", w.acd)
+        };
+        assert_eq!((queue, priority), (QueueId(0), 0));
+        (caller, call)
+    }
+
+    fn offer(w: &mut World, call: CallKey, agent: AgentId) -> Out {
+        w.ep.handle_acd(
+            w.now,
+            acd::Output::Offer {
+                call,
+                agent,
+                queue: QueueId(0),
+            },
+        );
+        w.collect()
+    }
+
+    #[test]
+    fn a_queued_caller_is_answered_here_and_bridged_to_the_agent_who_answers() {
+        let mut w = queue_world();
+        let (mut caller, call) = queued(&mut w, "q1");
+        let a1002 = agent(&w, "1002");
+        let out = offer(&mut w, call, a1002);
+        let inv = one(&out, PHONE1, "INVITE");
+        assert!(ruri(&inv).starts_with("sip:1002@10.0.0.12"));
+        anchored(&inv, CALLER_SDP);
+        let out = w.send(PHONE1, &phone_answer(&inv, 180, "ag", PHONE1_CONTACT, ""));
+        expect(&out, &[]);
+        assert!(w.acd.is_empty(), "ringing is not news for the ACD");
+        let out = w.send(
+            PHONE1,
+            &phone_answer(&inv, 200, "ag", PHONE1_CONTACT, PHONE1_SDP),
+        );
+        expect(&out, &["41001 <- ACK"]);
+        assert_eq!(
+            w.acd,
+            [Input::RingResult {
+                call,
+                agent: a1002,
+                outcome: RingOutcome::Answered
+            }]
+        );
+        w.acd.clear();
+        // Connected: the caller's BYE goes to the agent.
+        let out = w.send(CALLER, &caller.request("BYE", "", ""));
+        expect(&out, &["40000 <- 200 BYE", "41001 <- BYE"]);
+        assert_eq!(w.acd, [Input::CallEnded { call, agent: a1002 }]);
+        let bye = one(&out, PHONE1, "BYE");
+        w.send(PHONE1, &respond(&bye, 200, None, "", ""));
+        w.assert_quiet();
+        assert_eq!(w.record().dialled, "200");
+    }
+
+    #[test]
+    fn a_caller_hanging_up_while_the_agent_rings_cancels_the_ring_at_once() {
+        let mut w = queue_world();
+        let (mut caller, call) = queued(&mut w, "q2");
+        let a1002 = agent(&w, "1002");
+        let inv = one(&offer(&mut w, call, a1002), PHONE1, "INVITE");
+        w.send(PHONE1, &phone_answer(&inv, 180, "ag", PHONE1_CONTACT, ""));
+        let out = w.send(CALLER, &caller.request("BYE", "", ""));
+        expect(&out, &["40000 <- 200 BYE", "41001 <- CANCEL"]);
+        assert_eq!(
+            w.acd,
+            [
+                Input::Leave { call },
+                Input::RingResult {
+                    call,
+                    agent: a1002,
+                    outcome: RingOutcome::Cancelled
+                }
+            ]
+        );
+        let cancel = one(&out, PHONE1, "CANCEL");
+        w.send(PHONE1, &respond(&cancel, 200, None, "", ""));
+        let resp = respond(&inv, 487, Some("ag"), "", "");
+        let out = w.send(PHONE1, &resp);
+        expect(&out, &["41001 <- ACK"]);
+        w.assert_quiet();
+    }
+
+    #[test]
+    fn a_busy_agent_is_reported_and_the_caller_waits_for_the_next() {
+        let mut w = queue_world();
+        let (mut caller, call) = queued(&mut w, "q3");
+        let (a1002, a1003) = (agent(&w, "1002"), agent(&w, "1003"));
+        let inv = one(&offer(&mut w, call, a1002), PHONE1, "INVITE");
+        let out = w.send(PHONE1, &respond(&inv, 486, Some("ag"), "", ""));
+        expect(&out, &["41001 <- ACK"]);
+        assert_eq!(
+            w.acd,
+            [Input::RingResult {
+                call,
+                agent: a1002,
+                outcome: RingOutcome::Busy
+            }]
+        );
+        w.acd.clear();
+        assert_eq!(w.ep.active_calls(), 1, "the caller still waits");
+        // The ACD's Cancel for a ring already over changes nothing.
+        w.ep.handle_acd(w.now, acd::Output::Cancel { call, agent: a1002 });
+        expect(&w.collect(), &[]);
+        let inv = one(&offer(&mut w, call, a1003), PHONE3, "INVITE");
+        let out = w.send(
+            PHONE3,
+            &phone_answer(&inv, 200, "ag3", PHONE3_CONTACT, PHONE3_SDP),
+        );
+        expect(&out, &["41003 <- ACK"]);
+        let out = w.send(CALLER, &caller.request("BYE", "", ""));
+        expect(&out, &["40000 <- 200 BYE", "41003 <- BYE"]);
+        let bye = one(&out, PHONE3, "BYE");
+        w.send(PHONE3, &respond(&bye, 200, None, "", ""));
+        w.assert_quiet();
+    }
+
+    #[test]
+    fn the_acds_ring_timeout_cancels_the_phone() {
+        let mut w = queue_world();
+        let (mut caller, call) = queued(&mut w, "q4");
+        let a1002 = agent(&w, "1002");
+        let inv = one(&offer(&mut w, call, a1002), PHONE1, "INVITE");
+        w.send(PHONE1, &phone_answer(&inv, 180, "ag", PHONE1_CONTACT, ""));
+        w.ep.handle_acd(w.now, acd::Output::Cancel { call, agent: a1002 });
+        let out = w.collect();
+        expect(&out, &["41001 <- CANCEL"]);
+        let cancel = one(&out, PHONE1, "CANCEL");
+        w.send(PHONE1, &respond(&cancel, 200, None, "", ""));
+        w.send(PHONE1, &respond(&inv, 487, Some("ag"), "", ""));
+        assert_eq!(
+            w.acd,
+            [Input::RingResult {
+                call,
+                agent: a1002,
+                outcome: RingOutcome::Cancelled
+            }]
+        );
+        let out = w.send(CALLER, &caller.request("BYE", "", ""));
+        expect(&out, &["40000 <- 200 BYE"]);
+        w.assert_quiet();
+    }
+
+    #[test]
+    fn an_offer_for_a_caller_already_gone_ends_at_once() {
+        let mut w = queue_world();
+        let a1002 = agent(&w, "1002");
+        let out = offer(&mut w, CallKey(77), a1002);
+        expect(&out, &[]);
+        assert_eq!(
+            w.acd,
+            [Input::RingResult {
+                call: CallKey(77),
+                agent: a1002,
+                outcome: RingOutcome::Cancelled
+            }]
+        );
+    }
+
+    #[test]
+    fn an_agent_dials_a_feature_code_and_is_logged_in() {
+        let mut w = queue_world();
+        let text = caller_invite("*71", "f1", CALLER_SDP).replace("sip:1001@", "sip:1002@");
+        let out = w.send(CALLER, &text);
+        // No prompt to play here: answered, then hung up at once.
+        expect(
+            &out,
+            &["40000 <- 100 INVITE", "40000 <- 200 INVITE", "40000 <- BYE"],
+        );
+        assert_eq!(
+            w.acd,
+            [Input::Agent {
+                agent: agent(&w, "1002"),
+                op: AgentOp::Login
+            }]
+        );
+        // A user who is no agent gets 404 for the code.
+        let text = caller_invite("*71", "f2", CALLER_SDP).replace("sip:1001@", "sip:1004@");
+        expect(
+            &w.send(CALLER, &text),
+            &["40000 <- 100 INVITE", "40000 <- 404 INVITE"],
+        );
+    }
+
+    const DTMF_SDP: &str = "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+    /// The demo's IVR: 300 → main (1 → sales, 2 → support, 9 → account
+    /// digits ended by # → support).
+    fn ivr_world() -> World {
+        use crate::config::contact::{Collect, MenuConfig};
+        let mut cc = ContactCenter::default();
+        for id in ["1002", "1003"] {
+            cc.agents.push(AgentConfig {
+                id: id.into(),
+                skills: Vec::new(),
+            });
+        }
+        cc.queues.push(QueueConfig::named("support"));
+        cc.queues.push(QueueConfig::named("sales"));
+        let menu = |name: &str, collect: Collect, options: Vec<(char, Route)>| MenuConfig {
+            name: name.into(),
+            prompt: "welcome".into(),
+            collect,
+            options,
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            invalid_prompt: None,
+            failure: Route::to(Target::Hangup),
+            hours: None,
+            closed: Route::to(Target::Hangup),
+            closed_prompt: None,
+        };
+        let q = |n: &str| Route::to(Target::Queue(n.into()));
+        cc.menus.push(menu(
+            "main",
+            Collect::Choice,
+            vec![
+                ('1', q("sales")),
+                ('2', q("support")),
+                ('9', Route::to(Target::Menu("account".into()))),
+            ],
+        ));
+        cc.menus.push(menu(
+            "account",
+            Collect::Digits {
+                key: "account".into(),
+                min: 1,
+                max: 16,
+                terminator: Some('#'),
+                then: q("support"),
+            },
+            Vec::new(),
+        ));
+        cc.dialplan
+            .push(("300".into(), Route::to(Target::Menu("main".into()))));
+        let mut cfg = config();
+        let plan = super::super::ContactPlan::new(&cc, Default::default(), 3);
+        cfg.call.contact = Some(Arc::new(plan));
+        let mut w = World::bare_with(cfg);
+        w.bind("1002", &[(PHONE1, PHONE1_CONTACT)]);
+        w
+    }
+
+    /// The caller presses `keys` (RFC 4733 events: start, then end).
+    fn press(w: &mut World, keys: &str, seq: &mut u16) -> Out {
+        let caller_rtp: SocketAddr = "127.0.0.1:30000".parse().unwrap();
+        let mut sip = Vec::new();
+        for k in keys.chars() {
+            let code = match k {
+                '*' => 10,
+                '#' => 11,
+                d => d.to_digit(10).unwrap() as u8,
+            };
+            let ts = u32::from(*seq) * 1000;
+            for end in [false, true] {
+                *seq += 1;
+                let mut p = rtp_packet(101, *seq, &[code, if end { 0x80 } else { 0 }, 0, 160]);
+                p[4..8].copy_from_slice(&ts.to_be_bytes());
+                sip.extend(w.media(A_RTP, caller_rtp, &p).0);
+            }
+        }
+        sip
+    }
+
+    #[test]
+    fn the_ivr_routes_keys_to_queues_and_an_account_rides_with_the_call() {
+        let mut w = ivr_world();
+        let out = w.send(CALLER, &caller_invite("300", "ivr1", DTMF_SDP));
+        let ok = one(&out, CALLER, "200 INVITE");
+        let mut caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+        w.send(CALLER, &caller.ack(1, ""));
+        assert!(w.acd.is_empty(), "in the menu, not queued");
+        let mut seq = 0;
+        press(&mut w, "9", &mut seq);
+        assert!(w.acd.is_empty(), "in the account menu");
+        press(&mut w, "4711#", &mut seq);
+        let Some(Input::Enqueue { call, queue, .. }) = w.acd.pop() else {
+            panic!("not queued: {:?}", w.acd)
+        };
+        assert_eq!(queue, QueueId(0), "support");
+        let inv = one(&offer(&mut w, call, AgentId(0)), PHONE1, "INVITE");
+        assert_eq!(
+            hv(&inv, "X-Switchboard-Data").as_deref(),
+            Some("account=4711"),
+            "the account reaches the agent"
+        );
+        w.send(
+            PHONE1,
+            &phone_answer(&inv, 200, "ag", PHONE1_CONTACT, PHONE1_SDP),
+        );
+        let out = w.send(CALLER, &caller.request("BYE", "", ""));
+        let bye = one(&out, PHONE1, "BYE");
+        w.send(PHONE1, &respond(&bye, 200, None, "", ""));
+        w.assert_quiet();
+        let r = w.record();
+        assert_eq!(r.data, [("account".to_owned(), "4711".to_owned())]);
+        assert_eq!(r.path, ["ivr:main", "ivr:account", "queue:support"]);
+    }
+
+    #[test]
+    fn ivr_key_1_queues_for_sales_and_a_silent_caller_is_hung_up() {
+        let mut w = ivr_world();
+        let out = w.send(CALLER, &caller_invite("300", "ivr2", DTMF_SDP));
+        let ok = one(&out, CALLER, "200 INVITE");
+        let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+        w.send(CALLER, &caller.ack(1, ""));
+        let mut seq = 0;
+        press(&mut w, "1", &mut seq);
+        assert!(
+            matches!(
+                w.acd.as_slice(),
+                [Input::Enqueue {
+                    queue: QueueId(1),
+                    ..
+                }]
+            ),
+            "{:?}",
+            w.acd
+        );
+        // Another caller says nothing: three tries of 5 s, then hung up.
+        let out = w.send(CALLER, &caller_invite("300", "ivr3", DTMF_SDP));
+        let ok = one(&out, CALLER, "200 INVITE");
+        let silent = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+        w.send(CALLER, &silent.ack(1, ""));
+        let out = w.advance(Duration::from_secs(16));
+        let byes: Vec<String> = out
+            .iter()
+            .filter(|(_, m)| describe(m) == "BYE")
+            .map(|(_, m)| s(&m.call_id))
+            .collect();
+        assert!(
+            !byes.is_empty() && byes.iter().all(|c| c == "ivr3"),
+            "{byes:?}"
+        );
+    }
+
+    #[test]
+    fn a_caller_asking_for_a_callback_is_hung_up_then_called_back_for_the_agent() {
+        let mut cc = ContactCenter::default();
+        cc.agents.push(AgentConfig {
+            id: "1002".into(),
+            skills: Vec::new(),
+        });
+        let mut q = QueueConfig::named("support");
+        q.callback_key = Some('*');
+        cc.queues.push(q);
+        cc.dialplan
+            .push(("200".into(), Route::to(Target::Queue("support".into()))));
+        let mut cfg = config();
+        let plan = super::super::ContactPlan::new(&cc, Default::default(), 3);
+        cfg.call.contact = Some(Arc::new(plan));
+        let mut w = World::bare_with(cfg);
+        w.bind("1002", &[(PHONE1, PHONE1_CONTACT)]);
+
+        let out = w.send(CALLER, &caller_invite("200", "cb1", DTMF_SDP));
+        let ok = one(&out, CALLER, "200 INVITE");
+        let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+        w.send(CALLER, &caller.ack(1, ""));
+        let Some(Input::Enqueue { call, .. }) = w.acd.pop() else {
+            panic!("not queued")
+        };
+        let mut seq = 0;
+        let out = press(&mut w, "*", &mut seq);
+        assert_eq!(w.acd, [Input::Callback { call }]);
+        w.acd.clear();
+        // No confirmation prompt in this plan: hung up at once.
+        let bye = one(&out, CALLER, "BYE");
+        w.send(CALLER, &respond(&bye, 200, None, "", ""));
+        assert_eq!(w.ep.active_calls(), 0, "the caller was hung up");
+        assert!(w.acd.is_empty(), "no Leave: the place is kept");
+
+        // The agent is reserved: the customer is called back at its Contact.
+        w.ep.handle_acd(
+            w.now,
+            acd::Output::CallBack {
+                call,
+                agent: AgentId(0),
+                queue: QueueId(0),
+            },
+        );
+        let out = w.collect();
+        let inv = one(&out, CALLER, "INVITE");
+        assert_eq!(ruri(&inv), "sip:1001@127.0.0.1:40000");
+        assert!(body(&inv).contains("telephone-event"));
+        let out = w.send(
+            CALLER,
+            &phone_answer(&inv, 200, "cust", "sip:1001@127.0.0.1:40000", CALLER_SDP),
+        );
+        expect(&out, &["40000 <- ACK", "41001 <- INVITE"]);
+        let agent_inv = one(&out, PHONE1, "INVITE");
+        let out = w.send(
+            PHONE1,
+            &phone_answer(&agent_inv, 200, "ag", PHONE1_CONTACT, PHONE1_SDP),
+        );
+        expect(&out, &["41001 <- ACK"]);
+        assert_eq!(
+            w.acd,
+            [Input::RingResult {
+                call,
+                agent: AgentId(0),
+                outcome: RingOutcome::Answered
+            }]
+        );
+        w.acd.clear();
+        // The agent hangs up: the customer gets the BYE.
+        let mut agent = Dlg::uas(&agent_inv, PHONE1, "ag", PHONE1_CONTACT);
+        let out = w.send(PHONE1, &agent.request("BYE", "", ""));
+        expect(&out, &["41001 <- 200 BYE", "40000 <- BYE"]);
+        assert_eq!(
+            w.acd,
+            [Input::CallEnded {
+                call,
+                agent: AgentId(0)
+            }]
+        );
+        let bye = one(&out, CALLER, "BYE");
+        w.send(CALLER, &respond(&bye, 200, None, "", ""));
+        w.assert_quiet();
+        let last = w.records.last().expect("a record of the callback");
+        assert_eq!(last.path, ["queue:support", "callback"]);
+    }
 }

@@ -542,6 +542,22 @@ pub fn answer_locally(
     })
 }
 
+/// The appliance's own offer (a call it places: a queue callback): PCMU,
+/// PCMA and telephone-event on our port.
+pub fn offer_locally(local: &mut LocalSide) -> Vec<u8> {
+    let ip4 = if local.ip.is_ipv4() { "IP4" } else { "IP6" };
+    let text = format!(
+        "v=0\r\no=switchboard 0 0 IN {ip4} {ip}\r\ns=-\r\nc=IN {ip4} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        ip = local.ip,
+        port = local.port
+    );
+    match SessionDescription::parse(text.as_bytes()) {
+        Ok(sdp) => local.finish(sdp),
+        // invariant: the text above is a valid description.
+        Err(_) => text.into_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

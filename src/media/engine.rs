@@ -858,6 +858,33 @@ impl MediaEngine {
         Ok(Bytes::from(answer.sdp))
     }
 
+    /// Our own offer to leg `id` (a call the appliance places).
+    pub fn offer_locally(&mut self, id: LegId) -> Result<Bytes, MediaError> {
+        let l = self.leg_mut(id).ok_or(MediaError::NoLeg)?;
+        Ok(Bytes::from(anchor::offer_locally(&mut l.local)))
+    }
+
+    /// Leg `id` answered [`MediaEngine::offer_locally`] with `sdp`: it
+    /// speaks its chosen codec and hears clips; its answer then stands for
+    /// it when another leg is offered onward ([`MediaEngine::offer_onward`]).
+    pub fn accept_local_answer(&mut self, id: LegId, sdp: &[u8]) -> Result<(), MediaError> {
+        let parsed = SessionDescription::parse(sdp).map_err(|e| MediaError::Sdp(e.to_string()))?;
+        let (_, remote) = anchor::describe(&parsed)?;
+        let voice = remote
+            .codecs
+            .iter()
+            .find(|c| c.known().is_some_and(|k| k != Known::TelephoneEvent))
+            .map(|c| (c.pt, c.known()));
+        let events = remote.events().map(|c| c.pt);
+        self.learn(id, remote);
+        let l = self.leg_mut(id).ok_or(MediaError::NoLeg)?;
+        l.offer = Some(parsed);
+        l.voice = voice;
+        l.event_pt = events;
+        self.refresh_decoders(id);
+        Ok(())
+    }
+
     /// An offer for leg `to` on behalf of `from`, a leg answered with
     /// [`MediaEngine::answer_locally`]: its agreed codec first, then those
     /// we transcode.

@@ -16,6 +16,7 @@
 // The shell is where the clock, sleeping and OS randomness live (.clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+pub mod acd;
 pub mod driver;
 pub mod mesh;
 pub mod recwriter;
@@ -32,8 +33,8 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
-use crate::call::CallConfig;
 use crate::call::dialog::Local;
+use crate::call::{CallConfig, ContactPlan};
 use crate::config::{Config, Cores, DigestAlgorithm as CfgAlgorithm, DriverChoice, Transport};
 use crate::media::prompts::Prompts;
 use crate::sip::auth::DigestAlgorithm;
@@ -60,6 +61,8 @@ pub enum ShellError {
     },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the ACD thread: {0}")]
+    Acd(std::io::Error),
     #[error("shard {0} stopped unexpectedly")]
     ShardDied(u16),
     #[error("recordings in {dir}: {source}")]
@@ -121,6 +124,7 @@ fn pin(cpu: usize) -> nix::Result<()> {
 fn endpoint_config(
     cfg: &Config,
     prompts: &Prompts,
+    plan: &Arc<ContactPlan>,
     shard: u16,
     shards: u16,
     nonce_key: [u8; 32],
@@ -205,6 +209,7 @@ fn endpoint_config(
                 wall: Some(wall_clock()),
             },
             recording: cfg.recording.clone(),
+            contact: Some(plan.clone()),
         },
     }
 }
@@ -320,6 +325,26 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
     let cfg = Arc::new(cfg);
+    // The contact center: the plan every shard reads, and the ACD thread.
+    let plan = Arc::new(ContactPlan::new(
+        &cfg.contact,
+        prompts.clone(),
+        rand::random(),
+    ));
+    let acd_link = acd::AcdLink::new(n);
+    let acd_stop = Arc::new(AtomicBool::new(false));
+    let acd_wakers = Arc::new(std::sync::OnceLock::new());
+    let acd_engine = crate::acd::Engine::new(
+        crate::acd::Settings::from_config(&cfg.contact, rand::random()),
+        Instant::now(),
+    );
+    let acd_thread = acd::start(
+        acd_engine,
+        acd_link.clone(),
+        acd_stop.clone(),
+        acd_wakers.clone(),
+    )
+    .map_err(ShellError::Acd)?;
 
     let mut go_senders: Vec<Sender<Arc<Vec<Waker>>>> = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -342,6 +367,8 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
             seed: rand::random(),
             recordings: rec_sink.clone(),
             prompts: prompts.clone(),
+            plan: plan.clone(),
+            acd: acd_link.clone(),
         };
         let ready_tx = ready_tx.clone();
         let event_tx = event_tx.clone();
@@ -387,6 +414,7 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
             .filter_map(|i| wakers.get(&i).cloned())
             .collect(),
     );
+    let _ = acd_wakers.set(ordered.clone());
     for g in &go_senders {
         let _ = g.send(ordered.clone());
     }
@@ -432,6 +460,10 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     for h in handles {
         let _ = h.join();
     }
+    // The shards' last inputs (calls ended by the drain) are in the rings.
+    acd_stop.store(true, Ordering::Relaxed);
+    acd_link.wake_acd();
+    let _ = acd_thread.join();
     // The shards handed over their last recording ops when they ended
     // their calls: the writer finishes them.
     rec_writer.stop();
@@ -513,6 +545,8 @@ struct ShardContext {
     seed: u64,
     recordings: recwriter::RecordingSink,
     prompts: Prompts,
+    plan: Arc<ContactPlan>,
+    acd: Arc<acd::AcdLink>,
 }
 
 type Ready = Sender<(u16, Result<(Waker, &'static str), ShellError>)>;
@@ -555,6 +589,7 @@ fn shard_main(
             endpoint_config(
                 &ctx.cfg,
                 &ctx.prompts,
+                &ctx.plan,
                 id,
                 ctx.shards,
                 ctx.nonce_key,
@@ -603,6 +638,7 @@ fn shard_main(
             }
         }
         shard.recordings = Some(ctx.recordings.clone());
+        shard.acd = Some(ctx.acd.clone());
         if !shard.bind_initial_media(drv.as_mut(), Duration::from_secs(2)) {
             return Err(ShellError::Io {
                 shard: id,

@@ -89,6 +89,10 @@ pub struct Shard {
     pub recordings: Option<RecordingSink>,
     /// Recording ops waiting for room in the writer's queue.
     rec_retry: std::collections::VecDeque<RecOp>,
+    /// The rings to the ACD thread, once running.
+    pub acd: Option<Arc<super::acd::AcdLink>>,
+    /// Inputs for the ACD not yet in its ring.
+    acd_backlog: std::collections::VecDeque<crate::acd::Input>,
 }
 
 impl Shard {
@@ -123,6 +127,8 @@ impl Shard {
             media_next: 0,
             recordings: None,
             rec_retry: std::collections::VecDeque::new(),
+            acd: None,
+            acd_backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -152,6 +158,9 @@ impl Shard {
             let me = usize::from(self.id.0);
             let mesh = self.mesh.clone();
             mesh.drain(me, |m| self.on_mesh(now, m));
+            if let Some(link) = self.acd.clone() {
+                link.drain(me, |o| self.endpoint.handle_acd(now, o));
+            }
             self.wheel.expire(now, &mut self.fired);
             let fired = std::mem::take(&mut self.fired);
             for t in &fired {
@@ -334,7 +343,14 @@ impl Shard {
                     self.wheel.insert(at.max(now), ShardTimer::Endpoint(key))
                 }
                 Output::Record(r) => self.records.handle_record(*r),
+                Output::Acd(i) => self.acd_backlog.push_back(i),
             }
+        }
+        if !self.acd_backlog.is_empty()
+            && let Some(link) = &self.acd
+            && link.submit(me, &mut self.acd_backlog)
+        {
+            link.wake_acd();
         }
         while let Some((sock, peer)) = self.endpoint.media_mut().poll_connect() {
             if let Err(e) = driver.connect_udp(SockId(sock.0), peer) {

@@ -119,6 +119,8 @@ pub enum Output {
     },
     /// A finished call, for the shard's record sink.
     Record(Box<CallRecord>),
+    /// For the ACD engine.
+    Acd(crate::acd::Input),
 }
 
 /// Settings of an endpoint.
@@ -327,6 +329,12 @@ impl Endpoint {
         self.handle(now, msg.peer, msg.data, true);
     }
 
+    /// A decision of the ACD about one of this shard's calls.
+    pub fn handle_acd(&mut self, now: Instant, out: crate::acd::Output) {
+        self.calls.handle_acd(now, out, &self.location);
+        self.pump_calls(now);
+    }
+
     /// Another shard's registrar changed a user's bindings.
     pub fn handle_binding_change(&mut self, change: BindingChange) {
         self.location.apply(change);
@@ -348,7 +356,7 @@ impl Endpoint {
             TimerKey::Registrar => {
                 self.registrar_scheduled = None;
                 self.registrar.handle_timeout(now);
-                self.after_registrar();
+                self.after_registrar(now);
             }
             TimerKey::Call(k) => {
                 self.calls.handle_timer(now, k);
@@ -359,6 +367,7 @@ impl Endpoint {
 
     /// Carries out what the call engine asked for.
     fn pump_calls(&mut self, now: Instant) {
+        self.calls.dial_pending(now, &self.location);
         while let Some(o) = self.calls.poll_output() {
             match o {
                 CallOutput::Transmit { peer, data } => self.transmit(peer, data),
@@ -381,6 +390,7 @@ impl Endpoint {
                     key: TimerKey::Call(key),
                 }),
                 CallOutput::Record(r) => self.out.push_back(Output::Record(r)),
+                CallOutput::Acd(i) => self.out.push_back(Output::Acd(i)),
             }
         }
     }
@@ -895,7 +905,7 @@ impl Endpoint {
             link: peer.link,
         };
         let result = self.registrar.handle_register(now, req);
-        self.after_registrar();
+        self.after_registrar(now);
         match result {
             Ok(ok) => {
                 self.counters.registrations.bump();
@@ -964,12 +974,20 @@ impl Endpoint {
     }
 
     /// Broadcasts registrar changes and keeps its expiry timer armed.
-    fn after_registrar(&mut self) {
+    fn after_registrar(&mut self, now: Instant) {
         while let Some(change) = self.registrar.poll_change() {
+            // A user's first phone or last one: its agent's phone state.
+            let had = self.location.has_user(&change.user);
+            if had == change.bindings.is_empty() {
+                self.calls.handle_phone(&change.user, !had);
+            }
             self.location.apply(change.clone());
             if self.cfg.shards > 1 {
                 self.out.push_back(Output::Broadcast(change));
             }
+        }
+        if self.calls.has_output() {
+            self.pump_calls(now);
         }
         self.counters
             .bindings

@@ -577,6 +577,11 @@ impl LocationService {
     pub fn binding_count(&self) -> usize {
         self.count
     }
+
+    /// Whether `user` holds any binding (its phones are registered).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.aors.contains_key(user)
+    }
 }
 
 /// A SIP/SIPS URI reduced to what RFC 3261 §19.1.4 compares: escapes
