@@ -652,9 +652,16 @@ impl Engine {
     /// an agent if one is free for it, else in its waiting map or sticky
     /// list.
     fn place(&mut self, now: Instant, c: u32) {
+        self.place_but(now, c, None);
+    }
+
+    /// [`Engine::place`], but not with agent `but` nor (then) any agent
+    /// the caller already tried: `but` has just been freed by this caller
+    /// and will take the best waiting caller itself (which keeps FIFO).
+    fn place_but(&mut self, now: Instant, c: u32, but: Option<u32>) {
         match self.calls[c as usize].phase {
             Phase::Sticky(t) => {
-                if self.free_agent(t) {
+                if self.free_agent(t) && but != Some(t) {
                     self.offer(now, c, &[t]);
                 } else {
                     self.agents[t as usize].sticky.push(c);
@@ -663,7 +670,7 @@ impl Engine {
             Phase::Held(_) | Phase::Free => {}
             Phase::Waiting | Phase::Ringing => {
                 self.calls[c as usize].phase = Phase::Waiting;
-                if !self.pick_for_call(now, c) {
+                if !self.pick_for_call(now, c, but) {
                     let call = &self.calls[c as usize];
                     let rt = &mut self.queues[call.queue as usize];
                     rt.waiting[call.step as usize].insert(call.key(), c);
@@ -905,8 +912,10 @@ impl Engine {
     }
 
     /// Finds agent(s) for waiting caller `c` (detached) in the pool of its
-    /// step and offers; false when none is free.
-    fn pick_for_call(&mut self, now: Instant, c: u32) -> bool {
+    /// step and offers; false when none is free. An agent the caller
+    /// already tried is taken only when no other is free, and never with
+    /// `but` set.
+    fn pick_for_call(&mut self, now: Instant, c: u32, but: Option<u32>) -> bool {
         let call = &self.calls[c as usize];
         let q = call.queue as usize;
         let shape = &self.s.shapes[q];
@@ -919,9 +928,17 @@ impl Engine {
         let mut picked = std::mem::take(&mut self.picked);
         picked.clear();
         if shape.strategy == Strategy::RingAll && !call.parked {
+            let mut skipped = None;
             while let Some(e) = pool.peek_valid(valid) {
                 pool.pop();
-                picked.push(e.2);
+                if Some(e.2) == but {
+                    skipped = Some(e);
+                } else {
+                    picked.push(e.2);
+                }
+            }
+            if let Some(e) = skipped {
+                pool.push_raw(e);
             }
         } else {
             let rr = shape.strategy == Strategy::RoundRobin;
@@ -936,7 +953,7 @@ impl Engine {
                     pool.push_raw((rr_next(rt.rr_pos, e.0 % ranks, ranks), e.1, e.2, e.3));
                     continue;
                 }
-                if call.tried.contains(&e.2) {
+                if Some(e.2) == but || call.tried.contains(&e.2) {
                     pool.pop();
                     scratch.push(e);
                     continue;
@@ -944,7 +961,7 @@ impl Engine {
                 found = Some(e);
                 break;
             }
-            let found = found.or_else(|| scratch.first().copied());
+            let found = found.or_else(|| scratch.first().copied().filter(|_| but.is_none()));
             for e in &scratch {
                 if Some(*e) != found {
                     pool.push_raw(*e);
@@ -1032,7 +1049,12 @@ impl Engine {
             return;
         };
         let call = &mut self.calls[c as usize];
-        if let Some(i) = call.stale.iter().position(|&x| x == a) {
+        // A result for an offer the engine already ended. With a newer
+        // offer to the same agent open, an answer or failure is the newer
+        // ring's (an ended ring reports Cancelled).
+        if let Some(i) = call.stale.iter().position(|&x| x == a)
+            && (outcome == RingOutcome::Cancelled || !call.offers.contains(&a))
+        {
             call.stale.swap_remove(i);
             return;
         }
@@ -1110,7 +1132,7 @@ impl Engine {
                 call.sticky_until = None;
                 call.phase = Phase::Waiting;
             }
-            self.place(now, c);
+            self.place_but(now, c, Some(a));
             self.arm_call(c);
         }
         if self.free_agent(a) {
@@ -1248,13 +1270,13 @@ impl Engine {
         match op {
             AgentOp::Login => {
                 if state == S::LoggedOut {
-                    self.set_state(now, a, S::Ready, None);
+                    self.login(now, a);
                 }
             }
             AgentOp::PhoneRegistered => {
                 self.agents[a as usize].registered = true;
                 if self.s.acd().auto_login && state == S::LoggedOut {
-                    self.set_state(now, a, S::Ready, None);
+                    self.login(now, a);
                 }
             }
             AgentOp::Logout | AgentOp::PhoneUnregistered => {
@@ -1314,6 +1336,16 @@ impl Engine {
         }
         self.serve_freed(now);
         self.drain_emptied(now);
+    }
+
+    /// Ready, or back OnCall if the agent logged out during a call that
+    /// has not ended yet.
+    fn login(&mut self, now: Instant, a: u32) {
+        if self.agents[a as usize].cur.is_some() {
+            self.set_state(now, a, AgentState::OnCall, None);
+        } else {
+            self.set_state(now, a, AgentState::Ready, None);
+        }
     }
 
     fn logout(&mut self, now: Instant, a: u32) {
