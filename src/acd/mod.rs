@@ -341,7 +341,7 @@ pub struct Engine {
     agents: Vec<Agent>,
     calls: Vec<Call>,
     free: Vec<u32>,
-    index: HashMap<CallKey, u32>,
+    index: KeyMap<CallKey, u32>,
     queues: Vec<QueueRt>,
     pools: Vec<Pool>,
     timers: Timers,
@@ -349,12 +349,39 @@ pub struct Engine {
     seq: u64,
     rng: u64,
     epoch: Instant,
-    sticky: HashMap<u64, (u32, Instant)>,
+    sticky: KeyMap<u64, (u32, Instant)>,
+    /// Per agent: its availability serial while free (Ready, not busy),
+    /// else 0. Dense, so that pool entries are checked without touching
+    /// the agent records.
+    free_serial: Vec<u32>,
     scratch: Vec<Entry>,
     picked: Vec<u32>,
     freed: Vec<u32>,
     emptied: Vec<u32>,
 }
+
+/// A multiplicative hasher for call keys and caller hashes (SipHash's
+/// flood resistance is not needed for keys the shards mint).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 fn rr_next(pos: u64, rank: u64, n: u64) -> u64 {
     let v = pos - pos % n + rank;
@@ -416,27 +443,35 @@ impl Engine {
         let mut pools: Vec<Pool> = settings
             .pool_queue
             .iter()
-            .map(|_| Pool::default())
+            .map(|&q| {
+                let sh = &settings.shapes[q as usize];
+                Pool::new(
+                    matches!(sh.strategy, Strategy::LongestIdle | Strategy::RingAll),
+                    0,
+                )
+            })
             .collect();
         for sh in &settings.shapes {
             for (k, n) in sh.eligible.iter().enumerate() {
                 pools[sh.pool_base as usize + k].eligible = *n;
             }
         }
+        let settings_agents = settings.agents();
         Engine {
             rng: (settings.seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             s: settings,
             agents,
             calls: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: KeyMap::default(),
             queues,
             pools,
             timers: Timers::default(),
             out: VecDeque::new(),
             seq: 0,
             epoch: now,
-            sticky: HashMap::new(),
+            sticky: KeyMap::default(),
+            free_serial: vec![0; settings_agents],
             scratch: Vec::new(),
             picked: Vec::new(),
             freed: Vec::new(),
@@ -563,7 +598,7 @@ impl Engine {
         if q as usize >= self.queues.len() || self.index.contains_key(&key) {
             return;
         }
-        let qc = self.s.qc(q);
+        let qc = &self.s.shapes[q as usize];
         let rt = &mut self.queues[q as usize];
         bump(&mut rt.today, &mut rt.interval, |c| c.offered += 1);
         let reject = if qc.max_length.is_some_and(|m| rt.present >= m) {
@@ -577,14 +612,14 @@ impl Engine {
             bump(&mut rt.today, &mut rt.interval, |c| c.overflowed += 1);
             self.out.push_back(Output::Route {
                 call: key,
-                route: qc.exit.clone(),
+                route: self.s.qc(q).exit.clone(),
                 reason,
             });
             return;
         }
         rt.present += 1;
         let sticky_wait = qc.sticky_wait;
-        let announce = qc.announce_every.filter(|d| !d.is_zero());
+        let announce = qc.announce_every;
         let mut target = None;
         if !sticky_wait.is_zero() {
             let days = self.s.acd().sticky_days;
@@ -655,9 +690,9 @@ impl Engine {
         self.place_but(now, c, None);
     }
 
-    /// [`Engine::place`], but not with agent `but` nor (then) any agent
-    /// the caller already tried: `but` has just been freed by this caller
-    /// and will take the best waiting caller itself (which keeps FIFO).
+    /// [`Engine::place`], but not with agent `but`: it has just been freed
+    /// by this caller and will take the best waiting caller itself (which
+    /// keeps FIFO).
     fn place_but(&mut self, now: Instant, c: u32, but: Option<u32>) {
         match self.calls[c as usize].phase {
             Phase::Sticky(t) => {
@@ -797,10 +832,10 @@ impl Engine {
     /// announcements; then the next one.
     fn call_timer(&mut self, now: Instant, c: u32) {
         let call = &self.calls[c as usize];
-        let qc = self.s.qc(call.queue);
+        let qc = &self.s.shapes[call.queue as usize];
         let every = qc.announce_every;
         if !call.parked {
-            let over = qc.overflow.as_ref().map(|(d, _)| call.enqueued + *d);
+            let over = qc.overflow_after.map(|d| call.enqueued + d);
             let max = qc.max_wait.map(|d| call.enqueued + d);
             let due = |t: Option<Instant>| t.filter(|t| *t <= now);
             let reason = match (due(over), due(max)) {
@@ -872,8 +907,8 @@ impl Engine {
         if call.phase == Phase::Free {
             return;
         }
-        let qc = self.s.qc(call.queue);
-        let steps = &self.s.shapes[call.queue as usize].steps;
+        let qc = &self.s.shapes[call.queue as usize];
+        let steps = &qc.steps;
         let mut next: Option<Instant> = None;
         let mut at = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -881,7 +916,7 @@ impl Engine {
             }
         };
         if !call.parked {
-            at(qc.overflow.as_ref().map(|(d, _)| call.enqueued + *d));
+            at(qc.overflow_after.map(|d| call.enqueued + d));
             at(qc.max_wait.map(|d| call.enqueued + d));
             at(call.next_announce);
         }
@@ -913,17 +948,13 @@ impl Engine {
 
     /// Finds agent(s) for waiting caller `c` (detached) in the pool of its
     /// step and offers; false when none is free. An agent the caller
-    /// already tried is taken only when no other is free, and never with
-    /// `but` set.
+    /// already tried is taken only when no other is free; `but` never.
     fn pick_for_call(&mut self, now: Instant, c: u32, but: Option<u32>) -> bool {
         let call = &self.calls[c as usize];
         let q = call.queue as usize;
         let shape = &self.s.shapes[q];
-        let agents = &self.agents;
-        let valid = |a: u32, serial: u32| {
-            let g = &agents[a as usize];
-            g.avail == serial && g.state == AgentState::Ready && !g.busy
-        };
+        let free = &self.free_serial;
+        let valid = |a: u32, serial: u32| free[a as usize] == serial;
         let pool = &mut self.pools[(shape.pool_base + u32::from(call.step)) as usize];
         let mut picked = std::mem::take(&mut self.picked);
         picked.clear();
@@ -938,7 +969,7 @@ impl Engine {
                 }
             }
             if let Some(e) = skipped {
-                pool.push_raw(e);
+                pool.unpop(&[e]);
             }
         } else {
             let rr = shape.strategy == Strategy::RoundRobin;
@@ -961,12 +992,9 @@ impl Engine {
                 found = Some(e);
                 break;
             }
-            let found = found.or_else(|| scratch.first().copied().filter(|_| but.is_none()));
-            for e in &scratch {
-                if Some(*e) != found {
-                    pool.push_raw(*e);
-                }
-            }
+            let found = found.or_else(|| scratch.iter().find(|e| Some(e.2) != but).copied());
+            scratch.retain(|e| Some(*e) != found);
+            pool.unpop(&scratch);
             self.scratch = scratch;
             if let Some(e) = found {
                 if rr {
@@ -1147,7 +1175,7 @@ impl Engine {
         let (key, q, caller) = (call.key, call.queue, call.caller);
         let wait = now.saturating_duration_since(call.enqueued);
         self.cancel_offers(now, c, false);
-        let sl = self.s.qc(q).service_level;
+        let sl = self.s.shapes[q as usize].service_level;
         let rt = &mut self.queues[q as usize];
         bump(&mut rt.today, &mut rt.interval, |k| {
             k.answered += 1;
@@ -1226,7 +1254,7 @@ impl Engine {
             self.finish_wrap(now, a);
             return;
         }
-        let wrap = self.s.qc(q).wrap_up;
+        let wrap = self.s.shapes[q as usize].wrap_up;
         if wrap.is_zero() {
             self.agents[a as usize].wrap_start = now;
             self.finish_wrap(now, a);
@@ -1314,7 +1342,7 @@ impl Engine {
                     return;
                 }
                 let Some(cur) = g.cur else { return };
-                let cap = g.wrap_start + self.s.qc(cur.queue).wrap_up_max;
+                let cap = g.wrap_start + self.s.shapes[cur.queue as usize].wrap_up_max;
                 let end = (g.wrap_end + d).min(cap).max(g.wrap_end);
                 if end != g.wrap_end {
                     g.wrap_end = end;
@@ -1326,7 +1354,11 @@ impl Engine {
                 let g = &mut self.agents[a as usize];
                 let was = g.busy;
                 g.busy = b;
-                if was && !b && state == S::Ready {
+                if b {
+                    self.free_serial[a as usize] = 0;
+                } else if was && state == S::Ready {
+                    // Idle (for LongestIdle) since the other call ended.
+                    g.ready_since = now;
                     self.make_available(a);
                 }
             }
@@ -1400,6 +1432,7 @@ impl Engine {
     /// Moves agent `a` to `state`: time accounting, the AgentState output,
     /// logged-in counts, and (Ready) the pools. Serving is the caller's.
     fn set_state(&mut self, now: Instant, a: u32, state: AgentState, reason: Option<u16>) {
+        self.free_serial[a as usize] = 0;
         let g = &mut self.agents[a as usize];
         let old = g.state;
         g.today.time_in[old.index()] += now.saturating_duration_since(g.acct);
@@ -1421,7 +1454,7 @@ impl Engine {
                     rt.logged_in += 1;
                 } else {
                     rt.logged_in -= 1;
-                    if rt.logged_in == 0 && self.s.qc(m.queue).leave_when_empty {
+                    if rt.logged_in == 0 && self.s.shapes[m.queue as usize].leave_when_empty {
                         self.emptied.push(m.queue);
                     }
                 }
@@ -1438,35 +1471,37 @@ impl Engine {
     /// Agent `a` became free: one entry in each of its pools.
     fn make_available(&mut self, a: u32) {
         let g = &mut self.agents[a as usize];
-        g.avail = g.avail.wrapping_add(1);
+        g.avail = g.avail.wrapping_add(1).max(1);
         let serial = g.avail;
-        let agents = &self.agents;
-        let g = &agents[a as usize];
-        let valid = |x: u32, s: u32| {
-            let g = &agents[x as usize];
-            g.avail == s && g.state == AgentState::Ready && !g.busy
-        };
+        self.free_serial[a as usize] = serial;
+        let g = &self.agents[a as usize];
+        let free = &self.free_serial;
+        let valid = |x: u32, s: u32| free[x as usize] == s;
         let idle = g
             .ready_since
             .saturating_duration_since(self.epoch)
             .as_nanos() as u64;
         for m in &self.s.memberships[a as usize] {
-            let shape = &self.s.shapes[m.queue as usize];
-            let rr = rr_next(
-                self.queues[m.queue as usize].rr_pos,
-                u64::from(m.rank),
-                u64::from(shape.ranks),
-            );
             let mut bits = m.steps;
             while bits != 0 {
                 let k = bits.trailing_zeros();
                 bits &= bits - 1;
-                let key = match shape.strategy {
+                let key = match m.strategy {
                     Strategy::LongestIdle | Strategy::RingAll => (idle, 0),
                     Strategy::FewestCalls => (g.today.calls, idle),
                     Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),
                     Strategy::Linear => (u64::from(m.rank), 0),
-                    Strategy::RoundRobin => (rr, 0),
+                    Strategy::RoundRobin => {
+                        let shape = &self.s.shapes[m.queue as usize];
+                        (
+                            rr_next(
+                                self.queues[m.queue as usize].rr_pos,
+                                u64::from(m.rank),
+                                u64::from(shape.ranks),
+                            ),
+                            0,
+                        )
+                    }
                     Strategy::Random => {
                         self.rng ^= self.rng << 13;
                         self.rng ^= self.rng >> 7;
@@ -1474,7 +1509,7 @@ impl Engine {
                         (self.rng, 0)
                     }
                 };
-                self.pools[(shape.pool_base + k) as usize].push((key.0, key.1, a, serial), valid);
+                self.pools[(m.pool_base + k) as usize].push((key.0, key.1, a, serial), valid);
             }
         }
     }
@@ -1520,8 +1555,7 @@ impl Engine {
                 continue;
             }
             for e in self.pools[p].drain_all() {
-                let g = &self.agents[e.2 as usize];
-                if g.avail == e.3 && g.state == AgentState::Ready && !g.busy {
+                if self.free_serial[e.2 as usize] == e.3 {
                     self.pools[p].push_raw((0, e.1, e.2, e.3));
                 }
             }
@@ -1629,6 +1663,13 @@ impl Engine {
             }
         }
         for (a, g) in self.agents.iter().enumerate() {
+            let free = g.state == AgentState::Ready && !g.busy;
+            if free != (self.free_serial[a] == g.avail && g.avail != 0) {
+                return Err(format!(
+                    "agent {a}: free {free} but serial {}",
+                    self.free_serial[a]
+                ));
+            }
             let reserved = g.state == AgentState::Reserved;
             if reserved != (g.offer != NONE) {
                 return Err(format!("agent {a}: {:?} with offer {}", g.state, g.offer));

@@ -19,6 +19,10 @@ pub(crate) struct Membership {
     pub queue: u32,
     /// Bit k: the agent meets requirement step k.
     pub steps: u16,
+    pub strategy: Strategy,
+    /// The queue's first pool (copied here so that an agent becoming free
+    /// touches only its pools, not the queue).
+    pub pool_base: u32,
     /// Position in the queue's member order (`members` list, or agent
     /// index when `members` is empty): Linear and RoundRobin order.
     pub rank: u32,
@@ -36,6 +40,18 @@ pub(crate) struct QueueShape {
     /// Size of the rank space (RoundRobin wraps here).
     pub ranks: u32,
     pub strategy: Strategy,
+    // The queue's policy read per decision, kept here, next to the above
+    // (the `QueueConfig` is large and cold).
+    pub max_length: Option<u32>,
+    pub join_empty: bool,
+    pub leave_when_empty: bool,
+    pub sticky_wait: Duration,
+    pub announce_every: Option<Duration>,
+    pub overflow_after: Option<Duration>,
+    pub max_wait: Option<Duration>,
+    pub wrap_up: Duration,
+    pub wrap_up_max: Duration,
+    pub service_level: Duration,
 }
 
 /// The engine's settings: the configuration plus its precomputed indexes.
@@ -147,6 +163,8 @@ impl Settings {
                     memberships[a].push(Membership {
                         queue: qi as u32,
                         steps,
+                        strategy: q.strategy,
+                        pool_base,
                         rank,
                     });
                 }
@@ -157,6 +175,16 @@ impl Settings {
                 eligible,
                 ranks: ranks.max(1),
                 strategy: q.strategy,
+                max_length: q.max_length,
+                join_empty: q.join_empty,
+                leave_when_empty: q.leave_when_empty,
+                sticky_wait: q.sticky_wait,
+                announce_every: q.announce_every.filter(|d| !d.is_zero()),
+                overflow_after: q.overflow.as_ref().map(|(d, _)| *d),
+                max_wait: q.max_wait,
+                wrap_up: q.wrap_up,
+                wrap_up_max: q.wrap_up_max,
+                service_level: q.service_level,
             });
         }
         Settings {
