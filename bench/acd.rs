@@ -230,8 +230,17 @@ fn main() {
         "{:<13} {:>7} {:>14} {:>12} {:>8} {:>8} {:>9} {:>8}",
         "strategies", "agents", "decisions/s", "offers/s", "p50_ns", "p99_ns", "p99.9_ns", "max_us"
     );
+    // ACD_BENCH_ONLY=mixed:10000 (or longest-idle:100, ...) runs one case.
+    let only = std::env::var("ACD_BENCH_ONLY").ok();
     for mixed in [false, true] {
         for agents in [100, 1_000, 10_000] {
+            let name = if mixed { "mixed" } else { "longest-idle" };
+            if only
+                .as_ref()
+                .is_some_and(|o| *o != format!("{name}:{agents}"))
+            {
+                continue;
+            }
             let r = run(agents, mixed, measured);
             let secs = r.engine.as_secs_f64();
             println!(

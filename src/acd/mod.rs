@@ -317,8 +317,6 @@ impl Call {
 #[derive(Debug)]
 struct QueueRt {
     waiting: Vec<Waiting>,
-    /// Callers in the waiting maps.
-    in_maps: u32,
     /// Callers in the queue in any phase.
     present: u32,
     logged_in: u32,
@@ -354,6 +352,9 @@ pub struct Engine {
     /// else 0. Dense, so that pool entries are checked without touching
     /// the agent records.
     free_serial: Vec<u32>,
+    /// Per queue: callers in its waiting maps (dense: an agent becoming
+    /// free skips its empty queues without touching them).
+    in_maps: Vec<u32>,
     scratch: Vec<Entry>,
     picked: Vec<u32>,
     freed: Vec<u32>,
@@ -431,7 +432,6 @@ impl Engine {
             .iter()
             .map(|sh| QueueRt {
                 waiting: sh.steps.iter().map(|_| Waiting::new()).collect(),
-                in_maps: 0,
                 present: 0,
                 logged_in: 0,
                 rr_pos: u64::from(sh.ranks) - 1,
@@ -440,23 +440,14 @@ impl Engine {
                 interval: QueueCounters::default(),
             })
             .collect();
-        let mut pools: Vec<Pool> = settings
-            .pool_queue
+        let pools: Vec<Pool> = settings
+            .pool_kind
             .iter()
-            .map(|&q| {
-                let sh = &settings.shapes[q as usize];
-                Pool::new(
-                    matches!(sh.strategy, Strategy::LongestIdle | Strategy::RingAll),
-                    0,
-                )
-            })
+            .zip(&settings.pool_eligible)
+            .map(|(k, n)| Pool::new(*k == Strategy::LongestIdle, *n))
             .collect();
-        for sh in &settings.shapes {
-            for (k, n) in sh.eligible.iter().enumerate() {
-                pools[sh.pool_base as usize + k].eligible = *n;
-            }
-        }
         let settings_agents = settings.agents();
+        let settings_queues = settings.queues();
         Engine {
             rng: (settings.seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             s: settings,
@@ -472,6 +463,7 @@ impl Engine {
             epoch: now,
             sticky: KeyMap::default(),
             free_serial: vec![0; settings_agents],
+            in_maps: vec![0; settings_queues],
             scratch: Vec::new(),
             picked: Vec::new(),
             freed: Vec::new(),
@@ -709,7 +701,7 @@ impl Engine {
                     let call = &self.calls[c as usize];
                     let rt = &mut self.queues[call.queue as usize];
                     rt.waiting[call.step as usize].insert(call.key(), c);
-                    rt.in_maps += 1;
+                    self.in_maps[call.queue as usize] += 1;
                 }
             }
         }
@@ -722,7 +714,7 @@ impl Engine {
             Phase::Waiting => {
                 let rt = &mut self.queues[call.queue as usize];
                 if rt.waiting[call.step as usize].remove(&call.key()).is_some() {
-                    rt.in_maps -= 1;
+                    self.in_maps[call.queue as usize] -= 1;
                 }
             }
             Phase::Sticky(t) => {
@@ -955,7 +947,7 @@ impl Engine {
         let shape = &self.s.shapes[q];
         let free = &self.free_serial;
         let valid = |a: u32, serial: u32| free[a as usize] == serial;
-        let pool = &mut self.pools[(shape.pool_base + u32::from(call.step)) as usize];
+        let pool = &mut self.pools[shape.pools[usize::from(call.step)] as usize];
         let mut picked = std::mem::take(&mut self.picked);
         picked.clear();
         if shape.strategy == Strategy::RingAll && !call.parked {
@@ -1023,10 +1015,10 @@ impl Engine {
             }
         }
         for m in &self.s.memberships[a as usize] {
-            let rt = &self.queues[m.queue as usize];
-            if rt.in_maps == 0 {
+            if self.in_maps[m.queue as usize] == 0 {
                 continue;
             }
+            let rt = &self.queues[m.queue as usize];
             let mut bits = m.steps;
             while bits != 0 {
                 let k = bits.trailing_zeros() as usize;
@@ -1068,7 +1060,7 @@ impl Engine {
             self.agents[a as usize].offer = c;
             self.set_state(now, a, AgentState::Reserved, None);
             let serial = self.agents[a as usize].serial;
-            self.timers.arm(now + ring, Timer::Agent(a, serial));
+            self.timers.arm_after(now, ring, Timer::Agent(a, serial));
         }
     }
 
@@ -1268,7 +1260,7 @@ impl Engine {
         let g = &mut self.agents[a as usize];
         g.wrap_start = now;
         g.wrap_end = now + wrap;
-        self.timers.arm(now + wrap, Timer::Agent(a, g.serial));
+        self.timers.arm_after(now, wrap, Timer::Agent(a, g.serial));
     }
 
     /// Records the handle time of agent `a`'s call (talk + wrap-up so far).
@@ -1481,36 +1473,28 @@ impl Engine {
             .ready_since
             .saturating_duration_since(self.epoch)
             .as_nanos() as u64;
-        for m in &self.s.memberships[a as usize] {
-            let mut bits = m.steps;
-            while bits != 0 {
-                let k = bits.trailing_zeros();
-                bits &= bits - 1;
-                let key = match m.strategy {
-                    Strategy::LongestIdle | Strategy::RingAll => (idle, 0),
-                    Strategy::FewestCalls => (g.today.calls, idle),
-                    Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),
-                    Strategy::Linear => (u64::from(m.rank), 0),
-                    Strategy::RoundRobin => {
-                        let shape = &self.s.shapes[m.queue as usize];
-                        (
-                            rr_next(
-                                self.queues[m.queue as usize].rr_pos,
-                                u64::from(m.rank),
-                                u64::from(shape.ranks),
-                            ),
-                            0,
-                        )
-                    }
-                    Strategy::Random => {
-                        self.rng ^= self.rng << 13;
-                        self.rng ^= self.rng >> 7;
-                        self.rng ^= self.rng << 17;
-                        (self.rng, 0)
-                    }
-                };
-                self.pools[(m.pool_base + k) as usize].push((key.0, key.1, a, serial), valid);
-            }
+        for p in &self.s.agent_pools[a as usize] {
+            let key = match p.kind {
+                Strategy::LongestIdle | Strategy::RingAll => (idle, 0),
+                Strategy::FewestCalls => (g.today.calls, idle),
+                Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),
+                Strategy::Linear => (u64::from(p.rank), 0),
+                Strategy::RoundRobin => (
+                    rr_next(
+                        self.queues[p.queue as usize].rr_pos,
+                        u64::from(p.rank),
+                        u64::from(self.s.shapes[p.queue as usize].ranks),
+                    ),
+                    0,
+                ),
+                Strategy::Random => {
+                    self.rng ^= self.rng << 13;
+                    self.rng ^= self.rng >> 7;
+                    self.rng ^= self.rng << 17;
+                    (self.rng, 0)
+                }
+            };
+            self.pools[p.pool as usize].push((key.0, key.1, a, serial), valid);
         }
     }
 
@@ -1546,10 +1530,8 @@ impl Engine {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
         // FewestCalls and LeastTalkTime keys restart at zero.
         for p in 0..self.pools.len() {
-            let q = self.s.pool_queue[p];
-            let shape = &self.s.shapes[q as usize];
             if !matches!(
-                shape.strategy,
+                self.s.pool_kind[p],
                 Strategy::FewestCalls | Strategy::LeastTalkTime
             ) {
                 continue;
@@ -1658,8 +1640,11 @@ impl Engine {
                 ));
             }
             let in_maps: usize = q.waiting.iter().map(|w| w.len()).sum();
-            if in_maps != q.in_maps as usize {
-                return Err(format!("queue {i}: in_maps {} != {in_maps}", q.in_maps));
+            if in_maps != self.in_maps[i] as usize {
+                return Err(format!(
+                    "queue {i}: in_maps {} != {in_maps}",
+                    self.in_maps[i]
+                ));
             }
         }
         for (a, g) in self.agents.iter().enumerate() {
