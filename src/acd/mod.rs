@@ -89,7 +89,7 @@ pub use stats::{AgentCounters, AgentStats, QueueCounters, QueueStats, Stats};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use index::{Entry, Pool, WaitKey, Waiting, wait_key};
+use index::{Entry, Kind, Pick, Pool, WaitKey, Waiting, wait_key};
 use timers::{Timer, Timers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,7 +320,8 @@ struct QueueRt {
     /// Callers in the queue in any phase.
     present: u32,
     logged_in: u32,
-    rr_pos: u64,
+    /// RoundRobin: the rank of the member last offered a call.
+    rr_last: Option<u32>,
     aht: Option<f64>,
     today: QueueCounters,
     interval: QueueCounters,
@@ -384,11 +385,6 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
-fn rr_next(pos: u64, rank: u64, n: u64) -> u64 {
-    let v = pos - pos % n + rank;
-    if v <= pos { v + n } else { v }
-}
-
 fn step_at(steps: &[Duration], waited: Duration) -> u8 {
     let mut k = 0;
     for (i, after) in steps.iter().enumerate().skip(1) {
@@ -434,7 +430,7 @@ impl Engine {
                 waiting: sh.steps.iter().map(|_| Waiting::new()).collect(),
                 present: 0,
                 logged_in: 0,
-                rr_pos: u64::from(sh.ranks) - 1,
+                rr_last: None,
                 aht: None,
                 today: QueueCounters::default(),
                 interval: QueueCounters::default(),
@@ -444,7 +440,16 @@ impl Engine {
             .pool_kind
             .iter()
             .zip(&settings.pool_eligible)
-            .map(|(k, n)| Pool::new(*k == Strategy::LongestIdle, *n))
+            .zip(&settings.pool_members)
+            .map(|((k, n), m)| {
+                let kind = match k {
+                    Strategy::LongestIdle | Strategy::RingAll => Kind::Fifo,
+                    Strategy::FewestCalls | Strategy::LeastTalkTime => Kind::Heap,
+                    Strategy::Random => Kind::Bag,
+                    Strategy::Linear | Strategy::RoundRobin => Kind::Bits,
+                };
+                Pool::new(kind, *n, m.clone())
+            })
             .collect();
         let settings_agents = settings.agents();
         let settings_queues = settings.queues();
@@ -946,53 +951,33 @@ impl Engine {
         let q = call.queue as usize;
         let shape = &self.s.shapes[q];
         let free = &self.free_serial;
-        let valid = |a: u32, serial: u32| free[a as usize] == serial;
+        let valid = |a: u32, serial: u32| {
+            let f = free[a as usize];
+            // Bits pools ask with serial 0: whether the agent is free.
+            if serial == 0 { f != 0 } else { f == serial }
+        };
         let pool = &mut self.pools[shape.pools[usize::from(call.step)] as usize];
         let mut picked = std::mem::take(&mut self.picked);
         picked.clear();
         if shape.strategy == Strategy::RingAll && !call.parked {
-            let mut skipped = None;
-            while let Some(e) = pool.peek_valid(valid) {
-                pool.pop();
-                if Some(e.2) == but {
-                    skipped = Some(e);
-                } else {
-                    picked.push(e.2);
-                }
-            }
-            if let Some(e) = skipped {
-                pool.unpop(&[e]);
-            }
+            pool.take_all(valid, but, &mut picked);
         } else {
             let rr = shape.strategy == Strategy::RoundRobin;
-            let ranks = u64::from(shape.ranks);
             let rt = &mut self.queues[q];
-            let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.clear();
-            let mut found = None;
-            while let Some(e) = pool.peek_valid(valid) {
-                if rr && e.0 <= rt.rr_pos {
-                    pool.pop();
-                    pool.push_raw((rr_next(rt.rr_pos, e.0 % ranks, ranks), e.1, e.2, e.3));
-                    continue;
-                }
-                if Some(e.2) == but || call.tried.contains(&e.2) {
-                    pool.pop();
-                    scratch.push(e);
-                    continue;
-                }
-                found = Some(e);
-                break;
-            }
-            let found = found.or_else(|| scratch.iter().find(|e| Some(e.2) != but).copied());
-            scratch.retain(|e| Some(*e) != found);
-            pool.unpop(&scratch);
-            self.scratch = scratch;
-            if let Some(e) = found {
+            let tried = &call.tried;
+            let found = pool.pick(Pick {
+                valid,
+                avoid: |a| tried.contains(&a),
+                never: but,
+                after: if rr { rt.rr_last } else { None },
+                rng: &mut self.rng,
+                scratch: &mut self.scratch,
+            });
+            if let Some((a, rank)) = found {
                 if rr {
-                    rt.rr_pos = e.0;
+                    rt.rr_last = Some(rank);
                 }
-                picked.push(e.2);
+                picked.push(a);
             }
         }
         let any = !picked.is_empty();
@@ -1475,24 +1460,10 @@ impl Engine {
             .as_nanos() as u64;
         for p in &self.s.agent_pools[a as usize] {
             let key = match p.kind {
-                Strategy::LongestIdle | Strategy::RingAll => (idle, 0),
                 Strategy::FewestCalls => (g.today.calls, idle),
                 Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),
-                Strategy::Linear => (u64::from(p.rank), 0),
-                Strategy::RoundRobin => (
-                    rr_next(
-                        self.queues[p.queue as usize].rr_pos,
-                        u64::from(p.rank),
-                        u64::from(self.s.shapes[p.queue as usize].ranks),
-                    ),
-                    0,
-                ),
-                Strategy::Random => {
-                    self.rng ^= self.rng << 13;
-                    self.rng ^= self.rng >> 7;
-                    self.rng ^= self.rng << 17;
-                    (self.rng, 0)
-                }
+                Strategy::Linear | Strategy::RoundRobin => (u64::from(p.local), 0),
+                _ => (0, 0),
             };
             self.pools[p.pool as usize].push((key.0, key.1, a, serial), valid);
         }
@@ -1536,11 +1507,8 @@ impl Engine {
             ) {
                 continue;
             }
-            for e in self.pools[p].drain_all() {
-                if self.free_serial[e.2 as usize] == e.3 {
-                    self.pools[p].push_raw((0, e.1, e.2, e.3));
-                }
-            }
+            let free = &self.free_serial;
+            self.pools[p].rekey(|a, s| free[a as usize] == s);
         }
     }
 

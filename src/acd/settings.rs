@@ -29,11 +29,9 @@ pub(crate) struct AgentPool {
     pub pool: u32,
     /// How the pool is keyed (LongestIdle also stands for RingAll).
     pub kind: Strategy,
-    /// Position in the member order (`members` list, or agent index when
-    /// `members` is empty): Linear and RoundRobin order.
-    pub rank: u32,
-    /// The queue (RoundRobin pools belong to one queue).
-    pub queue: u32,
+    /// Linear and RoundRobin pools: the agent's bit (its place in the
+    /// pool's member order).
+    pub local: u32,
 }
 
 /// A queue's precomputed shape.
@@ -42,11 +40,10 @@ pub(crate) struct QueueShape {
     /// `after` of each step; step 0 (entry skills) has `Duration::ZERO`.
     pub steps: Vec<Duration>,
     /// The pool serving each step. Queues with the same requirement,
-    /// members and strategy key share pools (RoundRobin pools are never
-    /// shared: their key depends on the queue's position).
+    /// members and kind of key share pools (Linear and RoundRobin share:
+    /// both need the free members in member order; the RoundRobin
+    /// position is the queue's).
     pub pools: Vec<u32>,
-    /// Size of the rank space (RoundRobin wraps here).
-    pub ranks: u32,
     pub strategy: Strategy,
     // The queue's policy read per decision, kept here, next to the above
     // (the `QueueConfig` is large and cold).
@@ -74,6 +71,8 @@ pub struct Settings {
     /// Per pool: how it is keyed and how many agents it may hold.
     pub(crate) pool_kind: Vec<Strategy>,
     pub(crate) pool_eligible: Vec<u32>,
+    /// Per Linear/RoundRobin pool: (rank, agent) by rank.
+    pub(crate) pool_members: Vec<Vec<(u32, u32)>>,
     agent_ids: HashMap<String, AgentId>,
     queue_ids: HashMap<String, QueueId>,
 }
@@ -169,14 +168,9 @@ impl Settings {
                 Strategy::FewestCalls => (1, Strategy::FewestCalls),
                 Strategy::LeastTalkTime => (2, Strategy::LeastTalkTime),
                 Strategy::Random => (3, Strategy::Random),
-                Strategy::Linear => (4, Strategy::Linear),
-                Strategy::RoundRobin => (5, Strategy::RoundRobin),
+                Strategy::Linear | Strategy::RoundRobin => (4, Strategy::Linear),
             };
-            let owner = if kind == Strategy::RoundRobin {
-                qi as u32
-            } else {
-                u32::MAX
-            };
+            let owner = u32::MAX;
             let pools: Vec<u32> = reqs
                 .iter()
                 .map(|(_, need)| {
@@ -188,11 +182,6 @@ impl Settings {
                     })
                 })
                 .collect();
-            let ranks = if q.members.is_empty() {
-                cc.agents.len()
-            } else {
-                q.members.len()
-            } as u32;
             for (a, rank) in members {
                 let mut steps = 0u16;
                 for (k, (_, need)) in reqs.iter().enumerate() {
@@ -201,8 +190,7 @@ impl Settings {
                         agent_pools[a].push(AgentPool {
                             pool: pools[k],
                             kind,
-                            rank,
-                            queue: qi as u32,
+                            local: rank,
                         });
                     }
                 }
@@ -216,7 +204,6 @@ impl Settings {
             shapes.push(QueueShape {
                 steps: reqs.iter().map(|(d, _)| *d).collect(),
                 pools,
-                ranks: ranks.max(1),
                 strategy: q.strategy,
                 max_length: q.max_length,
                 join_empty: q.join_empty,
@@ -231,12 +218,26 @@ impl Settings {
             });
         }
         let mut pool_eligible = vec![0u32; pool_kind.len()];
-        for ps in &mut agent_pools {
+        let mut pool_members: Vec<Vec<(u32, u32)>> = vec![Vec::new(); pool_kind.len()];
+        for (a, ps) in agent_pools.iter_mut().enumerate() {
             ps.sort_by_key(|p| p.pool);
             ps.dedup_by_key(|p| p.pool);
             ps.shrink_to_fit();
             for p in ps.iter() {
                 pool_eligible[p.pool as usize] += 1;
+                if p.kind == Strategy::Linear {
+                    // `local` holds the rank until numbered below.
+                    pool_members[p.pool as usize].push((p.local, a as u32));
+                }
+            }
+        }
+        for m in &mut pool_members {
+            m.sort_unstable();
+        }
+        for (a, ps) in agent_pools.iter_mut().enumerate() {
+            for p in ps.iter_mut().filter(|p| p.kind == Strategy::Linear) {
+                let m = &pool_members[p.pool as usize];
+                p.local = m.partition_point(|&(r, x)| (r, x) < (p.local, a as u32)) as u32;
             }
         }
         Settings {
@@ -247,6 +248,7 @@ impl Settings {
             agent_pools,
             pool_kind,
             pool_eligible,
+            pool_members,
             agent_ids,
             queue_ids,
         }
