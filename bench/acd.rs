@@ -8,7 +8,8 @@
 //! every Offer at once, ends calls after their talk time and hangs up
 //! callers still waiting after 60 s. Every engine entry (`handle` or
 //! `handle_timeout`, with draining its outputs) is timed with the real
-//! clock; a *decision* is an entry that produced output (an offer, an
+//! clock (the quarter-hour and day rolls are not timed); a *decision* is
+//! an entry that produced output (an offer, an
 //! agent state change, ...). decisions/s = decisions / total time inside
 //! the engine (entries that found only void timers are in the time, not
 //! in the count). Two runs: longest-idle everywhere, and the six
@@ -129,7 +130,19 @@ fn run(agents: usize, mixed: bool, measured: u64) -> Run {
         );
     }
     while e.poll_output().is_some() {}
+    let mut next_roll = t0 + Duration::from_secs(900);
+    let mut rolls = 0u64;
     while decisions < measured {
+        // The shell's quarter-hour and midnight rolls (not timed: they are
+        // not decisions).
+        if now >= next_roll {
+            e.roll_interval(now);
+            rolls += 1;
+            if rolls.is_multiple_of(96) {
+                e.roll_day(now);
+            }
+            next_roll += Duration::from_secs(900);
+        }
         let input = if let Some(i) = pending.pop() {
             Some(i)
         } else {

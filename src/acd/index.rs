@@ -24,8 +24,10 @@ pub(crate) type Entry = (u64, u64, u32, u32);
 pub(crate) enum Kind {
     /// LongestIdle, RingAll: push order is idle order.
     Fifo,
-    /// FewestCalls, LeastTalkTime: min-heap on (count or talk, idle).
+    /// LeastTalkTime: min-heap on (talk, idle).
     Heap,
+    /// FewestCalls: a FIFO per count of calls (idle order within one).
+    Buckets,
     /// Random: an unordered bag, a seeded random slot is taken.
     Bag,
     /// Linear, RoundRobin: one bit per eligible agent in member order.
@@ -36,6 +38,14 @@ pub(crate) enum Kind {
 enum Store {
     Fifo(VecDeque<(u32, u32)>),
     Heap(BinaryHeap<Reverse<Entry>>),
+    Buckets {
+        /// Count → FIFO; no empty bucket is kept.
+        b: BTreeMap<u64, VecDeque<(u32, u32)>>,
+        /// Emptied FIFOs, for reuse (no allocation in steady state).
+        spare: Vec<VecDeque<(u32, u32)>>,
+        /// Entries in all buckets.
+        n: usize,
+    },
     Bag(Vec<(u32, u32)>),
     Bits {
         words: Vec<u64>,
@@ -68,6 +78,39 @@ pub(crate) struct Pick<'a, V: Fn(u32, u32) -> bool, A: Fn(u32) -> bool> {
     pub scratch: &'a mut Vec<Entry>,
 }
 
+/// The first entry of `q` that is valid and `ok`, removed; stale entries
+/// at the front are dropped on the way; `fb` gets the index of the first
+/// valid one that is only `fallback`.
+fn fifo_pick(
+    q: &mut VecDeque<(u32, u32)>,
+    valid: &impl Fn(u32, u32) -> bool,
+    ok: impl Fn(u32) -> bool,
+    fallback: impl Fn(u32) -> bool,
+    fb: &mut Option<usize>,
+) -> Option<u32> {
+    let mut i = 0;
+    while i < q.len() {
+        let (a, s) = q[i];
+        if !valid(a, s) {
+            if i == 0 {
+                q.pop_front();
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        if ok(a) {
+            q.remove(i);
+            return Some(a);
+        }
+        if fb.is_none() && fallback(a) {
+            *fb = Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 fn xorshift(s: &mut u64) -> u64 {
     *s ^= *s << 13;
     *s ^= *s >> 7;
@@ -81,6 +124,11 @@ impl Pool {
         let store = match kind {
             Kind::Fifo => Store::Fifo(VecDeque::new()),
             Kind::Heap => Store::Heap(BinaryHeap::new()),
+            Kind::Buckets => Store::Buckets {
+                b: BTreeMap::new(),
+                spare: Vec::new(),
+                n: 0,
+            },
             Kind::Bag => Store::Bag(Vec::new()),
             Kind::Bits => Store::Bits {
                 words: vec![0; members.len().div_ceil(64)],
@@ -108,6 +156,25 @@ impl Pool {
                     h.retain(|Reverse(x)| valid(x.2, x.3));
                 }
                 h.push(Reverse(e));
+            }
+            Store::Buckets { b, spare, n } => {
+                if *n >= cap {
+                    *n = 0;
+                    for q in b.values_mut() {
+                        q.retain(|x| valid(x.0, x.1));
+                        *n += q.len();
+                    }
+                    b.retain(|_, q| {
+                        if q.is_empty() {
+                            spare.push(std::mem::take(q));
+                        }
+                        !q.is_empty()
+                    });
+                }
+                b.entry(e.0)
+                    .or_insert_with(|| spare.pop().unwrap_or_default())
+                    .push_back((e.2, e.3));
+                *n += 1;
             }
             Store::Bag(v) => {
                 if v.len() >= cap {
@@ -160,27 +227,49 @@ impl Pool {
         match &mut self.store {
             Store::Fifo(q) => {
                 let mut fb = None;
-                let mut i = 0;
-                while i < q.len() {
-                    let (a, s) = q[i];
-                    if !(p.valid)(a, s) {
-                        if i == 0 {
-                            q.pop_front();
-                        } else {
-                            i += 1;
-                        }
-                        continue;
-                    }
-                    if ok(a) {
-                        q.remove(i);
-                        return Some((a, 0));
-                    }
-                    if fb.is_none() && fallback(a) {
-                        fb = Some(i);
-                    }
-                    i += 1;
+                if let Some(a) = fifo_pick(q, &p.valid, ok, fallback, &mut fb) {
+                    return Some((a, 0));
                 }
                 fb.and_then(|i| q.remove(i)).map(|(a, _)| (a, 0))
+            }
+            Store::Buckets { b, spare, n } => {
+                let mut fb: Option<(u64, usize)> = None;
+                let mut got = None;
+                let mut emptied = 0;
+                for (&k, q) in b.iter_mut() {
+                    let before = q.len();
+                    let mut f = None;
+                    got = fifo_pick(q, &p.valid, ok, fallback, &mut f);
+                    *n -= before - q.len();
+                    if q.is_empty() {
+                        emptied += 1;
+                    }
+                    if got.is_some() {
+                        break;
+                    }
+                    if fb.is_none() {
+                        fb = f.map(|i| (k, i));
+                    }
+                }
+                if got.is_none()
+                    && let Some((k, i)) = fb
+                    && let Some(q) = b.get_mut(&k)
+                {
+                    *n -= 1;
+                    got = q.remove(i).map(|(a, _)| a);
+                    if q.is_empty() {
+                        emptied += 1;
+                    }
+                }
+                if emptied > 0 {
+                    b.retain(|_, q| {
+                        if q.is_empty() {
+                            spare.push(std::mem::take(q));
+                        }
+                        !q.is_empty()
+                    });
+                }
+                got.map(|a| (a, 0))
             }
             Store::Heap(h) => {
                 p.scratch.clear();
@@ -286,9 +375,21 @@ impl Pool {
         }
     }
 
-    /// Re-keys a Heap pool's current entries (FewestCalls, LeastTalkTime at
-    /// the day's roll: every count restarts at zero).
+    /// Re-keys a pool's current entries at the day's roll (FewestCalls,
+    /// LeastTalkTime: every count restarts at zero; FewestCalls keeps the
+    /// agents in the order of their old counts).
     pub fn rekey(&mut self, valid: impl Fn(u32, u32) -> bool) {
+        if let Store::Buckets { b, n, .. } = &mut self.store {
+            let mut all: VecDeque<(u32, u32)> = VecDeque::new();
+            for q in b.values_mut() {
+                all.extend(q.drain(..).filter(|x| valid(x.0, x.1)));
+            }
+            *n = all.len();
+            b.clear();
+            if !all.is_empty() {
+                b.insert(0, all);
+            }
+        }
         if let Store::Heap(h) = &mut self.store {
             let v: Vec<Entry> = std::mem::take(h)
                 .into_vec()

@@ -444,7 +444,8 @@ impl Engine {
             .map(|((k, n), m)| {
                 let kind = match k {
                     Strategy::LongestIdle | Strategy::RingAll => Kind::Fifo,
-                    Strategy::FewestCalls | Strategy::LeastTalkTime => Kind::Heap,
+                    Strategy::FewestCalls => Kind::Buckets,
+                    Strategy::LeastTalkTime => Kind::Heap,
                     Strategy::Random => Kind::Bag,
                     Strategy::Linear | Strategy::RoundRobin => Kind::Bits,
                 };
