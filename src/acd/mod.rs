@@ -1000,7 +1000,7 @@ impl Engine {
                 best = Some((k, c));
             }
         }
-        for m in &self.s.memberships[a as usize] {
+        for m in self.s.memberships(a) {
             if self.in_maps[m.queue as usize] == 0 {
                 continue;
             }
@@ -1426,7 +1426,7 @@ impl Engine {
         });
         if (old == AgentState::LoggedOut) != (state == AgentState::LoggedOut) {
             let login = old == AgentState::LoggedOut;
-            for m in &self.s.memberships[a as usize] {
+            for m in self.s.memberships(a) {
                 let rt = &mut self.queues[m.queue as usize];
                 if login {
                     rt.logged_in += 1;
@@ -1459,7 +1459,7 @@ impl Engine {
             .ready_since
             .saturating_duration_since(self.epoch)
             .as_nanos() as u64;
-        for p in &self.s.agent_pools[a as usize] {
+        for p in self.s.agent_pools(a) {
             let key = match p.kind {
                 Strategy::FewestCalls => (g.today.calls, idle),
                 Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),

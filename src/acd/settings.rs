@@ -59,15 +59,42 @@ pub(crate) struct QueueShape {
     pub service_level: Duration,
 }
 
+/// Per-agent lists in one array (offsets by agent): an agent's lists sit
+/// next to each other in memory, with no pointer to chase.
+struct Flat<T> {
+    at: Vec<u32>,
+    items: Vec<T>,
+}
+
+impl<T> Flat<T> {
+    fn new(lists: Vec<Vec<T>>) -> Flat<T> {
+        let mut at = Vec::with_capacity(lists.len() + 1);
+        let mut items = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        at.push(0);
+        for l in lists {
+            items.extend(l);
+            at.push(items.len() as u32);
+        }
+        Flat { at, items }
+    }
+
+    fn of(&self, i: usize) -> &[T] {
+        match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.items[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+}
+
 /// The engine's settings: the configuration plus its precomputed indexes.
 pub struct Settings {
     cc: ContactCenter,
     pub(crate) seed: u64,
     pub(crate) shapes: Vec<QueueShape>,
     /// Per agent: the queues it is eligible for, in queue order.
-    pub(crate) memberships: Vec<Vec<Membership>>,
+    memberships: Flat<Membership>,
     /// Per agent: the pools it belongs to, each once.
-    pub(crate) agent_pools: Vec<Vec<AgentPool>>,
+    agent_pools: Flat<AgentPool>,
     /// Per pool: how it is keyed and how many agents it may hold.
     pub(crate) pool_kind: Vec<Strategy>,
     pub(crate) pool_eligible: Vec<u32>,
@@ -244,8 +271,8 @@ impl Settings {
             cc: cc.clone(),
             seed,
             shapes,
-            memberships,
-            agent_pools,
+            memberships: Flat::new(memberships),
+            agent_pools: Flat::new(agent_pools),
             pool_kind,
             pool_eligible,
             pool_members,
@@ -290,8 +317,19 @@ impl Settings {
     /// Whether agent `a` may take calls of queue `q` at some step.
     pub fn serves(&self, a: AgentId, q: QueueId) -> bool {
         self.memberships
-            .get(a.0 as usize)
-            .is_some_and(|m| m.iter().any(|m| m.queue == q.0))
+            .of(a.0 as usize)
+            .iter()
+            .any(|m| m.queue == q.0)
+    }
+
+    /// The queues agent `a` is eligible for.
+    pub(crate) fn memberships(&self, a: u32) -> &[Membership] {
+        self.memberships.of(a as usize)
+    }
+
+    /// The pools agent `a` belongs to, each once.
+    pub(crate) fn agent_pools(&self, a: u32) -> &[AgentPool] {
+        self.agent_pools.of(a as usize)
     }
 
     pub(crate) fn qc(&self, q: u32) -> &QueueConfig {
