@@ -1,15 +1,16 @@
 //! The indexes behind every decision.
 //!
-//! * [`Pool`]: per (queue, requirement step), the agents free to take its
-//!   calls: a FIFO for LongestIdle and RingAll (free order is idle order),
-//!   else a binary min-heap keyed by the queue's strategy (calls today,
-//!   talk today, member rank, a seeded random draw, or a RoundRobin
-//!   virtual position). Removal is lazy: an entry carries the
-//!   agent's availability serial and is dropped when popped or at
-//!   compaction if the agent has been taken since (so an agent leaving
-//!   Ready touches nothing here). A pool is compacted when it holds more
-//!   than twice its eligible agents (+32), which keeps pushes O(1) (FIFO)
-//!   or O(log n) (heap) amortised and memory bounded.
+//! * [`Pool`]: the agents free to take the calls of the queues and steps
+//!   sharing it, kept by [`Kind`]: FIFO (LongestIdle, RingAll: free order
+//!   is idle order), FIFOs per call count (FewestCalls), a bitset in
+//!   member order (Linear, RoundRobin), a bag (Random), a min-heap
+//!   (LeastTalkTime). Removal is lazy: an entry carries the agent's
+//!   availability serial and is dropped when met or at compaction if the
+//!   agent has been taken since (a bit is dropped if the agent is not
+//!   free), so an agent leaving Ready touches nothing here. A pool is
+//!   compacted when it holds more than twice its eligible agents (+32),
+//!   which keeps pushes O(1) amortised (O(log n) for the heap) and memory
+//!   bounded.
 //! * [`Waiting`]: per (queue, step), the waiting callers ordered by
 //!   (priority desc, arrival sequence) in a `BTreeMap`.
 

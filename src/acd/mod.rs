@@ -28,23 +28,34 @@
 //! stale or unknown input is ignored too.
 //!
 //! # Indexes and complexity
-//! * Per (queue, requirement step) a [`index::Pool`] of free agents: a
-//!   lazy-deletion min-heap keyed by the queue's strategy (idle since,
-//!   answered today, talk today, member rank, a seeded random draw, or the
-//!   RoundRobin virtual position `k·members + rank` after the last offered
-//!   one). An agent becoming free pushes one entry into each pool it is
-//!   eligible for (O(P log n), P = its pools, fixed by configuration); an
-//!   agent taken touches nothing (its entries die by serial). A caller
-//!   arriving peeks one pool: O(log n) amortised.
+//! * Free agents sit in pools (`index::Pool`), one per distinct (kind
+//!   of key, requirement step's skills, members list), shared by every
+//!   queue and step with the same. Kinds: a FIFO for LongestIdle and
+//!   RingAll (agents enter when they become free, so entry order is idle
+//!   order); a bitset in member order for Linear and RoundRobin (the first
+//!   set bit, or the first after the queue's last offered member,
+//!   wrapping); FIFOs per count of calls today for FewestCalls; a bag with
+//!   a seeded random slot for Random; a min-heap on (talk today, idle
+//!   since) for LeastTalkTime. Removal is lazy: entries carry the agent's
+//!   availability serial (checked against one dense array) and die when
+//!   met or at compaction, so an agent being taken touches no pool. An
+//!   agent becoming free pushes into each of its pools: O(P) (O(P log n)
+//!   for LeastTalkTime), P fixed by the configuration, not by the number
+//!   of agents. A caller arriving takes from one pool: O(1) amortised
+//!   (O(log n) heap; bitset scans are a few words).
 //! * Per (queue, step) the waiting callers in a `BTreeMap` ordered by
 //!   (priority desc, arrival). An agent becoming free looks at the head of
 //!   each non-empty waiting map of the queues it serves and takes the best
 //!   caller across them: highest priority, then earliest arrival (longest
-//!   wait). O(Q_a) with Q_a its queues, O(1) for each empty one.
-//! * Callers by [`CallKey`] in a `HashMap` to a slab of reusable slots;
-//!   agents and queues are `Vec`s by index; all deadlines sit in one heap.
-//!   Nothing scans all agents or all queues per decision; steady state
-//!   allocates nothing per decision (slots, vectors and heaps are reused).
+//!   wait). O(Q_a) with Q_a its queues, one dense counter read for each
+//!   empty one.
+//! * Callers by [`CallKey`] in a hash map (multiplicative hash) to a slab
+//!   of reusable slots; agents and queues are `Vec`s by index; deadlines
+//!   in one heap plus FIFO lanes for fixed delays (ring timeout,
+//!   wrap-ups). Nothing scans all agents or all queues per decision;
+//!   steady state allocates nothing per decision (slots, vectors, buckets
+//!   and heaps are reused). Measured figures: `bench/RESULTS.md`, "ACD
+//!   engine".
 //!
 //! # Policies
 //! * Relaxation: a caller's requirement step is the last `relax` step whose
