@@ -856,7 +856,7 @@ impl Reader<'_, '_> {
                 String::new()
             }
         };
-        let min = s.count(self.p, "min", 1, MAX_DIGITS, 1u8);
+        let min = s.count(self.p, "min", 0, MAX_DIGITS, 1u8);
         let max = s.count(self.p, "max", 1, MAX_DIGITS, 16u8);
         s.ordered(
             self.p,
