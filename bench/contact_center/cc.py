@@ -2,7 +2,6 @@
 """Helpers for bench/contact_center/run.sh (Python 3 standard library only).
 
   cc.py config FILE AGENTS PORT MUSIC WRAP_S   the appliance config of the run
-  cc.py users FILE AGENTS                      SIPp injection file of the agents
   cc.py report KEY=VALUE...                    one run's numbers: prints them,
                                                appends a JSON line to results=;
                                                exit 0 when no call was lost
@@ -57,14 +56,6 @@ def config(path, agents, port, music, wrap_s):
                 "[[agents]]", f'id = "{a}"']
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
-
-
-def users(path, agents):
-    with open(path, "w") as f:
-        f.write("SEQUENTIAL\n")
-        for i in range(agents):
-            a = FIRST_AGENT + i
-            f.write(f"{a};pw{a}\n")
 
 
 def caller_invites(path):
@@ -201,8 +192,6 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "config":
         config(args[0], int(args[1]), int(args[2]), args[3], int(args[4]))
-    elif cmd == "users":
-        users(args[0], int(args[1]))
     elif cmd == "report":
         sys.exit(report(dict(x.split("=", 1) for x in args)))
     else:

@@ -133,7 +133,6 @@ report "$d" sipp-direct || status=1
 # 2. The appliance: customer -> queue 400 -> ACD -> agent.
 d=$WORK/appliance; mkdir -p "$d/data"
 python3 "$H" config "$d/bench.toml" "$AGENTS" "$PORT_A" "$ROOT/firmware-config/prompts/music.wav" "$WRAP"
-python3 "$H" users "$d/users.csv" "$AGENTS"
 "$BIN" check-config "$d/bench.toml" >/dev/null || die "generated config refused (see above)"
 load=$(python3 "$C" quiet "$QUIET_WAIT" 0.15) || echo "  (box still busy: $load CPUs by others)"
 (cd "$d" && exec "$BIN" run --config "$d/bench.toml" --set "node.data_dir=\"$d/data\"") \
@@ -141,10 +140,15 @@ load=$(python3 "$C" quiet "$QUIET_WAIT" 0.15) || echo "  (box still busy: $load 
 APID=$!
 PIDS+=("$APID")
 python3 "$C" probe "$PORT_A" 10 || { tail -n 20 "$d/appliance.log" >&2; die "the appliance did not answer OPTIONS"; }
-(cd "$d" && sipp -sf "$HERE/register.xml" -inf "$d/users.csv" -key domain "$DOMAIN" -i "$IP" \
-    -p "$PORT_G" -t u1 -m "$AGENTS" -r "$AGENTS" -nostdin -timeout 20s -timeout_error \
-    -trace_err -error_file register_err.log "$IP:$PORT_A" >register.out 2>&1) ||
-    { tail -n 20 "$d/register.out" "$d/register_err.log" >&2 2>/dev/null; die "agents could not register"; }
+# Every agent registers from the agents' port (bench/calls/register.xml,
+# digest), so each binding's Contact is the agents' SIPp.
+for ((i = 0; i < AGENTS; i++)); do
+    u=$((2001 + i))
+    (cd "$d" && sipp -sf "$ROOT/bench/calls/register.xml" -s "$u" -au "$u" -ap "pw$u" \
+        -key domain "$DOMAIN" -i "$IP" -p "$PORT_G" -t u1 -m 1 -nostdin -timeout 10s \
+        -timeout_error -trace_err -error_file register_err.log "$IP:$PORT_A" >register.out 2>&1) ||
+        { tail -n 20 "$d/register.out" "$d/register_err.log" >&2 2>/dev/null; die "agent $u could not register"; }
+done
 start_agents "$d"
 run_callers "$d" "$IP:$PORT_A" || true
 stop "$AGENTS_PID" USR1
