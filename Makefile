@@ -68,6 +68,7 @@ bench:
 	$(CARGO) bench --bench media_mix
 	$(CARGO) bench --bench media_dsp
 	$(CARGO) bench --bench recwrite
+	$(CARGO) bench --bench acd
 
 clean:
 	$(CARGO) clean

@@ -173,7 +173,7 @@ impl Sim {
         let settings = Settings::from_config(&center(), seed);
         Sim {
             seed,
-            rng: Rng(seed | 1),
+            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             e: Engine::new(settings, now),
             now,
             events: BinaryHeap::new(),

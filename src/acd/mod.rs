@@ -89,7 +89,7 @@ pub use stats::{AgentCounters, AgentStats, QueueCounters, QueueStats, Stats};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use index::{Entry, Pool, WaitKey, Waiting, wait_key};
+use index::{Entry, Kind, Pick, Pool, WaitKey, Waiting, wait_key};
 use timers::{Timer, Timers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -317,12 +317,11 @@ impl Call {
 #[derive(Debug)]
 struct QueueRt {
     waiting: Vec<Waiting>,
-    /// Callers in the waiting maps.
-    in_maps: u32,
     /// Callers in the queue in any phase.
     present: u32,
     logged_in: u32,
-    rr_pos: u64,
+    /// RoundRobin: the rank of the member last offered a call.
+    rr_last: Option<u32>,
     aht: Option<f64>,
     today: QueueCounters,
     interval: QueueCounters,
@@ -341,7 +340,7 @@ pub struct Engine {
     agents: Vec<Agent>,
     calls: Vec<Call>,
     free: Vec<u32>,
-    index: HashMap<CallKey, u32>,
+    index: KeyMap<CallKey, u32>,
     queues: Vec<QueueRt>,
     pools: Vec<Pool>,
     timers: Timers,
@@ -349,17 +348,42 @@ pub struct Engine {
     seq: u64,
     rng: u64,
     epoch: Instant,
-    sticky: HashMap<u64, (u32, Instant)>,
+    sticky: KeyMap<u64, (u32, Instant)>,
+    /// Per agent: its availability serial while free (Ready, not busy),
+    /// else 0. Dense, so that pool entries are checked without touching
+    /// the agent records.
+    free_serial: Vec<u32>,
+    /// Per queue: callers in its waiting maps (dense: an agent becoming
+    /// free skips its empty queues without touching them).
+    in_maps: Vec<u32>,
     scratch: Vec<Entry>,
     picked: Vec<u32>,
     freed: Vec<u32>,
     emptied: Vec<u32>,
 }
 
-fn rr_next(pos: u64, rank: u64, n: u64) -> u64 {
-    let v = pos - pos % n + rank;
-    if v <= pos { v + n } else { v }
+/// A multiplicative hasher for call keys and caller hashes (SipHash's
+/// flood resistance is not needed for keys the shards mint).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
 }
+
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 fn step_at(steps: &[Duration], waited: Duration) -> u8 {
     let mut k = 0;
@@ -404,39 +428,48 @@ impl Engine {
             .iter()
             .map(|sh| QueueRt {
                 waiting: sh.steps.iter().map(|_| Waiting::new()).collect(),
-                in_maps: 0,
                 present: 0,
                 logged_in: 0,
-                rr_pos: u64::from(sh.ranks) - 1,
+                rr_last: None,
                 aht: None,
                 today: QueueCounters::default(),
                 interval: QueueCounters::default(),
             })
             .collect();
-        let mut pools: Vec<Pool> = settings
-            .pool_queue
+        let pools: Vec<Pool> = settings
+            .pool_kind
             .iter()
-            .map(|_| Pool::default())
+            .zip(&settings.pool_eligible)
+            .zip(&settings.pool_members)
+            .map(|((k, n), m)| {
+                let kind = match k {
+                    Strategy::LongestIdle | Strategy::RingAll => Kind::Fifo,
+                    Strategy::FewestCalls => Kind::Buckets,
+                    Strategy::LeastTalkTime => Kind::Heap,
+                    Strategy::Random => Kind::Bag,
+                    Strategy::Linear | Strategy::RoundRobin => Kind::Bits,
+                };
+                Pool::new(kind, *n, m.clone())
+            })
             .collect();
-        for sh in &settings.shapes {
-            for (k, n) in sh.eligible.iter().enumerate() {
-                pools[sh.pool_base as usize + k].eligible = *n;
-            }
-        }
+        let settings_agents = settings.agents();
+        let settings_queues = settings.queues();
         Engine {
             rng: (settings.seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             s: settings,
             agents,
             calls: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: KeyMap::default(),
             queues,
             pools,
             timers: Timers::default(),
             out: VecDeque::new(),
             seq: 0,
             epoch: now,
-            sticky: HashMap::new(),
+            sticky: KeyMap::default(),
+            free_serial: vec![0; settings_agents],
+            in_maps: vec![0; settings_queues],
             scratch: Vec::new(),
             picked: Vec::new(),
             freed: Vec::new(),
@@ -563,7 +596,7 @@ impl Engine {
         if q as usize >= self.queues.len() || self.index.contains_key(&key) {
             return;
         }
-        let qc = self.s.qc(q);
+        let qc = &self.s.shapes[q as usize];
         let rt = &mut self.queues[q as usize];
         bump(&mut rt.today, &mut rt.interval, |c| c.offered += 1);
         let reject = if qc.max_length.is_some_and(|m| rt.present >= m) {
@@ -577,14 +610,14 @@ impl Engine {
             bump(&mut rt.today, &mut rt.interval, |c| c.overflowed += 1);
             self.out.push_back(Output::Route {
                 call: key,
-                route: qc.exit.clone(),
+                route: self.s.qc(q).exit.clone(),
                 reason,
             });
             return;
         }
         rt.present += 1;
         let sticky_wait = qc.sticky_wait;
-        let announce = qc.announce_every.filter(|d| !d.is_zero());
+        let announce = qc.announce_every;
         let mut target = None;
         if !sticky_wait.is_zero() {
             let days = self.s.acd().sticky_days;
@@ -655,9 +688,9 @@ impl Engine {
         self.place_but(now, c, None);
     }
 
-    /// [`Engine::place`], but not with agent `but` nor (then) any agent
-    /// the caller already tried: `but` has just been freed by this caller
-    /// and will take the best waiting caller itself (which keeps FIFO).
+    /// [`Engine::place`], but not with agent `but`: it has just been freed
+    /// by this caller and will take the best waiting caller itself (which
+    /// keeps FIFO).
     fn place_but(&mut self, now: Instant, c: u32, but: Option<u32>) {
         match self.calls[c as usize].phase {
             Phase::Sticky(t) => {
@@ -674,7 +707,7 @@ impl Engine {
                     let call = &self.calls[c as usize];
                     let rt = &mut self.queues[call.queue as usize];
                     rt.waiting[call.step as usize].insert(call.key(), c);
-                    rt.in_maps += 1;
+                    self.in_maps[call.queue as usize] += 1;
                 }
             }
         }
@@ -687,7 +720,7 @@ impl Engine {
             Phase::Waiting => {
                 let rt = &mut self.queues[call.queue as usize];
                 if rt.waiting[call.step as usize].remove(&call.key()).is_some() {
-                    rt.in_maps -= 1;
+                    self.in_maps[call.queue as usize] -= 1;
                 }
             }
             Phase::Sticky(t) => {
@@ -797,10 +830,10 @@ impl Engine {
     /// announcements; then the next one.
     fn call_timer(&mut self, now: Instant, c: u32) {
         let call = &self.calls[c as usize];
-        let qc = self.s.qc(call.queue);
+        let qc = &self.s.shapes[call.queue as usize];
         let every = qc.announce_every;
         if !call.parked {
-            let over = qc.overflow.as_ref().map(|(d, _)| call.enqueued + *d);
+            let over = qc.overflow_after.map(|d| call.enqueued + d);
             let max = qc.max_wait.map(|d| call.enqueued + d);
             let due = |t: Option<Instant>| t.filter(|t| *t <= now);
             let reason = match (due(over), due(max)) {
@@ -872,8 +905,8 @@ impl Engine {
         if call.phase == Phase::Free {
             return;
         }
-        let qc = self.s.qc(call.queue);
-        let steps = &self.s.shapes[call.queue as usize].steps;
+        let qc = &self.s.shapes[call.queue as usize];
+        let steps = &qc.steps;
         let mut next: Option<Instant> = None;
         let mut at = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -881,7 +914,7 @@ impl Engine {
             }
         };
         if !call.parked {
-            at(qc.overflow.as_ref().map(|(d, _)| call.enqueued + *d));
+            at(qc.overflow_after.map(|d| call.enqueued + d));
             at(qc.max_wait.map(|d| call.enqueued + d));
             at(call.next_announce);
         }
@@ -913,66 +946,39 @@ impl Engine {
 
     /// Finds agent(s) for waiting caller `c` (detached) in the pool of its
     /// step and offers; false when none is free. An agent the caller
-    /// already tried is taken only when no other is free, and never with
-    /// `but` set.
+    /// already tried is taken only when no other is free; `but` never.
     fn pick_for_call(&mut self, now: Instant, c: u32, but: Option<u32>) -> bool {
         let call = &self.calls[c as usize];
         let q = call.queue as usize;
         let shape = &self.s.shapes[q];
-        let agents = &self.agents;
+        let free = &self.free_serial;
         let valid = |a: u32, serial: u32| {
-            let g = &agents[a as usize];
-            g.avail == serial && g.state == AgentState::Ready && !g.busy
+            let f = free[a as usize];
+            // Bits pools ask with serial 0: whether the agent is free.
+            if serial == 0 { f != 0 } else { f == serial }
         };
-        let pool = &mut self.pools[(shape.pool_base + u32::from(call.step)) as usize];
+        let pool = &mut self.pools[shape.pools[usize::from(call.step)] as usize];
         let mut picked = std::mem::take(&mut self.picked);
         picked.clear();
         if shape.strategy == Strategy::RingAll && !call.parked {
-            let mut skipped = None;
-            while let Some(e) = pool.peek_valid(valid) {
-                pool.pop();
-                if Some(e.2) == but {
-                    skipped = Some(e);
-                } else {
-                    picked.push(e.2);
-                }
-            }
-            if let Some(e) = skipped {
-                pool.push_raw(e);
-            }
+            pool.take_all(valid, but, &mut picked);
         } else {
             let rr = shape.strategy == Strategy::RoundRobin;
-            let ranks = u64::from(shape.ranks);
             let rt = &mut self.queues[q];
-            let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.clear();
-            let mut found = None;
-            while let Some(e) = pool.peek_valid(valid) {
-                if rr && e.0 <= rt.rr_pos {
-                    pool.pop();
-                    pool.push_raw((rr_next(rt.rr_pos, e.0 % ranks, ranks), e.1, e.2, e.3));
-                    continue;
-                }
-                if Some(e.2) == but || call.tried.contains(&e.2) {
-                    pool.pop();
-                    scratch.push(e);
-                    continue;
-                }
-                found = Some(e);
-                break;
-            }
-            let found = found.or_else(|| scratch.first().copied().filter(|_| but.is_none()));
-            for e in &scratch {
-                if Some(*e) != found {
-                    pool.push_raw(*e);
-                }
-            }
-            self.scratch = scratch;
-            if let Some(e) = found {
+            let tried = &call.tried;
+            let found = pool.pick(Pick {
+                valid,
+                avoid: |a| tried.contains(&a),
+                never: but,
+                after: if rr { rt.rr_last } else { None },
+                rng: &mut self.rng,
+                scratch: &mut self.scratch,
+            });
+            if let Some((a, rank)) = found {
                 if rr {
-                    rt.rr_pos = e.0;
+                    rt.rr_last = Some(rank);
                 }
-                picked.push(e.2);
+                picked.push(a);
             }
         }
         let any = !picked.is_empty();
@@ -995,10 +1001,10 @@ impl Engine {
             }
         }
         for m in &self.s.memberships[a as usize] {
-            let rt = &self.queues[m.queue as usize];
-            if rt.in_maps == 0 {
+            if self.in_maps[m.queue as usize] == 0 {
                 continue;
             }
+            let rt = &self.queues[m.queue as usize];
             let mut bits = m.steps;
             while bits != 0 {
                 let k = bits.trailing_zeros() as usize;
@@ -1040,7 +1046,7 @@ impl Engine {
             self.agents[a as usize].offer = c;
             self.set_state(now, a, AgentState::Reserved, None);
             let serial = self.agents[a as usize].serial;
-            self.timers.arm(now + ring, Timer::Agent(a, serial));
+            self.timers.arm_after(now, ring, Timer::Agent(a, serial));
         }
     }
 
@@ -1147,7 +1153,7 @@ impl Engine {
         let (key, q, caller) = (call.key, call.queue, call.caller);
         let wait = now.saturating_duration_since(call.enqueued);
         self.cancel_offers(now, c, false);
-        let sl = self.s.qc(q).service_level;
+        let sl = self.s.shapes[q as usize].service_level;
         let rt = &mut self.queues[q as usize];
         bump(&mut rt.today, &mut rt.interval, |k| {
             k.answered += 1;
@@ -1226,7 +1232,7 @@ impl Engine {
             self.finish_wrap(now, a);
             return;
         }
-        let wrap = self.s.qc(q).wrap_up;
+        let wrap = self.s.shapes[q as usize].wrap_up;
         if wrap.is_zero() {
             self.agents[a as usize].wrap_start = now;
             self.finish_wrap(now, a);
@@ -1240,7 +1246,7 @@ impl Engine {
         let g = &mut self.agents[a as usize];
         g.wrap_start = now;
         g.wrap_end = now + wrap;
-        self.timers.arm(now + wrap, Timer::Agent(a, g.serial));
+        self.timers.arm_after(now, wrap, Timer::Agent(a, g.serial));
     }
 
     /// Records the handle time of agent `a`'s call (talk + wrap-up so far).
@@ -1314,7 +1320,7 @@ impl Engine {
                     return;
                 }
                 let Some(cur) = g.cur else { return };
-                let cap = g.wrap_start + self.s.qc(cur.queue).wrap_up_max;
+                let cap = g.wrap_start + self.s.shapes[cur.queue as usize].wrap_up_max;
                 let end = (g.wrap_end + d).min(cap).max(g.wrap_end);
                 if end != g.wrap_end {
                     g.wrap_end = end;
@@ -1326,7 +1332,11 @@ impl Engine {
                 let g = &mut self.agents[a as usize];
                 let was = g.busy;
                 g.busy = b;
-                if was && !b && state == S::Ready {
+                if b {
+                    self.free_serial[a as usize] = 0;
+                } else if was && state == S::Ready {
+                    // Idle (for LongestIdle) since the other call ended.
+                    g.ready_since = now;
                     self.make_available(a);
                 }
             }
@@ -1400,6 +1410,7 @@ impl Engine {
     /// Moves agent `a` to `state`: time accounting, the AgentState output,
     /// logged-in counts, and (Ready) the pools. Serving is the caller's.
     fn set_state(&mut self, now: Instant, a: u32, state: AgentState, reason: Option<u16>) {
+        self.free_serial[a as usize] = 0;
         let g = &mut self.agents[a as usize];
         let old = g.state;
         g.today.time_in[old.index()] += now.saturating_duration_since(g.acct);
@@ -1421,7 +1432,7 @@ impl Engine {
                     rt.logged_in += 1;
                 } else {
                     rt.logged_in -= 1;
-                    if rt.logged_in == 0 && self.s.qc(m.queue).leave_when_empty {
+                    if rt.logged_in == 0 && self.s.shapes[m.queue as usize].leave_when_empty {
                         self.emptied.push(m.queue);
                     }
                 }
@@ -1438,44 +1449,24 @@ impl Engine {
     /// Agent `a` became free: one entry in each of its pools.
     fn make_available(&mut self, a: u32) {
         let g = &mut self.agents[a as usize];
-        g.avail = g.avail.wrapping_add(1);
+        g.avail = g.avail.wrapping_add(1).max(1);
         let serial = g.avail;
-        let agents = &self.agents;
-        let g = &agents[a as usize];
-        let valid = |x: u32, s: u32| {
-            let g = &agents[x as usize];
-            g.avail == s && g.state == AgentState::Ready && !g.busy
-        };
+        self.free_serial[a as usize] = serial;
+        let g = &self.agents[a as usize];
+        let free = &self.free_serial;
+        let valid = |x: u32, s: u32| free[x as usize] == s;
         let idle = g
             .ready_since
             .saturating_duration_since(self.epoch)
             .as_nanos() as u64;
-        for m in &self.s.memberships[a as usize] {
-            let shape = &self.s.shapes[m.queue as usize];
-            let rr = rr_next(
-                self.queues[m.queue as usize].rr_pos,
-                u64::from(m.rank),
-                u64::from(shape.ranks),
-            );
-            let mut bits = m.steps;
-            while bits != 0 {
-                let k = bits.trailing_zeros();
-                bits &= bits - 1;
-                let key = match shape.strategy {
-                    Strategy::LongestIdle | Strategy::RingAll => (idle, 0),
-                    Strategy::FewestCalls => (g.today.calls, idle),
-                    Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),
-                    Strategy::Linear => (u64::from(m.rank), 0),
-                    Strategy::RoundRobin => (rr, 0),
-                    Strategy::Random => {
-                        self.rng ^= self.rng << 13;
-                        self.rng ^= self.rng >> 7;
-                        self.rng ^= self.rng << 17;
-                        (self.rng, 0)
-                    }
-                };
-                self.pools[(shape.pool_base + k) as usize].push((key.0, key.1, a, serial), valid);
-            }
+        for p in &self.s.agent_pools[a as usize] {
+            let key = match p.kind {
+                Strategy::FewestCalls => (g.today.calls, idle),
+                Strategy::LeastTalkTime => (g.today.talk.as_nanos() as u64, idle),
+                Strategy::Linear | Strategy::RoundRobin => (u64::from(p.local), 0),
+                _ => (0, 0),
+            };
+            self.pools[p.pool as usize].push((key.0, key.1, a, serial), valid);
         }
     }
 
@@ -1511,20 +1502,14 @@ impl Engine {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
         // FewestCalls and LeastTalkTime keys restart at zero.
         for p in 0..self.pools.len() {
-            let q = self.s.pool_queue[p];
-            let shape = &self.s.shapes[q as usize];
             if !matches!(
-                shape.strategy,
+                self.s.pool_kind[p],
                 Strategy::FewestCalls | Strategy::LeastTalkTime
             ) {
                 continue;
             }
-            for e in self.pools[p].drain_all() {
-                let g = &self.agents[e.2 as usize];
-                if g.avail == e.3 && g.state == AgentState::Ready && !g.busy {
-                    self.pools[p].push_raw((0, e.1, e.2, e.3));
-                }
-            }
+            let free = &self.free_serial;
+            self.pools[p].rekey(|a, s| free[a as usize] == s);
         }
     }
 
@@ -1624,11 +1609,21 @@ impl Engine {
                 ));
             }
             let in_maps: usize = q.waiting.iter().map(|w| w.len()).sum();
-            if in_maps != q.in_maps as usize {
-                return Err(format!("queue {i}: in_maps {} != {in_maps}", q.in_maps));
+            if in_maps != self.in_maps[i] as usize {
+                return Err(format!(
+                    "queue {i}: in_maps {} != {in_maps}",
+                    self.in_maps[i]
+                ));
             }
         }
         for (a, g) in self.agents.iter().enumerate() {
+            let free = g.state == AgentState::Ready && !g.busy;
+            if free != (self.free_serial[a] == g.avail && g.avail != 0) {
+                return Err(format!(
+                    "agent {a}: free {free} but serial {}",
+                    self.free_serial[a]
+                ));
+            }
             let reserved = g.state == AgentState::Reserved;
             if reserved != (g.offer != NONE) {
                 return Err(format!("agent {a}: {:?} with offer {}", g.state, g.offer));

@@ -1,7 +1,9 @@
 //! What the engine precomputes from the configuration once: interned skill
-//! names, each queue's requirement steps (entry skills, then `relax`), and
-//! for every agent the (queue, step) pairs it is eligible for, so that no
-//! decision ever looks at an agent or queue it cannot use.
+//! names, each queue's requirement steps (entry skills, then `relax`), the
+//! pools of free agents (one per distinct (strategy key, requirement,
+//! members), shared by the queues and steps that have the same), and for
+//! every agent the queues and pools it belongs to, so that no decision
+//! ever looks at an agent, queue or pool it cannot use.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,9 +21,17 @@ pub(crate) struct Membership {
     pub queue: u32,
     /// Bit k: the agent meets requirement step k.
     pub steps: u16,
-    /// Position in the queue's member order (`members` list, or agent
-    /// index when `members` is empty): Linear and RoundRobin order.
-    pub rank: u32,
+}
+
+/// One pool an agent belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AgentPool {
+    pub pool: u32,
+    /// How the pool is keyed (LongestIdle also stands for RingAll).
+    pub kind: Strategy,
+    /// Linear and RoundRobin pools: the agent's bit (its place in the
+    /// pool's member order).
+    pub local: u32,
 }
 
 /// A queue's precomputed shape.
@@ -29,13 +39,24 @@ pub(crate) struct Membership {
 pub(crate) struct QueueShape {
     /// `after` of each step; step 0 (entry skills) has `Duration::ZERO`.
     pub steps: Vec<Duration>,
-    /// First pool index of this queue; pool `base + k` serves step k.
-    pub pool_base: u32,
-    /// Agents eligible at step k (sizes pools' compaction).
-    pub eligible: Vec<u32>,
-    /// Size of the rank space (RoundRobin wraps here).
-    pub ranks: u32,
+    /// The pool serving each step. Queues with the same requirement,
+    /// members and kind of key share pools (Linear and RoundRobin share:
+    /// both need the free members in member order; the RoundRobin
+    /// position is the queue's).
+    pub pools: Vec<u32>,
     pub strategy: Strategy,
+    // The queue's policy read per decision, kept here, next to the above
+    // (the `QueueConfig` is large and cold).
+    pub max_length: Option<u32>,
+    pub join_empty: bool,
+    pub leave_when_empty: bool,
+    pub sticky_wait: Duration,
+    pub announce_every: Option<Duration>,
+    pub overflow_after: Option<Duration>,
+    pub max_wait: Option<Duration>,
+    pub wrap_up: Duration,
+    pub wrap_up_max: Duration,
+    pub service_level: Duration,
 }
 
 /// The engine's settings: the configuration plus its precomputed indexes.
@@ -45,8 +66,13 @@ pub struct Settings {
     pub(crate) shapes: Vec<QueueShape>,
     /// Per agent: the queues it is eligible for, in queue order.
     pub(crate) memberships: Vec<Vec<Membership>>,
-    /// Per pool: its queue.
-    pub(crate) pool_queue: Vec<u32>,
+    /// Per agent: the pools it belongs to, each once.
+    pub(crate) agent_pools: Vec<Vec<AgentPool>>,
+    /// Per pool: how it is keyed and how many agents it may hold.
+    pub(crate) pool_kind: Vec<Strategy>,
+    pub(crate) pool_eligible: Vec<u32>,
+    /// Per Linear/RoundRobin pool: (rank, agent) by rank.
+    pub(crate) pool_members: Vec<Vec<(u32, u32)>>,
     agent_ids: HashMap<String, AgentId>,
     queue_ids: HashMap<String, QueueId>,
 }
@@ -103,20 +129,22 @@ impl Settings {
             .map(|(i, q)| (q.name.clone(), QueueId(i as u32)))
             .collect();
         let mut memberships: Vec<Vec<Membership>> = vec![Vec::new(); cc.agents.len()];
+        let mut agent_pools: Vec<Vec<AgentPool>> = vec![Vec::new(); cc.agents.len()];
         let mut shapes = Vec::with_capacity(cc.queues.len());
-        let mut pool_queue = Vec::new();
+        let mut pool_kind: Vec<Strategy> = Vec::new();
+        type PoolKey = (u8, u32, Vec<(usize, u8)>, Vec<u32>);
+        let mut pool_ids: HashMap<PoolKey, u32> = HashMap::new();
         for (qi, q) in cc.queues.iter().enumerate() {
             let mut reqs: Vec<(Duration, Vec<(usize, u8)>)> = Vec::new();
             let need = |s: &[Skill]| -> Vec<(usize, u8)> {
-                s.iter().map(|(n, l)| (intern[n], *l)).collect()
+                let mut v: Vec<(usize, u8)> = s.iter().map(|(n, l)| (intern[n], *l)).collect();
+                v.sort_unstable();
+                v
             };
             reqs.push((Duration::ZERO, need(&q.skills)));
             for r in q.relax.iter().take(MAX_STEPS - 1) {
                 reqs.push((r.after, need(&r.skills)));
             }
-            let pool_base = pool_queue.len() as u32;
-            pool_queue.extend(std::iter::repeat_n(qi as u32, reqs.len()));
-            let mut eligible = vec![0u32; reqs.len()];
             let members: Vec<(usize, u32)> = if q.members.is_empty() {
                 (0..cc.agents.len()).map(|a| (a, a as u32)).collect()
             } else {
@@ -130,41 +158,97 @@ impl Settings {
                     })
                     .collect()
             };
-            let ranks = if q.members.is_empty() {
-                cc.agents.len()
+            let member_key: Vec<u32> = if q.members.is_empty() {
+                Vec::new()
             } else {
-                q.members.len()
-            } as u32;
+                members.iter().map(|(a, _)| *a as u32).collect()
+            };
+            let (code, kind) = match q.strategy {
+                Strategy::LongestIdle | Strategy::RingAll => (0, Strategy::LongestIdle),
+                Strategy::FewestCalls => (1, Strategy::FewestCalls),
+                Strategy::LeastTalkTime => (2, Strategy::LeastTalkTime),
+                Strategy::Random => (3, Strategy::Random),
+                Strategy::Linear | Strategy::RoundRobin => (4, Strategy::Linear),
+            };
+            let owner = u32::MAX;
+            let pools: Vec<u32> = reqs
+                .iter()
+                .map(|(_, need)| {
+                    let key = (code, owner, need.clone(), member_key.clone());
+                    let n = pool_kind.len() as u32;
+                    *pool_ids.entry(key).or_insert_with(|| {
+                        pool_kind.push(kind);
+                        n
+                    })
+                })
+                .collect();
             for (a, rank) in members {
                 let mut steps = 0u16;
                 for (k, (_, need)) in reqs.iter().enumerate() {
                     if meets(&agent_levels[a], need) {
                         steps |= 1 << k;
-                        eligible[k] += 1;
+                        agent_pools[a].push(AgentPool {
+                            pool: pools[k],
+                            kind,
+                            local: rank,
+                        });
                     }
                 }
                 if steps != 0 {
                     memberships[a].push(Membership {
                         queue: qi as u32,
                         steps,
-                        rank,
                     });
                 }
             }
             shapes.push(QueueShape {
                 steps: reqs.iter().map(|(d, _)| *d).collect(),
-                pool_base,
-                eligible,
-                ranks: ranks.max(1),
+                pools,
                 strategy: q.strategy,
+                max_length: q.max_length,
+                join_empty: q.join_empty,
+                leave_when_empty: q.leave_when_empty,
+                sticky_wait: q.sticky_wait,
+                announce_every: q.announce_every.filter(|d| !d.is_zero()),
+                overflow_after: q.overflow.as_ref().map(|(d, _)| *d),
+                max_wait: q.max_wait,
+                wrap_up: q.wrap_up,
+                wrap_up_max: q.wrap_up_max,
+                service_level: q.service_level,
             });
+        }
+        let mut pool_eligible = vec![0u32; pool_kind.len()];
+        let mut pool_members: Vec<Vec<(u32, u32)>> = vec![Vec::new(); pool_kind.len()];
+        for (a, ps) in agent_pools.iter_mut().enumerate() {
+            ps.sort_by_key(|p| p.pool);
+            ps.dedup_by_key(|p| p.pool);
+            ps.shrink_to_fit();
+            for p in ps.iter() {
+                pool_eligible[p.pool as usize] += 1;
+                if p.kind == Strategy::Linear {
+                    // `local` holds the rank until numbered below.
+                    pool_members[p.pool as usize].push((p.local, a as u32));
+                }
+            }
+        }
+        for m in &mut pool_members {
+            m.sort_unstable();
+        }
+        for (a, ps) in agent_pools.iter_mut().enumerate() {
+            for p in ps.iter_mut().filter(|p| p.kind == Strategy::Linear) {
+                let m = &pool_members[p.pool as usize];
+                p.local = m.partition_point(|&(r, x)| (r, x) < (p.local, a as u32)) as u32;
+            }
         }
         Settings {
             cc: cc.clone(),
             seed,
             shapes,
             memberships,
-            pool_queue,
+            agent_pools,
+            pool_kind,
+            pool_eligible,
+            pool_members,
             agent_ids,
             queue_ids,
         }
