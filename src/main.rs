@@ -54,11 +54,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { file, set } => match load(&file, &set) {
             Ok((cfg, prompts)) => {
                 println!(
-                    "{}: ok ({} users, {} listen addresses, {} prompts)",
+                    "{}: ok ({} users, {} listen addresses, {} prompts, {} queues, {} menus)",
                     file.display(),
                     cfg.users.len(),
                     cfg.sip.listen.len(),
-                    prompts.len()
+                    prompts.len(),
+                    cfg.contact.queues.len(),
+                    cfg.contact.menus.len()
                 );
                 ExitCode::SUCCESS
             }

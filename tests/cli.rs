@@ -60,8 +60,10 @@ fn check_config_accepts_the_demo() {
     );
     assert!(stdout.contains("10 users"), "stdout: {stdout:?}");
     assert!(
-        stdout.trim_end().ends_with(", 1 prompts)"),
-        "the demo hold music is loaded: {stdout:?}"
+        stdout
+            .trim_end()
+            .ends_with(", 28 prompts, 2 queues, 2 menus)"),
+        "the demo prompts, queues and menus are loaded: {stdout:?}"
     );
 }
 

@@ -180,32 +180,69 @@ fn a_caller_who_hangs_up_while_queued_is_counted_abandoned() {
     );
 }
 
+/// SIPp's RFC 2833 capture of `key` (`/usr/share/sip-tester/dtmf_2833_*.pcap`),
+/// copied into `dir` as the `nth` press of a call.
+///
+/// SIPp's twelve captures come from one recorded session: one SSRC, and
+/// sequence numbers and timestamps that grow in the order the keys were
+/// recorded (1, 2, … 9, *, #, 0). Replayed in another order, or one key
+/// twice, a press would carry a timestamp older than the one before it,
+/// which an RFC 4733 receiver rightly takes for a late packet of an
+/// earlier press and drops. So the copy keeps every packet and its event
+/// payload and gives the RTP header the sequence numbers and timestamp of
+/// the `nth` press: they grow from press to press as a phone's would.
+fn press_pcap(dir: &std::path::Path, key: char, nth: usize) -> std::path::PathBuf {
+    let name = match key {
+        '#' => "pound".to_owned(),
+        '*' => "star".to_owned(),
+        d => d.to_string(),
+    };
+    let mut pcap = std::fs::read(format!("/usr/share/sip-tester/dtmf_2833_{name}.pcap"))
+        .expect("SIPp's DTMF captures (Debian sip-tester)");
+    // Little-endian pcap, Ethernet: a 24-byte file header, then per packet
+    // a 16-byte record header and Ethernet (14) + IPv4 (20) + UDP (8) + RTP.
+    assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    let mut at = 24;
+    let mut first_seq = None;
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let rtp = at + 16 + 14 + 20 + 8;
+        assert!(rtp + 12 <= at + 16 + len, "an RTP packet in each record");
+        let seq = u16::from_be_bytes([pcap[rtp + 2], pcap[rtp + 3]]);
+        let first = *first_seq.get_or_insert(seq);
+        let new_seq = (100 + 20 * nth as u16).wrapping_add(seq.wrapping_sub(first));
+        pcap[rtp + 2..rtp + 4].copy_from_slice(&new_seq.to_be_bytes());
+        let ts = 80_000 + 8_000 * nth as u32;
+        pcap[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
+        at += 16 + len;
+    }
+    let path = dir.join(format!("press{nth}_{name}.pcap"));
+    std::fs::write(&path, pcap).expect("write the capture");
+    path
+}
+
 /// A customer calling the IVR (300) and pressing `keys` with SIPp's RFC
-/// 2833 captures, then waiting for the agent to hang up.
-fn ivr_caller(keys: &str) -> tempfile::NamedTempFile {
+/// 2833 captures ([`press_pcap`]), then waiting for the agent to hang up.
+/// The scenario and its captures live in the returned directory.
+fn ivr_caller(keys: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
     let base =
         std::fs::read_to_string(format!("{SIPP_DIR}/acd_caller.xml")).expect("read acd_caller.xml");
     let mut presses = String::from("  <pause milliseconds=\"1000\"/>\n");
-    for k in keys.chars() {
-        let name = match k {
-            '#' => "pound".to_owned(),
-            '*' => "star".to_owned(),
-            d => d.to_string(),
-        };
+    for (nth, k) in keys.chars().enumerate() {
+        let pcap = press_pcap(dir.path(), k, nth);
         presses += &format!(
-            "  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_{name}.pcap\"/></action></nop>\n  <pause milliseconds=\"400\"/>\n"
+            "  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n  <pause milliseconds=\"400\"/>\n",
+            pcap.display()
         );
     }
     let at = base
         .find("  <recv request=\"BYE\"")
         .expect("acd_caller.xml waits for a BYE");
     let text = format!("{}{presses}{}", &base[..at], &base[at..]);
-    let f = tempfile::Builder::new()
-        .suffix(".xml")
-        .tempfile()
-        .expect("temporary scenario");
-    std::fs::write(f.path(), text).expect("write the scenario");
-    f
+    let path = dir.path().join("ivr_caller.xml");
+    std::fs::write(&path, text).expect("write the scenario");
+    (dir, path)
 }
 
 #[test]
@@ -214,16 +251,12 @@ fn ivr_300_routes_1_to_sales_2_to_support_and_9_carries_the_account() {
     let phones = agents(&a, 1001..=1010);
     let mut paths = Vec::new();
     for keys in ["1", "2", "94711#"] {
-        let scenario = ivr_caller(keys);
-        let run = Sipp::new(
-            scenario.path().to_str().expect("utf-8 path"),
-            a.udp_addr(),
-            "u1",
-        )
-        .timeout_s(60)
-        .args(&["-s", "300"])
-        .args(ABORT_UNEXPECTED)
-        .run();
+        let (_dir, scenario) = ivr_caller(keys);
+        let run = Sipp::new(scenario.to_str().expect("utf-8 path"), a.udp_addr(), "u1")
+            .timeout_s(60)
+            .args(&["-s", "300"])
+            .args(ABORT_UNEXPECTED)
+            .run();
         run.assert_all_succeeded(
             1,
             &format!("IVR caller pressing {keys}\n{}", a.stderr_tail()),

@@ -765,6 +765,12 @@ impl B2bua {
 
     /// A decision of the ACD about one of this shard's calls.
     pub fn handle_acd(&mut self, now: Instant, out: acd::Output, location: &LocationService) {
+        self.acd_output(now, out, location);
+        // An announcement or a goodbye may have started a prompt.
+        self.arm_media_tick(now);
+    }
+
+    fn acd_output(&mut self, now: Instant, out: acd::Output, location: &LocationService) {
         let Some(plan) = self.plan() else { return };
         match out {
             acd::Output::Offer { call, agent, .. } => {

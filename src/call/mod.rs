@@ -1089,6 +1089,13 @@ impl B2bua {
 
     /// A timer fired.
     pub fn handle_timer(&mut self, now: Instant, key: TimerKey) {
+        self.timer(now, key);
+        // A timer may have started a prompt (an IVR retry, a hosted
+        // caller's goodbye): its frames need the media clock.
+        self.arm_media_tick(now);
+    }
+
+    fn timer(&mut self, now: Instant, key: TimerKey) {
         match key {
             TimerKey::Tx(tid) => {
                 let Some(tx) = self.txs.get_mut(&tid) else {
@@ -1148,6 +1155,8 @@ impl B2bua {
             }
             TimerKey::MediaTick => {
                 self.media.tick(now);
+                // A clip that ended (PlayDone) moves its IVR or queue on now.
+                self.media_events(now);
                 self.tick_armed = self.media.wants_tick();
                 if self.tick_armed {
                     self.out.push_back(CallOutput::Timer {

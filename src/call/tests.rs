@@ -2522,6 +2522,20 @@ mod hosted {
     /// The demo's IVR: 300 → main (1 → sales, 2 → support, 9 → account
     /// digits ended by # → support).
     fn ivr_world() -> World {
+        ivr_world_with(Default::default())
+    }
+
+    /// Prompts that really play: 0.4 s of audio each (the media engine
+    /// reports their end).
+    fn spoken() -> crate::media::prompts::Prompts {
+        let clip: crate::media::player::Clip = vec![1000i16; 3200].into();
+        crate::media::prompts::Prompts::from_clips(vec![
+            ("welcome", clip.clone()),
+            ("goodbye", clip),
+        ])
+    }
+
+    fn ivr_world_with(prompts: crate::media::prompts::Prompts) -> World {
         use crate::config::contact::{Collect, MenuConfig};
         let mut cc = ContactCenter::default();
         for id in ["1002", "1003"] {
@@ -2569,7 +2583,7 @@ mod hosted {
         cc.dialplan
             .push(("300".into(), Route::to(Target::Menu("main".into()))));
         let mut cfg = config();
-        let plan = super::super::ContactPlan::new(&cc, Default::default(), 3);
+        let plan = super::super::ContactPlan::new(&cc, prompts, 3);
         cfg.call.contact = Some(Arc::new(plan));
         let mut w = World::bare_with(cfg);
         w.bind("1002", &[(PHONE1, PHONE1_CONTACT)]);
@@ -2667,6 +2681,27 @@ mod hosted {
             !byes.is_empty() && byes.iter().all(|c| c == "ivr3"),
             "{byes:?}"
         );
+    }
+
+    #[test]
+    fn with_spoken_prompts_a_silent_caller_is_hung_up_in_either_menu() {
+        for (call_id, keys) in [("ivr4", ""), ("ivr5", "9")] {
+            let mut w = ivr_world_with(spoken());
+            let out = w.send(CALLER, &caller_invite("300", call_id, DTMF_SDP));
+            let ok = one(&out, CALLER, "200 INVITE");
+            let caller = Dlg::uac(&ok, CALLER, "sip:1001@127.0.0.1:40000");
+            w.send(CALLER, &caller.ack(1, ""));
+            let mut seq = 0;
+            w.advance(Duration::from_millis(100));
+            press(&mut w, keys, &mut seq);
+            // Three prompts of 0.4 s and three waits of 5 s, then goodbye.
+            let out = w.advance(Duration::from_secs(20));
+            assert!(
+                out.iter().any(|(_, m)| describe(m) == "BYE"),
+                "{call_id} pressing {keys:?}: not hung up: {:?}",
+                out.iter().map(|(_, m)| describe(m)).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,31 @@ impl std::fmt::Display for Target {
     }
 }
 
+impl Target {
+    /// Parses a target as the file writes it: `queue:NAME`, `user:ID`,
+    /// `ivr:NAME` or `hangup`. Whether the name exists is checked by the
+    /// config reader, not here.
+    pub fn parse(text: &str) -> Result<Target, String> {
+        const EXPECTED: &str = "expected \"queue:NAME\", \"user:ID\", \"ivr:NAME\" or \"hangup\"";
+        if text == "hangup" {
+            return Ok(Target::Hangup);
+        }
+        let Some((kind, name)) = text.split_once(':') else {
+            return Err(format!("{text:?} is not a target ({EXPECTED})"));
+        };
+        let make: fn(String) -> Target = match kind {
+            "queue" => Target::Queue,
+            "user" => Target::User,
+            "ivr" => Target::Menu,
+            _ => return Err(format!("{text:?} is not a target ({EXPECTED})")),
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!("{text:?} names no {kind} ({EXPECTED})"));
+        }
+        Ok(make(name.to_owned()))
+    }
+}
+
 /// A route: a target plus what entering it sets on the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -267,6 +292,27 @@ pub struct MenuConfig {
     pub closed_prompt: Option<String>,
 }
 
+impl MenuConfig {
+    /// A menu playing `prompt` with the defaults the file's keys document:
+    /// a one-key choice with no options yet, 5 s timeout, 2 retries, no
+    /// invalid prompt, no hours, hang up on failure (and when closed).
+    pub fn new(name: &str, prompt: &str) -> MenuConfig {
+        MenuConfig {
+            name: name.to_owned(),
+            prompt: prompt.to_owned(),
+            collect: Collect::Choice,
+            options: Vec::new(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            invalid_prompt: None,
+            failure: Route::to(Target::Hangup),
+            hours: None,
+            closed: Route::to(Target::Hangup),
+            closed_prompt: None,
+        }
+    }
+}
+
 /// A weekly opening window, minutes after local midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -301,6 +347,10 @@ pub struct ContactCenter {
 }
 
 impl ContactCenter {
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+
     pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
         self.queues.iter().find(|q| q.name == name)
     }
@@ -318,5 +368,65 @@ impl ContactCenter {
             .iter()
             .find(|(n, _)| n == number)
             .map(|(_, r)| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_display_round_trip() {
+        for text in ["queue:sales", "user:1001", "ivr:main", "hangup"] {
+            assert_eq!(Target::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            Target::parse("queue:support"),
+            Ok(Target::Queue("support".into()))
+        );
+        assert_eq!(Target::parse("ivr:main"), Ok(Target::Menu("main".into())));
+    }
+
+    #[test]
+    fn bad_targets_say_what_is_expected() {
+        let expected = "(expected \"queue:NAME\", \"user:ID\", \"ivr:NAME\" or \"hangup\")";
+        assert_eq!(
+            Target::parse("menu:main"),
+            Err(format!("\"menu:main\" is not a target {expected}"))
+        );
+        assert_eq!(
+            Target::parse("sales"),
+            Err(format!("\"sales\" is not a target {expected}"))
+        );
+        assert_eq!(
+            Target::parse("queue:"),
+            Err(format!("\"queue:\" names no queue {expected}"))
+        );
+        assert!(Target::parse("Hangup").is_err());
+    }
+
+    #[test]
+    fn lookups_find_by_name() {
+        let mut cc = ContactCenter::default();
+        cc.agents.push(AgentConfig {
+            id: "1001".into(),
+            skills: vec![("sales".into(), 3)],
+        });
+        cc.queues.push(QueueConfig::named("sales"));
+        cc.menus.push(MenuConfig::new("main", "main_menu"));
+        cc.dialplan
+            .push(("201".into(), Route::to(Target::Queue("sales".into()))));
+        assert_eq!(cc.agent("1001").map(|a| a.skills.len()), Some(1));
+        assert!(cc.agent("1002").is_none());
+        assert!(cc.queue("sales").is_some());
+        assert_eq!(
+            cc.menu("main").map(|m| m.prompt.as_str()),
+            Some("main_menu")
+        );
+        assert_eq!(
+            cc.route("201").map(|r| &r.target),
+            Some(&Target::Queue("sales".into()))
+        );
+        assert!(cc.route("202").is_none());
     }
 }

@@ -21,6 +21,7 @@ pub mod contact;
 mod tree;
 mod types;
 mod validate;
+mod validate_contact;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -508,21 +509,105 @@ mod tests {
     #[test]
     fn demo_config_spells_out_the_defaults() {
         let mut config = parse("default.toml", DEMO, &[]).unwrap();
-        // What the demo adds to the defaults: its users and its hold music.
+        // What the demo adds to the defaults: its users, its prompts and
+        // hold music, and its contact center (whose [acd] is the default).
         config.users.clear();
         assert_eq!(
-            config.prompts,
-            [PromptConfig {
+            config.prompts.first(),
+            Some(&PromptConfig {
                 name: "music".into(),
                 file: PathBuf::from("prompts/music.wav"),
                 origin_file: "default.toml".into(),
                 line: config.prompts.first().and_then(|p| p.line),
-            }]
+            })
         );
+        for p in &config.prompts {
+            assert_eq!(p.file, PathBuf::from(format!("prompts/{}.wav", p.name)));
+        }
         assert_eq!(config.media.hold_music.as_deref(), Some("music"));
+        assert_eq!(config.contact.acd, contact::AcdConfig::default());
         config.prompts.clear();
         config.media.hold_music = None;
+        config.contact = Default::default();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn demo_contact_center_is_the_contract() {
+        use contact::{Collect, Route, Strategy, Target};
+        use std::time::Duration;
+        let cc = parse("default.toml", DEMO, &[]).unwrap().contact;
+        assert!(cc.acd.auto_login);
+        let ids = |r: std::ops::RangeInclusive<u32>| -> Vec<String> {
+            r.map(|n| n.to_string()).collect()
+        };
+        let agents: Vec<String> = cc.agents.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(agents, ids(1001..=1010));
+        let support = cc.queue("support").unwrap();
+        assert_eq!(support.members, ids(1001..=1010));
+        assert_eq!(support.strategy, Strategy::LongestIdle);
+        assert_eq!(support.callback_key, Some('*'));
+        assert_eq!(support.announce_every, Some(Duration::from_secs(30)));
+        let sales = cc.queue("sales").unwrap();
+        assert_eq!(sales.members, ids(1001..=1005));
+        for q in [support, sales] {
+            assert!(q.wrap_up_max <= Duration::from_secs(2), "{}", q.name);
+            assert!(q.join_empty);
+        }
+        let q = |n: &str| Route::to(Target::Queue(n.into()));
+        assert_eq!(cc.route("200"), Some(&q("support")));
+        assert_eq!(cc.route("201"), Some(&q("sales")));
+        assert_eq!(
+            cc.route("300"),
+            Some(&Route::to(Target::Menu("main".into())))
+        );
+        let main = cc.menu("main").unwrap();
+        assert_eq!(main.hours, None, "the demo IVR is always open");
+        assert_eq!(
+            main.options,
+            [
+                ('1', q("sales")),
+                ('2', q("support")),
+                ('9', Route::to(Target::Menu("account".into()))),
+            ]
+        );
+        assert_eq!(
+            cc.menu("account").unwrap().collect,
+            Collect::Digits {
+                key: "account".into(),
+                min: 1,
+                max: 12,
+                terminator: Some('#'),
+                then: q("support"),
+            }
+        );
+    }
+
+    #[test]
+    fn demo_config_names_every_prompt_the_appliance_plays() {
+        let config = parse("default.toml", DEMO, &[]).unwrap();
+        let mut needed: Vec<String> = [
+            "goodbye",
+            "callback_ok",
+            "agent_logged_in",
+            "agent_logged_out",
+            "agent_ready",
+            "agent_not_ready",
+            "position",
+            "wait",
+            "less_than_a_minute",
+            "minutes",
+            "music",
+        ]
+        .map(String::from)
+        .to_vec();
+        needed.extend((0..=10).map(|n| format!("n{n}")));
+        for name in needed {
+            assert!(
+                config.prompts.iter().any(|p| p.name == name),
+                "[prompts] has no {name:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::tree::{self, Entry, Kind, Node, Origin};
 use super::types::{self, DigestAlgorithm, ListenAddr, PortRange, Transport};
+use super::validate_contact;
 use super::{
     CallsConfig, Config, ConfigErrors, ConfigProblem, Cores, CrmConfig, CrmLookupConfig,
     CrmWebhookConfig, CtiConfig, DriverChoice, MediaConfig, NodeConfig, OVERRIDE_LABEL,
@@ -25,7 +26,7 @@ const MAX_CPU_ID: i64 = 1023;
 const MAX_PROMPT_NAME: usize = 32;
 
 /// Collects problems, turning origins into file/line.
-struct Problems<'a> {
+pub(super) struct Problems<'a> {
     file: &'a str,
     list: Vec<ConfigProblem>,
 }
@@ -39,7 +40,7 @@ impl Problems<'_> {
         }
     }
 
-    fn push(&mut self, origin: Origin, key: &str, message: impl Into<String>) {
+    pub(super) fn push(&mut self, origin: Origin, key: &str, message: impl Into<String>) {
         let (file, line) = self.locate(origin);
         self.list.push(ConfigProblem {
             file,
@@ -52,7 +53,7 @@ impl Problems<'_> {
     /// Whether a problem was already found at `key` or inside it; cross-key
     /// rules skip keys whose own value was refused (it fell back to its
     /// default, which would make the rule's message misleading).
-    fn has(&self, key: &str) -> bool {
+    pub(super) fn has(&self, key: &str) -> bool {
         self.list.iter().any(|p| {
             p.key
                 .strip_prefix(key)
@@ -62,7 +63,7 @@ impl Problems<'_> {
 }
 
 /// Origin of a default value (the key is not written anywhere).
-const DEFAULTED: Origin = Origin::File(None);
+pub(super) const DEFAULTED: Origin = Origin::File(None);
 
 pub(super) fn parse(file: &str, text: &str, overrides: &[String]) -> Result<Config, ConfigErrors> {
     let mut p = Problems {
@@ -147,6 +148,12 @@ fn build(p: &mut Problems, root: &Node) -> Config {
             "crm",
             "users",
             "prompts",
+            "acd",
+            "agents",
+            "queues",
+            "ivr",
+            "hours",
+            "dialplan",
         ],
     );
     let node = node_section(p, top.take("node"));
@@ -160,6 +167,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
     let crm = crm_section(p, top.take("crm"));
     let users = users_array(p, top.take("users"));
     let prompts = prompts_table(p, top.take("prompts"));
+    let contact = validate_contact::read(p, root, &mut top);
     top.finish(p);
     let config = Config {
         node,
@@ -173,7 +181,7 @@ fn build(p: &mut Problems, root: &Node) -> Config {
         crm,
         users,
         prompts,
-        contact: Default::default(),
+        contact,
     };
     check_port_clashes(p, root, &config, &listen_valid);
     check_hold_music(p, root, &config);
@@ -182,9 +190,9 @@ fn build(p: &mut Problems, root: &Node) -> Config {
 
 /// A table being read: remembers which keys were taken so the rest can be
 /// reported as unknown.
-struct Section<'n> {
+pub(super) struct Section<'n> {
     path: String,
-    table_origin: Origin,
+    pub(super) table_origin: Origin,
     entries: &'n [Entry],
     used: Vec<bool>,
     known: &'static [&'static str],
@@ -192,7 +200,7 @@ struct Section<'n> {
 
 impl<'n> Section<'n> {
     /// Opens `node` (absent = all defaults) as the table at `path`.
-    fn open(
+    pub(super) fn open(
         p: &mut Problems,
         path: &str,
         node: Option<&'n Node>,
@@ -221,7 +229,7 @@ impl<'n> Section<'n> {
         }
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -229,14 +237,14 @@ impl<'n> Section<'n> {
         }
     }
 
-    fn take(&mut self, key: &str) -> Option<&'n Node> {
+    pub(super) fn take(&mut self, key: &str) -> Option<&'n Node> {
         let i = self.entries.iter().position(|e| e.key == key)?;
         self.used[i] = true;
         Some(&self.entries[i].node)
     }
 
     /// Where `key` is written, when it is.
-    fn origin(&self, key: &str) -> Option<Origin> {
+    pub(super) fn origin(&self, key: &str) -> Option<Origin> {
         self.entries
             .iter()
             .find(|e| e.key == key)
@@ -244,7 +252,7 @@ impl<'n> Section<'n> {
     }
 
     /// Reports every key that was not taken.
-    fn finish(self, p: &mut Problems) {
+    pub(super) fn finish(self, p: &mut Problems) {
         for (entry, used) in self.entries.iter().zip(&self.used) {
             if *used {
                 continue;
@@ -260,12 +268,12 @@ impl<'n> Section<'n> {
         }
     }
 
-    fn int(&mut self, p: &mut Problems, key: &str, lo: i64, hi: i64) -> Option<i64> {
+    pub(super) fn int(&mut self, p: &mut Problems, key: &str, lo: i64, hi: i64) -> Option<i64> {
         let node = self.take(key)?;
         int(p, &self.key(key), node, lo, hi)
     }
 
-    fn count<T: TryFrom<i64>>(
+    pub(super) fn count<T: TryFrom<i64>>(
         &mut self,
         p: &mut Problems,
         key: &str,
@@ -291,7 +299,7 @@ impl<'n> Section<'n> {
             .map_or(default, Duration::from_millis)
     }
 
-    fn secs(
+    pub(super) fn secs(
         &mut self,
         p: &mut Problems,
         key: &str,
@@ -304,7 +312,7 @@ impl<'n> Section<'n> {
             .map_or(default, Duration::from_secs)
     }
 
-    fn boolean(&mut self, p: &mut Problems, key: &str) -> Option<bool> {
+    pub(super) fn boolean(&mut self, p: &mut Problems, key: &str) -> Option<bool> {
         let node = self.take(key)?;
         match node.kind {
             Kind::Bool(b) => Some(b),
@@ -315,7 +323,7 @@ impl<'n> Section<'n> {
         }
     }
 
-    fn string(&mut self, p: &mut Problems, key: &str) -> Option<(&'n str, Origin)> {
+    pub(super) fn string(&mut self, p: &mut Problems, key: &str) -> Option<(&'n str, Origin)> {
         let node = self.take(key)?;
         string(p, &self.key(key), node).map(|s| (s, node.origin))
     }
@@ -323,7 +331,7 @@ impl<'n> Section<'n> {
     /// Requires `self[a] <= self[b]`, blaming whichever of the two is written
     /// (`b` when both are).
     #[allow(clippy::too_many_arguments)]
-    fn ordered(
+    pub(super) fn ordered(
         &self,
         p: &mut Problems,
         a: &str,
@@ -385,7 +393,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn type_error(p: &mut Problems, key: &str, node: &Node, expected: &str) {
+pub(super) fn type_error(p: &mut Problems, key: &str, node: &Node, expected: &str) {
     p.push(
         node.origin,
         key,
@@ -393,7 +401,7 @@ fn type_error(p: &mut Problems, key: &str, node: &Node, expected: &str) {
     );
 }
 
-fn int(p: &mut Problems, key: &str, node: &Node, lo: i64, hi: i64) -> Option<i64> {
+pub(super) fn int(p: &mut Problems, key: &str, node: &Node, lo: i64, hi: i64) -> Option<i64> {
     let Kind::Int(v) = node.kind else {
         type_error(p, key, node, "an integer");
         return None;
@@ -409,7 +417,7 @@ fn int(p: &mut Problems, key: &str, node: &Node, lo: i64, hi: i64) -> Option<i64
     Some(v)
 }
 
-fn string<'n>(p: &mut Problems, key: &str, node: &'n Node) -> Option<&'n str> {
+pub(super) fn string<'n>(p: &mut Problems, key: &str, node: &'n Node) -> Option<&'n str> {
     match &node.kind {
         Kind::Str(s) => Some(s),
         _ => {
@@ -420,7 +428,7 @@ fn string<'n>(p: &mut Problems, key: &str, node: &'n Node) -> Option<&'n str> {
 }
 
 /// The elements of an array of strings, each with its dotted key.
-fn strings<'n>(
+pub(super) fn strings<'n>(
     p: &mut Problems,
     key: &str,
     node: &'n Node,
@@ -1140,7 +1148,7 @@ fn prompts_table(p: &mut Problems, node: Option<&Node>) -> Vec<PromptConfig> {
     prompts
 }
 
-fn is_prompt_name(name: &str) -> bool {
+pub(super) fn is_prompt_name(name: &str) -> bool {
     (1..=MAX_PROMPT_NAME).contains(&name.len())
         && name
             .bytes()
@@ -1306,12 +1314,12 @@ mod tests {
         assert_eq!(
             problems(text, &[]),
             [
-                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts)",
+                "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts, acd, agents, queues, ivr, hours, dialplan)",
                 "firmware-config/x.toml:3: node.cors: unknown key, did you mean \"cores\"? (expected one of: cores, data_dir, log)",
                 "firmware-config/x.toml:5: sip.t1: unknown key, did you mean \"t1_ms\"? (expected one of: listen, domain, user_agent, t1_ms, t2_ms, t4_ms, max_message_bytes, max_headers, tcp_idle_timeout_s, tcp_message_timeout_s, tcp_max_connections)",
                 "firmware-config/x.toml:7: crm.webhook.secrett: unknown key, did you mean \"secret\"? (expected one of: url, secret)",
                 "firmware-config/x.toml:11: users[0].mail: unknown key (expected one of: id, password, name)",
-                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts)",
+                "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts, acd, agents, queues, ivr, hours, dialplan)",
             ]
         );
     }

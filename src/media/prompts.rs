@@ -50,6 +50,14 @@ impl Prompts {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A table of the given clips (tests: prompts without files).
+    #[cfg(test)]
+    pub(crate) fn from_clips(clips: Vec<(&str, Clip)>) -> Prompts {
+        Prompts(Arc::new(
+            clips.into_iter().map(|(n, c)| (n.to_owned(), c)).collect(),
+        ))
+    }
 }
 
 /// Reads and decodes every `[prompts]` file of `cfg`, loaded from
