@@ -336,6 +336,7 @@ struct QueueRt {
     aht: Option<f64>,
     today: QueueCounters,
     interval: QueueCounters,
+    last_interval: QueueCounters,
 }
 
 /// How an offer ended, for the agent.
@@ -445,6 +446,7 @@ impl Engine {
                 aht: None,
                 today: QueueCounters::default(),
                 interval: QueueCounters::default(),
+                last_interval: QueueCounters::default(),
             })
             .collect();
         let pools: Vec<Pool> = settings
@@ -1488,7 +1490,7 @@ impl Engine {
     /// Closes the current 15-minute interval and starts the next.
     pub fn roll_interval(&mut self, _now: Instant) {
         for q in &mut self.queues {
-            q.interval = QueueCounters::default();
+            q.last_interval = std::mem::take(&mut q.interval);
         }
     }
 
@@ -1544,6 +1546,7 @@ impl Engine {
                 longest_wait: longest[i],
                 today: q.today,
                 interval: q.interval,
+                last_interval: q.last_interval,
             })
             .collect();
         let agents = self

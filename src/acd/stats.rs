@@ -1,7 +1,8 @@
-//! Statistics: counters per queue (the current 15-minute interval and
-//! today) and per agent (today), and the snapshot [`Stats`] with its text
-//! form (one line per queue for today, one for the interval, one per
-//! agent).
+//! Statistics: counters per queue (today, the current 15-minute interval
+//! and the last closed one) and per agent (today), and the snapshot
+//! [`Stats`] with its text form: per queue a line for today and one for the
+//! last closed interval (the shell prints right after closing one), then a
+//! line per agent.
 
 use std::fmt;
 use std::time::Duration;
@@ -76,7 +77,10 @@ pub struct QueueStats {
     /// The longest current wait.
     pub longest_wait: Duration,
     pub today: QueueCounters,
+    /// The current 15-minute interval.
     pub interval: QueueCounters,
+    /// The interval closed by the last [`super::Engine::roll_interval`].
+    pub last_interval: QueueCounters,
 }
 
 /// One agent in a snapshot.
@@ -128,7 +132,7 @@ impl fmt::Display for Stats {
             write!(f, "queue {} ", q.name)?;
             counters(f, q.waiting, q.longest_wait, &q.today)?;
             write!(f, "\n  queue {} last_interval ", q.name)?;
-            counters(f, q.waiting, q.longest_wait, &q.interval)?;
+            counters(f, q.waiting, q.longest_wait, &q.last_interval)?;
             writeln!(f)?;
         }
         for a in &self.agents {

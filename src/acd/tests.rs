@@ -686,16 +686,20 @@ fn stats_add_up_print_and_roll() {
     let first = text.lines().find(|l| l.contains("queue support")).unwrap();
     assert!(first.starts_with("queue support waiting=0 longest_wait_s=0 offered=3 answered=2 abandoned=1 abandoned_wait_s=3 overflowed=0 in_service_level=2 callbacks=0 asa_s=1.0 aht_s=4.0"), "{first}");
     assert!(
-        text.contains("\n  queue support last_interval offered=3")
-            || text.contains("  queue support last_interval waiting=0"),
+        text.contains("\n  queue support last_interval waiting=0 longest_wait_s=0 offered=0"),
         "{text}"
     );
     assert!(text.contains("agent 1001 state=on_call"), "{text}");
     assert!(text.contains("agent 1002 state=logged_out"), "{text}");
     w.e.roll_interval(w.now);
-    assert_eq!(
-        w.e.stats(w.now).queues[0].interval,
-        QueueCounters::default()
+    let s = w.e.stats(w.now);
+    assert_eq!(s.queues[0].interval, QueueCounters::default());
+    assert_eq!(s.queues[0].last_interval.answered, 2);
+    assert!(
+        s.to_string().contains(
+            "  queue support last_interval waiting=0 longest_wait_s=0 offered=3 answered=2"
+        ),
+        "{s}"
     );
     assert_eq!(w.today(0).offered, 3);
     w.advance(Duration::from_secs(5));
@@ -713,4 +717,50 @@ fn stats_add_up_print_and_roll() {
         Duration::from_secs(9)
     );
     let _ = w.t0;
+}
+
+#[test]
+fn fewest_calls_counts_restart_with_the_day() {
+    let mut w = W::new(&simple(2, Strategy::FewestCalls));
+    w.login(0);
+    w.login(1);
+    // Agent 0: one call, agent 1: two.
+    for (c, a) in [(1, 0), (2, 1)] {
+        assert_eq!(offers(&w.enqueue(c, 0, 0)), vec![(c, a)]);
+        w.serve(c, a, S);
+    }
+    w.advance(Duration::from_secs(20));
+    w.op(0, AgentOp::NotReady { reason: 2 });
+    assert_eq!(offers(&w.enqueue(3, 0, 0)), vec![(3, 1)]);
+    w.serve(3, 1, S);
+    w.advance(Duration::from_secs(20));
+    w.op(0, AgentOp::Ready);
+    assert_eq!(offers(&w.enqueue(4, 0, 0)), vec![(4, 0)]);
+    w.serve(4, 0, S);
+    w.advance(Duration::from_secs(20));
+    // Before the roll agent 1 (3 calls) would lose to agent 0 (2 calls);
+    // after it, agent 0 takes one call and agent 1 (0 today) is next.
+    w.e.roll_day(w.now);
+    let first = offers(&w.enqueue(5, 0, 0))[0].1;
+    w.serve(5, first, S);
+    w.advance(Duration::from_secs(20));
+    let other = 1 - first;
+    assert_eq!(offers(&w.enqueue(6, 0, 0)), vec![(6, other)]);
+}
+
+#[test]
+fn round_robin_follows_the_members_order() {
+    let mut cc = simple(3, Strategy::RoundRobin);
+    cc.queues[0].members = vec!["1002".into(), "1003".into(), "1001".into()];
+    let mut w = W::new(&cc);
+    for a in 0..3 {
+        w.login(a);
+    }
+    let mut got = Vec::new();
+    for c in 1..=4 {
+        let o = offers(&w.enqueue(c, 0, 0));
+        got.push(o[0].1);
+        w.input(Input::Leave { call: CallKey(c) });
+    }
+    assert_eq!(got, vec![1, 2, 0, 1]);
 }
