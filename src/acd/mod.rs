@@ -506,6 +506,12 @@ impl Engine {
         self.agents.get(a.0 as usize).and_then(|g| g.reason)
     }
 
+    /// Whether agent `a`'s phone is registered (as last reported by
+    /// PhoneRegistered / PhoneUnregistered).
+    pub fn agent_registered(&self, a: AgentId) -> bool {
+        self.agents.get(a.0 as usize).is_some_and(|g| g.registered)
+    }
+
     /// Callers in queue `q` now (waiting, ringing, parked).
     pub fn waiting(&self, q: QueueId) -> u32 {
         self.queues.get(q.0 as usize).map_or(0, |q| q.present)

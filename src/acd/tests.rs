@@ -588,6 +588,7 @@ fn phone_unregister_logs_out_and_register_logs_in() {
     let mut w = W::new(&simple(1, Strategy::LongestIdle));
     w.op(0, AgentOp::PhoneRegistered);
     assert_eq!(w.state(0), AgentState::Ready);
+    assert!(w.e.agent_registered(AgentId(0)));
     w.enqueue(1, 0, 0);
     let o = w.op(0, AgentOp::PhoneUnregistered);
     assert_eq!(cancels(&o), vec![(1, 0)]);
