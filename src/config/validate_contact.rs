@@ -16,7 +16,7 @@ use super::contact::{
     AcdConfig, AgentConfig, Collect, ContactCenter, FeatureCodes, HoursConfig, MenuConfig,
     QueueConfig, RelaxStep, Route, Skill, Strategy, Target, Window,
 };
-use super::tree::{Kind, Node, Origin};
+use super::tree::{Entry, Kind, Node, Origin};
 use super::types;
 use super::validate::{self, Problems, Section};
 
@@ -698,25 +698,43 @@ impl Reader<'_, '_> {
         steps
     }
 
-    /// `[ivr.NAME]` tables.
-    fn menus(&mut self, node: Option<&Node>) -> Vec<MenuConfig> {
+    /// The `[SECTION.NAME]` entries of `node` with their key paths; a
+    /// section that is not a table, and a NAME that is not a name, are
+    /// problems (`noun` names what the entries are, with its article).
+    fn named_tables<'n>(
+        &mut self,
+        node: Option<&'n Node>,
+        section: &str,
+        noun: &str,
+    ) -> Vec<(String, &'n Entry)> {
         let Some(node) = node else {
             return Vec::new();
         };
         let Some(entries) = node.entries() else {
-            validate::type_error(self.p, "ivr", node, "a table of [ivr.NAME] menus");
+            let what = format!("a table of [{section}.NAME] entries");
+            validate::type_error(self.p, section, node, &what);
             return Vec::new();
         };
-        let mut menus = Vec::with_capacity(entries.len());
+        let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let path = format!("ivr.{}", entry.key);
+            let path = format!("{section}.{}", entry.key);
             if !is_name(&entry.key) {
                 self.p.push(
                     entry.key_origin,
                     &path,
-                    format!("{:?} is not a menu name (expected {NAME_RULE})", entry.key),
+                    format!("{:?} is not {noun} name (expected {NAME_RULE})", entry.key),
                 );
             }
+            out.push((path, entry));
+        }
+        out
+    }
+
+    /// `[ivr.NAME]` tables.
+    fn menus(&mut self, node: Option<&Node>) -> Vec<MenuConfig> {
+        let entries = self.named_tables(node, "ivr", "a menu");
+        let mut menus = Vec::with_capacity(entries.len());
+        for (path, entry) in entries {
             let mut s = Section::open(self.p, &path, Some(&entry.node), MENU_KEYS);
             let menu = self.menu(&mut s, &entry.key);
             s.finish(self.p);
@@ -903,26 +921,9 @@ impl Reader<'_, '_> {
 
     /// `[hours.NAME]` tables.
     fn hours(&mut self, node: Option<&Node>) -> Vec<HoursConfig> {
-        let Some(node) = node else {
-            return Vec::new();
-        };
-        let Some(entries) = node.entries() else {
-            validate::type_error(self.p, "hours", node, "a table of [hours.NAME] entries");
-            return Vec::new();
-        };
+        let entries = self.named_tables(node, "hours", "an hours");
         let mut all = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let path = format!("hours.{}", entry.key);
-            if !is_name(&entry.key) {
-                self.p.push(
-                    entry.key_origin,
-                    &path,
-                    format!(
-                        "{:?} is not an hours name (expected {NAME_RULE})",
-                        entry.key
-                    ),
-                );
-            }
+        for (path, entry) in entries {
             let mut s = Section::open(self.p, &path, Some(&entry.node), HOURS_KEYS);
             let utc_offset_min = match s.string(self.p, "utc_offset") {
                 Some((text, origin)) => utc_offset(text).unwrap_or_else(|| {
@@ -1539,7 +1540,7 @@ closed_dates = ["2028-02-29", 2026-12-25]
             [
                 "cc.toml:1: agents: expected an array of tables ([[agents]] sections), found an integer (1)",
                 "cc.toml:2: queues: expected an array of tables ([[queues]] sections), found a table",
-                "cc.toml:3: ivr: expected a table of [ivr.NAME] menus, found an array",
+                "cc.toml:3: ivr: expected a table of [ivr.NAME] entries, found an array",
                 "cc.toml:4: hours: expected a table of [hours.NAME] entries, found a string (\"x\")",
                 "cc.toml:5: dialplan: expected a table of \"NUMBER\" = target entries, found an array",
                 "cc.toml:6: acd: expected a table, found an integer (2)",
