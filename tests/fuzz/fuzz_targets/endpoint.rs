@@ -312,6 +312,8 @@ impl World {
                 self.nodes[to].ep.handle_forwarded(self.now, msg);
             }
             Output::Record(_) => {}
+            // No contact center in this config: nothing reaches an ACD.
+            Output::Acd(input) => panic!("an ACD input without a contact center: {input:?}"),
             Output::Broadcast(change) => {
                 if trace() {
                     eprintln!(
