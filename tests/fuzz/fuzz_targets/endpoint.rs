@@ -6,6 +6,13 @@
 //! shard, `Broadcast`s to the other one, `Timer`s are kept and fired in time
 //! order as the clock advances.
 //!
+//! The shards host a small contact center (users 1002 and 1003 are agents of
+//! queue `support`, dialled as 200; 300 is IVR `main`: 1 → support, 9 →
+//! account digits ended by `#`, then support; feature codes *71–*74), and a
+//! real ACD engine (`switchboard::acd::Engine`) takes their `Acd` outputs and
+//! hands its decisions to the shard of each call, as the shell's ACD thread
+//! does. Prompts are empty: a menu waits for digits at once.
+//!
 //! Input: messages separated by the line `\n--sbfuzz`. The first message goes
 //! to shard 0 over UDP from 127.0.0.1:40000 with auto-auth on, so a raw SIP
 //! message (e.g. an RFC 4475 test) is a valid input. Every later message
@@ -42,9 +49,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use switchboard::acd;
+use switchboard::call::{CallConfig, ContactPlan};
+use switchboard::config::contact::{
+    AgentConfig, Collect, ContactCenter, MenuConfig, QueueConfig, Route, Target,
+};
 use switchboard::sip::auth::{self, ClientRequest, DigestAlgorithm};
 use switchboard::sip::endpoint::{Endpoint, EndpointConfig, Link, Output, Peer, TimerKey};
-use switchboard::call::CallConfig;
 use switchboard::sip::ids::{ShardId, shard_of};
 use switchboard::sip::message::{self, Framing, Limits};
 use switchboard::sip::registrar::RegistrarLimits;
@@ -95,6 +106,44 @@ fn users() -> HashMap<String, String> {
         .collect()
 }
 
+/// The contact center every shard hosts (see the module doc).
+fn contact_center() -> &'static ContactCenter {
+    static CC: OnceLock<ContactCenter> = OnceLock::new();
+    CC.get_or_init(|| {
+        let mut cc = ContactCenter::default();
+        for id in ["1002", "1003"] {
+            cc.agents.push(AgentConfig {
+                id: id.into(),
+                skills: Vec::new(),
+            });
+        }
+        let mut support = QueueConfig::named("support");
+        support.callback_key = Some('*');
+        support.announce_every = Some(Duration::from_secs(30));
+        cc.queues.push(support);
+        let queue = Route::to(Target::Queue("support".into()));
+        let mut main = MenuConfig::new("main", "main_menu");
+        main.options = vec![
+            ('1', queue.clone()),
+            ('9', Route::to(Target::Menu("account".into()))),
+        ];
+        let mut account = MenuConfig::new("account", "account_prompt");
+        account.collect = Collect::Digits {
+            key: "account".into(),
+            min: 1,
+            max: 12,
+            terminator: Some('#'),
+            then: queue.clone(),
+        };
+        cc.menus = vec![main, account];
+        cc.dialplan = vec![
+            ("200".into(), queue),
+            ("300".into(), Route::to(Target::Menu("main".into()))),
+        ];
+        cc
+    })
+}
+
 fn config(shard: u16) -> EndpointConfig {
     EndpointConfig {
         shard: ShardId(shard),
@@ -113,6 +162,11 @@ fn config(shard: u16) -> EndpointConfig {
         call: CallConfig {
             // Every call ends within the three virtual hours the target runs.
             max_duration: Duration::from_secs(3600),
+            contact: Some(Arc::new(ContactPlan::new(
+                contact_center(),
+                Default::default(),
+                3,
+            ))),
             ..CallConfig::loopback(ShardId(shard), users().into_keys())
         },
     }
@@ -153,6 +207,7 @@ struct Node {
 
 struct World {
     nodes: Vec<Node>,
+    acd: acd::Engine,
     now: Instant,
     branch: u64,
 }
@@ -181,6 +236,7 @@ impl World {
                     }
                 })
                 .collect(),
+            acd: acd::Engine::new(acd::Settings::from_config(contact_center(), 5), epoch),
             now: epoch,
             branch: 0,
         }
@@ -312,8 +368,13 @@ impl World {
                 self.nodes[to].ep.handle_forwarded(self.now, msg);
             }
             Output::Record(_) => {}
-            // No contact center in this config: nothing reaches an ACD.
-            Output::Acd(input) => panic!("an ACD input without a contact center: {input:?}"),
+            Output::Acd(input) => {
+                if trace() {
+                    eprintln!("  shard {from} -> acd: {input:?}");
+                }
+                self.acd.handle(self.now, input);
+                self.acd_decisions();
+            }
             Output::Broadcast(change) => {
                 if trace() {
                     eprintln!(
@@ -332,7 +393,32 @@ impl World {
         }
     }
 
-    /// Advances the clock to `to`, firing due timers in time order.
+    /// Hands each of the ACD's decisions to the shard of its call (the
+    /// shard id is the call key's top 16 bits).
+    fn acd_decisions(&mut self) {
+        while let Some(o) = self.acd.poll_output() {
+            let call = match &o {
+                acd::Output::Offer { call, .. }
+                | acd::Output::Cancel { call, .. }
+                | acd::Output::Announce { call, .. }
+                | acd::Output::Route { call, .. }
+                | acd::Output::CallBack { call, .. } => *call,
+                acd::Output::AgentState { .. } => continue,
+            };
+            let shard = (call.0 >> 48) as usize;
+            assert!(
+                shard < self.nodes.len(),
+                "an ACD decision for shard {shard}"
+            );
+            if trace() {
+                eprintln!("  acd -> shard {shard}: {o:?}");
+            }
+            self.nodes[shard].ep.handle_acd(self.now, o);
+        }
+    }
+
+    /// Advances the clock to `to`, firing due timers (the shards' and the
+    /// ACD's) in time order.
     fn advance(&mut self, to: Instant) {
         let mut fired = 0usize;
         loop {
@@ -343,6 +429,18 @@ impl World {
                 .flat_map(|(s, n)| n.timers.iter().enumerate().map(move |(i, t)| (t.0, s, i)))
                 .filter(|t| t.0 <= to)
                 .min();
+            if let Some(at) = self.acd.poll_timeout().filter(|&at| at <= to)
+                && next.is_none_or(|(t, _, _)| at < t)
+            {
+                self.now = self.now.max(at);
+                fired += 1;
+                assert!(fired <= MAX_FIRINGS, "timer storm: {MAX_FIRINGS} firings");
+                self.acd.handle_timeout(self.now);
+                self.acd_decisions();
+                let mut fx = Effects::default();
+                self.drain(MAX_DATAGRAM, &mut fx);
+                continue;
+            }
             let Some((at, s, i)) = next else { break };
             let (_, key) = self.nodes[s].timers.swap_remove(i);
             self.now = self.now.max(at);

@@ -82,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
         }
         m.drain_transmits(|s, _dst, out| {
             assert!(s.0 < 4, "sent on a socket of ours");
-            assert!(out.len() <= largest.max(1500), "no datagram grows past a frame");
+            assert!(
+                out.len() <= largest.max(1500),
+                "no datagram grows past a frame"
+            );
             assert!(
                 RtpHeader::parse(out).is_some() || out.len() >= 8,
                 "sends RTP or RTCP"

@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
             let info = parse(data).expect("a header that needs no repair parses");
             assert_eq!(info.data_offset, PCM16_HEADER_LEN);
             let block = info.format.block_align();
-            assert_eq!(info.data_len, (data.len() - PCM16_HEADER_LEN) / block * block);
+            assert_eq!(
+                info.data_len,
+                (data.len() - PCM16_HEADER_LEN) / block * block
+            );
         }
         Ok(Some(fixed)) => {
             let mut file = data.to_vec();
@@ -58,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
             let info = parse(&file).expect("a repaired header parses");
             assert_eq!(info.data_offset, PCM16_HEADER_LEN);
             let block = info.format.block_align();
-            assert_eq!(info.data_len, (data.len() - PCM16_HEADER_LEN) / block * block);
+            assert_eq!(
+                info.data_len,
+                (data.len() - PCM16_HEADER_LEN) / block * block
+            );
             assert_eq!(repair(file.len() as u64, &file), Ok(None));
         }
         Err(_) => {}
