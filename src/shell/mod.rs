@@ -65,6 +65,8 @@ pub enum ShellError {
     Acd(std::io::Error),
     #[error("shard {0} stopped unexpectedly")]
     ShardDied(u16),
+    #[error(transparent)]
+    ControlPlane(#[from] crate::cti::CtiError),
     #[error("recordings in {dir}: {source}")]
     Recordings { dir: String, source: std::io::Error },
 }
@@ -321,6 +323,15 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     // The writer thread (and this thread, which only waits for signals)
     // stay off the shards' CPUs when there are others.
     keep_off(&cpus);
+    // The control plane (HTTP on cti.listen): bound now, so a taken port
+    // stops the start with a clear error.
+    let control_plane = crate::cti::start(
+        cfg.cti.listen,
+        crate::cti::Plane {
+            counters: counters.clone(),
+            started: epoch,
+        },
+    )?;
     let rec_counters = Arc::new(recwriter::RecCounters::default());
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
@@ -464,6 +475,7 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     acd_stop.store(true, Ordering::Relaxed);
     acd_link.wake_acd();
     let _ = acd_thread.join();
+    control_plane.stop();
     // The shards handed over their last recording ops when they ended
     // their calls: the writer finishes them.
     rec_writer.stop();

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::sip::message::{Method, ParseErrorKind};
 
+pub mod prometheus;
+
 const METHODS: usize = Method::COUNTER_NAMES.len();
 const STATUSES: usize = 600; // 100..=699
 const PARSE_KINDS: usize = ParseErrorKind::ALL.len();
