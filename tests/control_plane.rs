@@ -1,6 +1,6 @@
 //! The control plane of the real binary over HTTP (`cti.listen`):
 //! `/healthz` answers 200 with JSON, `/metrics` exposes the shards'
-//! counters in the Prometheus text format, and a port already taken stops
+//! counters and the ACD's queues and agents in the Prometheus text format, and a port already taken stops
 //! the start with an error naming `cti.listen`.
 
 // Test code reads the real clock (.clippy.toml).
@@ -69,6 +69,15 @@ fn healthz_and_metrics_are_served_on_cti_listen() {
             .any(|l| l == "# TYPE switchboard_calls_active gauge"),
         "{text}"
     );
+    // The ACD's figures: the demo's queues, and its ten agents, logged
+    // out while no phone is registered.
+    for line in [
+        "switchboard_queue_waiting{queue=\"support\"} 0",
+        "switchboard_queue_offered_total{queue=\"sales\"} 0",
+        "switchboard_agents{state=\"logged_out\"} 10",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
     let (status, _, _) = get(a.cti_port, "/nowhere");
     assert_eq!(status, 404);
     a.stop();

@@ -141,6 +141,16 @@ impl AgentState {
         self as usize
     }
 
+    /// Every state, in [`AgentState::index`] order.
+    pub const ALL: [AgentState; 6] = [
+        AgentState::LoggedOut,
+        AgentState::Ready,
+        AgentState::NotReady,
+        AgentState::Reserved,
+        AgentState::OnCall,
+        AgentState::WrapUp,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             AgentState::LoggedOut => "logged_out",

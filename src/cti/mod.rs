@@ -8,8 +8,9 @@
 //! Served so far:
 //! * `GET /healthz` → `200` with JSON `{"status":"ok","version":...,
 //!   "shards":N,"uptime_s":S}` while the appliance runs;
-//! * `GET /metrics` → the counters of every shard, summed, in the
-//!   Prometheus text format ([`crate::stats::prometheus`]).
+//! * `GET /metrics` → the counters of every shard, summed, and the ACD's
+//!   queue and agent figures (republished by the ACD thread each second),
+//!   in the Prometheus text format ([`crate::stats::prometheus`]).
 //!
 //! CTI over WebSocket (`/v1/cti`), the REST resources and the CRM sync come
 //! next (issue #6).
@@ -31,6 +32,8 @@ use crate::stats::{ShardCounters, Snapshot, prometheus};
 pub struct Plane {
     /// One per shard, in shard order.
     pub counters: Vec<Arc<ShardCounters>>,
+    /// The ACD's latest published statistics (none before its first).
+    pub acd_stats: Box<dyn Fn() -> Option<Arc<crate::acd::stats::Stats>> + Send + Sync>,
     /// When the appliance started (for `uptime_s`).
     pub started: Instant,
 }
@@ -136,6 +139,9 @@ async fn metrics(State(plane): State<Arc<Plane>>) -> impl IntoResponse {
     let snapshot = Snapshot::sum(plane.counters.iter().map(|c| c.as_ref()));
     let mut body = String::with_capacity(8192);
     prometheus::render(&snapshot, &mut body);
+    if let Some(stats) = (plane.acd_stats)() {
+        prometheus::render_acd(&stats, &mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,

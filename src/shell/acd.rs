@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_queue::ArrayQueue;
 
 use super::driver::Waker;
+use arc_swap::ArcSwapOption;
+
 use crate::acd::{self, Engine, Output};
 use crate::call::B2bua;
 
@@ -35,7 +37,14 @@ pub struct AcdLink {
     thread: OnceLock<Thread>,
     /// Times a ring was found full (the message waited for the next turn).
     pub full: AtomicU64,
+    /// The ACD's statistics, republished every [`PUBLISH_EVERY`] for
+    /// readers on other threads (the control plane's `/metrics`): swapped
+    /// whole, so a reader never holds the ACD up.
+    pub stats: ArcSwapOption<acd::stats::Stats>,
 }
+
+/// How often the ACD thread republishes its statistics.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 impl AcdLink {
     pub fn new(shards: usize) -> Arc<AcdLink> {
@@ -44,6 +53,7 @@ impl AcdLink {
             from_acd: (0..shards).map(|_| ArrayQueue::new(RING)).collect(),
             thread: OnceLock::new(),
             full: AtomicU64::new(0),
+            stats: ArcSwapOption::empty(),
         })
     }
 
@@ -131,6 +141,7 @@ fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<
     let mut touched = vec![false; shards];
     let (secs, mut midnight) = next_quarter(unix_now());
     let mut roll_at = Instant::now() + Duration::from_secs(secs);
+    let mut publish_at = Instant::now();
     loop {
         let now = Instant::now();
         for q in &link.to_acd {
@@ -153,6 +164,10 @@ fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<
             let (secs, m) = next_quarter(unix_now());
             midnight = m;
             roll_at = now + Duration::from_secs(secs.max(1));
+        }
+        if now >= publish_at {
+            link.stats.store(Some(Arc::new(engine.stats(now))));
+            publish_at = now + PUBLISH_EVERY;
         }
         while let Some(o) = engine.poll_output() {
             match shard_of(&o) {
@@ -189,6 +204,7 @@ fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<
             .poll_timeout()
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
             .min(roll_at.saturating_duration_since(now))
+            .min(publish_at.saturating_duration_since(now))
             .min(if backlogged {
                 Duration::from_millis(1)
             } else {

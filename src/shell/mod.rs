@@ -325,10 +325,15 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     keep_off(&cpus);
     // The control plane (HTTP on cti.listen): bound now, so a taken port
     // stops the start with a clear error.
+    let acd_link = acd::AcdLink::new(n);
     let control_plane = crate::cti::start(
         cfg.cti.listen,
         crate::cti::Plane {
             counters: counters.clone(),
+            acd_stats: Box::new({
+                let link = acd_link.clone();
+                move || link.stats.load_full()
+            }),
             started: epoch,
         },
     )?;
@@ -342,7 +347,6 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
         prompts.clone(),
         rand::random(),
     ));
-    let acd_link = acd::AcdLink::new(n);
     let acd_stop = Arc::new(AtomicBool::new(false));
     let acd_wakers = Arc::new(std::sync::OnceLock::new());
     let acd_engine = crate::acd::Engine::new(

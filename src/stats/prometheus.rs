@@ -9,6 +9,8 @@
 use std::fmt::Write;
 
 use super::Snapshot;
+use crate::acd::AgentState;
+use crate::acd::stats::{QueueStats, Stats};
 
 /// Scalars that go up and down.
 const GAUGES: [&str; 3] = ["bindings", "calls_active", "media_legs"];
@@ -65,6 +67,98 @@ pub fn render(snapshot: &Snapshot, out: &mut String) {
     }
 }
 
+/// Appends the ACD's figures: per queue (today's counters, reset at
+/// midnight like any restarted counter) and agents per state.
+pub fn render_acd(stats: &Stats, out: &mut String) {
+    type Field = fn(&QueueStats) -> f64;
+    let queue_metrics: [(&str, &str, &str, Field); 11] = [
+        (
+            "queue_waiting",
+            "gauge",
+            "Callers waiting now (ringing and parked callbacks included).",
+            |q| q.waiting as f64,
+        ),
+        (
+            "queue_longest_wait_seconds",
+            "gauge",
+            "The longest current wait.",
+            |q| q.longest_wait.as_secs_f64(),
+        ),
+        (
+            "queue_offered_total",
+            "counter",
+            "Callers offered to the queue today.",
+            |q| q.today.offered as f64,
+        ),
+        (
+            "queue_answered_total",
+            "counter",
+            "Callers answered by an agent today.",
+            |q| q.today.answered as f64,
+        ),
+        (
+            "queue_abandoned_total",
+            "counter",
+            "Callers who hung up before an agent answered, today.",
+            |q| q.today.abandoned as f64,
+        ),
+        (
+            "queue_overflowed_total",
+            "counter",
+            "Callers sent on by overflow, maximum wait or length, or the empty rules, today.",
+            |q| q.today.overflowed as f64,
+        ),
+        (
+            "queue_answered_in_service_level_total",
+            "counter",
+            "Callers answered within the queue's service level today.",
+            |q| q.today.in_service_level as f64,
+        ),
+        (
+            "queue_callbacks_total",
+            "counter",
+            "Callbacks asked for today.",
+            |q| q.today.callbacks as f64,
+        ),
+        (
+            "queue_asa_seconds",
+            "gauge",
+            "Average speed of answer today.",
+            |q| q.today.asa().as_secs_f64(),
+        ),
+        (
+            "queue_aht_seconds",
+            "gauge",
+            "Average handle time (talk and wrap-up) today.",
+            |q| q.today.aht().as_secs_f64(),
+        ),
+        (
+            "queue_answered_last_interval",
+            "gauge",
+            "Callers answered in the last closed 15-minute interval.",
+            |q| q.last_interval.answered as f64,
+        ),
+    ];
+    for (name, kind, help, field) in queue_metrics {
+        let _ = writeln!(out, "# HELP switchboard_{name} {help}");
+        let _ = writeln!(out, "# TYPE switchboard_{name} {kind}");
+        for q in &stats.queues {
+            let _ = writeln!(
+                out,
+                "switchboard_{name}{{queue=\"{}\"}} {}",
+                q.name,
+                field(q)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP switchboard_agents Agents per state.");
+    let _ = writeln!(out, "# TYPE switchboard_agents gauge");
+    for state in AgentState::ALL {
+        let n = stats.agents.iter().filter(|a| a.state == state).count();
+        let _ = writeln!(out, "switchboard_agents{{state=\"{}\"}} {n}", state.name());
+    }
+}
+
 fn family<K: std::fmt::Display>(
     out: &mut String,
     name: &str,
@@ -84,6 +178,56 @@ mod tests {
     use super::*;
     use crate::sip::message::Method;
     use crate::stats::ShardCounters;
+
+    #[test]
+    fn queues_and_agents_per_state_are_exposed() {
+        use crate::acd::stats::{AgentStats, QueueCounters};
+        use std::time::Duration;
+        let today = QueueCounters {
+            offered: 7,
+            answered: 5,
+            abandoned: 1,
+            answered_wait: Duration::from_secs(10),
+            ..QueueCounters::default()
+        };
+        let agent = |id: &str, state| AgentStats {
+            id: id.into(),
+            state,
+            reason: None,
+            for_: Duration::ZERO,
+            today: Default::default(),
+        };
+        let stats = Stats {
+            queues: vec![QueueStats {
+                name: "support".into(),
+                waiting: 1,
+                longest_wait: Duration::from_secs(4),
+                today,
+                interval: QueueCounters::default(),
+                last_interval: QueueCounters::default(),
+            }],
+            agents: vec![
+                agent("1001", AgentState::Ready),
+                agent("1002", AgentState::Ready),
+                agent("1003", AgentState::OnCall),
+            ],
+        };
+        let mut text = String::new();
+        render_acd(&stats, &mut text);
+        for line in [
+            "switchboard_queue_waiting{queue=\"support\"} 1",
+            "switchboard_queue_longest_wait_seconds{queue=\"support\"} 4",
+            "switchboard_queue_offered_total{queue=\"support\"} 7",
+            "switchboard_queue_answered_total{queue=\"support\"} 5",
+            "switchboard_queue_asa_seconds{queue=\"support\"} 2",
+            "# TYPE switchboard_queue_offered_total counter",
+            "switchboard_agents{state=\"ready\"} 2",
+            "switchboard_agents{state=\"on_call\"} 1",
+            "switchboard_agents{state=\"logged_out\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn counters_of_all_shards_are_exposed_summed_with_types() {
