@@ -11,6 +11,7 @@
 pub mod acd;
 pub mod call;
 pub mod config;
+pub mod crm;
 pub mod cti;
 pub mod ivr;
 pub mod media;

@@ -214,18 +214,25 @@ mod tests {
         };
         let mut text = String::new();
         render_acd(&stats, &mut text);
-        for line in [
-            "switchboard_queue_waiting{queue=\"support\"} 1",
-            "switchboard_queue_longest_wait_seconds{queue=\"support\"} 4",
-            "switchboard_queue_offered_total{queue=\"support\"} 7",
-            "switchboard_queue_answered_total{queue=\"support\"} 5",
-            "switchboard_queue_asa_seconds{queue=\"support\"} 2",
-            "# TYPE switchboard_queue_offered_total counter",
-            "switchboard_agents{state=\"ready\"} 2",
-            "switchboard_agents{state=\"on_call\"} 1",
-            "switchboard_agents{state=\"logged_out\"} 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        assert_lines(
+            &text,
+            &[
+                "switchboard_queue_waiting{queue=\"support\"} 1",
+                "switchboard_queue_longest_wait_seconds{queue=\"support\"} 4",
+                "switchboard_queue_offered_total{queue=\"support\"} 7",
+                "switchboard_queue_answered_total{queue=\"support\"} 5",
+                "switchboard_queue_asa_seconds{queue=\"support\"} 2",
+                "# TYPE switchboard_queue_offered_total counter",
+                "switchboard_agents{state=\"ready\"} 2",
+                "switchboard_agents{state=\"on_call\"} 1",
+                "switchboard_agents{state=\"logged_out\"} 0",
+            ],
+        );
+    }
+
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(text.lines().any(|l| l == *line), "no {line:?} in\n{text}");
         }
     }
 
@@ -244,18 +251,19 @@ mod tests {
         a.calls_started.add(5);
         let mut text = String::new();
         render(&Snapshot::sum([&a, &b]), &mut text);
-        for line in [
-            "# TYPE switchboard_sip_requests_received_total counter",
-            "switchboard_sip_requests_received_total{method=\"OPTIONS\"} 2",
-            "switchboard_sip_responses_sent_total{status=\"200\"} 1",
-            "# TYPE switchboard_calls_active gauge",
-            "switchboard_calls_active 3",
-            "# TYPE switchboard_calls_started_total counter",
-            "switchboard_calls_started_total 5",
-            "switchboard_rtp_in_total 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
+        assert_lines(
+            &text,
+            &[
+                "# TYPE switchboard_sip_requests_received_total counter",
+                "switchboard_sip_requests_received_total{method=\"OPTIONS\"} 2",
+                "switchboard_sip_responses_sent_total{status=\"200\"} 1",
+                "# TYPE switchboard_calls_active gauge",
+                "switchboard_calls_active 3",
+                "# TYPE switchboard_calls_started_total counter",
+                "switchboard_calls_started_total 5",
+                "switchboard_rtp_in_total 0",
+            ],
+        );
         // Every sample line is `name{labels} value` or `name value`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = l.rsplit_once(' ').expect("name and value");

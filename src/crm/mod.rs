@@ -1,0 +1,34 @@
+//! CRM sync: screen-pop lookups and call records pushed to the CRM.
+//!
+//! Two flows, both off the call path's hot loop:
+//!
+//! * **Lookup on arrival.** When a call arrives, the caller's number (user
+//!   part of From or P-Asserted-Identity, normalized to E.164) is looked up
+//!   to pop the contact on the agent's screen and to raise the call's queue
+//!   priority by tier. With `crm.lookup.url` empty the built-in
+//!   [`directory`] (`firmware-config/contacts.csv`) answers; otherwise an
+//!   HTTP `GET` on the URL template does, with a short timeout, results (hits
+//!   and misses) kept in a TTL [`cache`], and a circuit [`breaker`] so a sick
+//!   CRM costs nothing but a missing screen pop.
+//! * **Records out.** Each finished call's JSON record is written to the
+//!   durable outbox in `var/switchboard.db` and `POST`ed to
+//!   `crm.webhook.url` with `Idempotency-Key: <record id>` and
+//!   `X-Switchboard-Signature: sha256=<hex HMAC-SHA256 of the body>`
+//!   ([`sign`], CONTRACT "Control plane"); any 2xx acknowledges, anything
+//!   else is retried per [`retry`] until given up.
+//!
+//! This module holds the pure, sans-IO parts: the directory, the signature,
+//! the retry policy, the breaker and the cache. None reads the clock or
+//! draws randomness; callers pass `now` and a seeded RNG. The HTTP lookup
+//! client and the outbox worker, which drive these from `shell`, come next.
+
+pub mod breaker;
+pub mod cache;
+pub mod directory;
+pub mod retry;
+pub mod sign;
+
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use cache::Cache;
+pub use directory::{Contact, Directory, DirectoryError, E164, Tier};
+pub use retry::Backoff;
