@@ -88,14 +88,14 @@ CREATE TABLE calls (
     disposition TEXT,
     record      TEXT NOT NULL
 );
-CREATE INDEX calls_ended   ON calls (ended_ms);
-CREATE INDEX calls_agent   ON calls (agent, ended_ms);
-CREATE INDEX calls_queue   ON calls (queue, ended_ms);
-CREATE INDEX calls_caller  ON calls (caller, ended_ms);
-CREATE INDEX calls_dialled ON calls (dialled, ended_ms);
+CREATE INDEX calls_ended   ON calls (ended_ms, id);
+CREATE INDEX calls_agent   ON calls (agent, ended_ms, id);
+CREATE INDEX calls_queue   ON calls (queue, ended_ms, id);
+CREATE INDEX calls_caller  ON calls (caller, ended_ms, id);
+CREATE INDEX calls_dialled ON calls (dialled, ended_ms, id);
 
 CREATE TABLE outbox (
-    id              INTEGER PRIMARY KEY,
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     record_id       TEXT NOT NULL REFERENCES calls (id),
     body            TEXT NOT NULL,
     attempts        INTEGER NOT NULL,
@@ -164,7 +164,9 @@ pub enum StoreError {
     NoSuchOutboxRow { path: PathBuf, id: OutboxId },
 }
 
-/// The id of an outbox row (kept when it moves to `dead_letters`).
+/// The id of an outbox row (kept when it moves to `dead_letters`). Never
+/// reused (`AUTOINCREMENT`): a late report about a delivered row cannot hit
+/// a newer one, and a dead letter's id never collides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OutboxId(pub i64);
 
@@ -482,36 +484,8 @@ impl Store {
 
     /// Calls matching `filter`, newest (by `ended_ms`) first.
     pub fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRow>, StoreError> {
-        // One statement per combination of filters (each cached), so every
-        // combination can use its index.
-        let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1");
-        if filter.since_ms.is_some() {
-            sql.push_str(" AND ended_ms >= :since");
-        }
-        if filter.agent.is_some() {
-            sql.push_str(" AND agent = :agent");
-        }
-        if filter.queue.is_some() {
-            sql.push_str(" AND queue = :queue");
-        }
-        if filter.number.is_some() {
-            sql.push_str(" AND (caller = :number OR dialled = :number)");
-        }
-        sql.push_str(" ORDER BY ended_ms DESC, id DESC LIMIT :limit");
         let limit = i64::from(filter.limit);
-        let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", &limit)];
-        if let Some(since) = &filter.since_ms {
-            args.push((":since", since));
-        }
-        if let Some(agent) = &filter.agent {
-            args.push((":agent", agent));
-        }
-        if let Some(queue) = &filter.queue {
-            args.push((":queue", queue));
-        }
-        if let Some(number) = &filter.number {
-            args.push((":number", number));
-        }
+        let (sql, args) = list_calls_query(filter, &limit);
         let rows = (|| {
             let mut stmt = self.conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(args.as_slice(), raw_call)?;
@@ -552,6 +526,35 @@ impl Store {
         })?;
         Ok(row)
     }
+}
+
+/// The statement and named arguments for [`Store::list_calls`]: one
+/// statement per combination of filters (each cached), so every
+/// combination can use its index.
+fn list_calls_query<'a>(
+    filter: &'a CallFilter,
+    limit: &'a i64,
+) -> (String, Vec<(&'static str, &'a dyn rusqlite::ToSql)>) {
+    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1");
+    let mut args: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", limit)];
+    if let Some(since) = &filter.since_ms {
+        sql.push_str(" AND ended_ms >= :since");
+        args.push((":since", since));
+    }
+    if let Some(agent) = &filter.agent {
+        sql.push_str(" AND agent = :agent");
+        args.push((":agent", agent));
+    }
+    if let Some(queue) = &filter.queue {
+        sql.push_str(" AND queue = :queue");
+        args.push((":queue", queue));
+    }
+    if let Some(number) = &filter.number {
+        sql.push_str(" AND (caller = :number OR dialled = :number)");
+        args.push((":number", number));
+    }
+    sql.push_str(" ORDER BY ended_ms DESC, id DESC LIMIT :limit");
+    (sql, args)
 }
 
 fn outbox_item(r: &Row<'_>) -> rusqlite::Result<OutboxItem> {
