@@ -31,18 +31,20 @@
 //! without an fsync (the WAL is fsynced at each checkpoint). That is
 //! durable across a process crash (kill -9, a panic, the OOM killer): the
 //! committed pages are in the OS page cache and the next open replays the
-//! WAL. A power cut or kernel crash may lose the last transactions before
-//! the latest checkpoint, never corrupt the database. FULL would fsync on
-//! every commit: one commit per ended call at hundreds of calls/s would put
-//! as many fsyncs on the control-plane thread, milliseconds each on
-//! eMMC/SD-class appliance storage; NORMAL keeps commits at page-cache speed
-//! and the appliance's power-loss story is the UPS, not the fsync. A
-//! deployment that wants power-cut durability per call would switch
-//! [`SYNCHRONOUS`] to FULL (or batch commits) without any schema change.
+//! WAL. A power cut or kernel crash may lose the transactions committed
+//! since the WAL was last fsynced (at the last checkpoint, every ~1000
+//! pages), never corrupt the database. FULL would fsync on every commit: one
+//! commit per ended call at hundreds of calls/s would put as many fsyncs on
+//! the control-plane thread, milliseconds each on eMMC/SD-class appliance
+//! storage; NORMAL keeps commits at page-cache speed and the appliance's
+//! power-loss story is the UPS, not the fsync. A deployment that wants
+//! power-cut durability per call would switch [`SYNCHRONOUS`] to FULL (or
+//! batch commits) without any schema change.
 //!
-//! `foreign_keys=ON` makes every outbox and dead-letter row point at a call;
-//! the busy timeout ([`BUSY_TIMEOUT`]) lets an operator's `sqlite3` reading
-//! the file not fail our writes.
+//! `foreign_keys=ON` makes every outbox and dead-letter row point at a call.
+//! WAL readers never block the writer; the busy timeout ([`BUSY_TIMEOUT`])
+//! covers the rest (an operator's `sqlite3` writing or checkpointing, two
+//! opens racing to create the schema).
 //!
 //! # Schema and migrations
 //! `PRAGMA user_version` holds the schema version ([`SCHEMA_VERSION`]); an
@@ -311,15 +313,26 @@ impl Store {
             return Ok(());
         }
         // version 0: a new file. Future versions add `if version < N` steps
-        // here, each in the same transaction as its user_version bump.
+        // here, each in the same transaction as its user_version bump. The
+        // write lock is taken first and the version read again, so a second
+        // process opening the same new file waits and then finds it done.
         let fail = self.err("create the schema");
-        let tx = match self.conn.transaction() {
+        let tx = match self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        {
             Ok(tx) => tx,
             Err(e) => return Err(fail(e)),
         };
         let r = tx
-            .execute_batch(SCHEMA_V1)
-            .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .and_then(|v| {
+                if v == 0 {
+                    tx.execute_batch(SCHEMA_V1)?;
+                    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                }
+                Ok(())
+            })
             .and_then(|()| tx.commit());
         r.map_err(fail)
     }

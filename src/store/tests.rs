@@ -534,3 +534,26 @@ fn store_moves_to_the_control_plane_thread() {
     fn is_send<T: Send>() {}
     is_send::<Store>();
 }
+
+#[test]
+fn concurrent_first_opens_both_succeed() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let opens: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Store::open(dir.path()).map(drop)
+                    })
+                })
+                .collect();
+            for open in opens {
+                open.join().unwrap().unwrap();
+            }
+        });
+        let mut store = open(&dir);
+        store.commit_record(&rec("a", 1_000)).unwrap();
+    }
+}
