@@ -19,3 +19,4 @@ pub mod sdp;
 pub mod shell;
 pub mod sip;
 pub mod stats;
+pub mod store;
