@@ -7,7 +7,8 @@
 //!
 //! Which agent took which call is read from the appliance's call records
 //! (one `call ended` log line per call: `to=`, `legs=USER:STATUS`, `path=`,
-//! `data=`), the queue statistics from the ACD's report at exit.
+//! `data=`), the queue statistics from the ACD's report at exit, and the
+//! stored records from the appliance's database (`var/switchboard.db`).
 
 // Test code reads the real clock (.clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::phones::{ABORT_UNEXPECTED, Phone, appliance};
 use common::{Appliance, Driver, Options, SIPP_DIR, Sipp, SippRun, Stopped};
+use switchboard::store::{CallFilter, Store};
 
 /// The agents' phones, registered and answering every offered call.
 fn agents(a: &Appliance, users: impl IntoIterator<Item = u32>) -> Vec<Phone> {
@@ -155,6 +157,29 @@ fn queues_200_and_201_are_answered_by_their_agents_spread_fairly() {
     assert_eq!(queue_stat(&s, "support", "answered"), 20, "{}", s.tail());
     assert_eq!(queue_stat(&s, "sales", "answered"), 10, "{}", s.tail());
     assert_eq!(queue_stat(&s, "support", "abandoned"), 0);
+
+    // Every call is in the store with its agent and queue, and waits in
+    // the CRM outbox (no webhook is configured).
+    let store = Store::open(&s.data_dir.path().join("var")).expect("open the store");
+    let stored = store
+        .list_calls(&CallFilter {
+            limit: 100,
+            ..CallFilter::default()
+        })
+        .expect("list calls");
+    assert_eq!(stored.len(), 30, "{}", s.tail());
+    for (queue, n) in [("support", 20), ("sales", 10)] {
+        let in_queue: Vec<_> = stored
+            .iter()
+            .filter(|c| c.queue.as_deref() == Some(queue))
+            .collect();
+        assert_eq!(in_queue.len(), n, "{queue}");
+        assert!(in_queue.iter().all(|c| c.agent.is_some()), "{in_queue:?}");
+    }
+    let first = &stored[0];
+    assert_eq!(first.record["id"], first.id.as_str());
+    assert_eq!(first.record["caller"]["user"], "+815012345678");
+    assert_eq!(store.outbox_len().expect("outbox"), 30);
 }
 
 #[test]
@@ -178,6 +203,17 @@ fn a_caller_who_hangs_up_while_queued_is_counted_abandoned() {
         recs[0].get("hung_up_by").map(String::as_str),
         Some("caller")
     );
+    let store = Store::open(&s.data_dir.path().join("var")).expect("open the store");
+    let stored = store
+        .list_calls(&CallFilter {
+            queue: Some("support".into()),
+            limit: 10,
+            ..CallFilter::default()
+        })
+        .expect("list calls");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].agent, None, "nobody answered");
+    assert_eq!(stored[0].record["path"][0], "queue:support");
 }
 
 /// SIPp's RFC 2833 capture of `key` (`/usr/share/sip-tester/dtmf_2833_*.pcap`),

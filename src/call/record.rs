@@ -133,33 +133,112 @@ pub struct LogSink;
 
 impl RecordSink for LogSink {
     fn handle_record(&mut self, r: CallRecord) {
-        let talk_ms = r
-            .answered
-            .map(|a| r.ended.saturating_duration_since(a).as_millis());
-        let callees: Vec<String> = r
-            .callees
+        log_record(&r);
+    }
+}
+
+/// Logs `r` as one `call ended` line.
+pub fn log_record(r: &CallRecord) {
+    let talk_ms = r
+        .answered
+        .map(|a| r.ended.saturating_duration_since(a).as_millis());
+    let callees: Vec<String> = r
+        .callees
+        .iter()
+        .map(|l| format!("{}:{}", l.user, l.status.unwrap_or(0)))
+        .collect();
+    tracing::info!(
+        call_id = %r.call_id,
+        from = %r.caller.user,
+        to = %r.dialled,
+        legs = %callees.join(","),
+        cause = %r.cause,
+        hung_up_by = %r.hung_up_by,
+        setup_ms = r.answered.map(|a| a.saturating_duration_since(r.started).as_millis()),
+        talk_ms,
+        transfers = r.transfers,
+        caller_rtp = r.caller.media.map(|m| m.packets_in),
+        caller_lost = r.caller.media.map(|m| m.lost),
+        callee_rtp = r.callees.iter().find_map(|c| c.media).map(|m| m.packets_in),
+        digits = %r.digits,
+        callee_digits = %r.callee_digits,
+        recording = r.recording.map(|id| format!("{id:x}")),
+        path = %r.path.join(">"),
+        data = %data_text(&r.data),
+        "call ended"
+    );
+}
+
+impl CallRecord {
+    /// The record's id: unique per call and stable (the store, the CRM
+    /// webhook's `Idempotency-Key` and `/v1/calls/{id}` use it). Hex of the
+    /// start (unix ms) and a hash of the caller's Call-ID.
+    pub fn id(&self, started_unix_ms: i64) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.call_id.hash(&mut h);
+        format!("{started_unix_ms:011x}-{:016x}", h.finish())
+    }
+
+    /// The agent who took the call: the user of the callee leg that
+    /// answered.
+    pub fn agent(&self) -> Option<&str> {
+        self.callees
             .iter()
-            .map(|l| format!("{}:{}", l.user, l.status.unwrap_or(0)))
+            .find(|l| l.status.is_some_and(|s| (200..300).contains(&s)))
+            .map(|l| l.user.as_str())
+    }
+
+    /// The last queue the call passed through.
+    pub fn queue(&self) -> Option<&str> {
+        self.path
+            .iter()
+            .rev()
+            .find_map(|p| p.strip_prefix("queue:"))
+    }
+
+    /// The record as JSON (the store's and the webhook's body);
+    /// `unix_ms` maps the engine's instants to wall-clock milliseconds.
+    pub fn to_json(&self, id: &str, unix_ms: impl Fn(Instant) -> i64) -> serde_json::Value {
+        let leg = |l: &LegRecord| {
+            serde_json::json!({
+                "call_id": l.call_id,
+                "user": l.user,
+                "peer": l.peer.to_string(),
+                "status": l.status,
+                "media": l.media.map(|m| serde_json::json!({
+                    "packets_in": m.packets_in,
+                    "packets_out": m.packets_out,
+                    "lost": m.lost,
+                    "jitter_us": m.jitter_us,
+                    "mos": f64::from(m.mos_x100) / 100.0,
+                })),
+            })
+        };
+        let data: serde_json::Map<String, serde_json::Value> = self
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
             .collect();
-        tracing::info!(
-            call_id = %r.call_id,
-            from = %r.caller.user,
-            to = %r.dialled,
-            legs = %callees.join(","),
-            cause = %r.cause,
-            hung_up_by = %r.hung_up_by,
-            setup_ms = r.answered.map(|a| a.saturating_duration_since(r.started).as_millis()),
-            talk_ms,
-            transfers = r.transfers,
-            caller_rtp = r.caller.media.map(|m| m.packets_in),
-            caller_lost = r.caller.media.map(|m| m.lost),
-            callee_rtp = r.callees.iter().find_map(|c| c.media).map(|m| m.packets_in),
-            digits = %r.digits,
-            callee_digits = %r.callee_digits,
-            recording = r.recording.map(|id| format!("{id:x}")),
-            path = %r.path.join(">"),
-            data = %data_text(&r.data),
-            "call ended"
-        );
+        serde_json::json!({
+            "id": id,
+            "call_id": self.call_id,
+            "caller": leg(&self.caller),
+            "dialled": self.dialled,
+            "legs": self.callees.iter().map(leg).collect::<Vec<_>>(),
+            "agent": self.agent(),
+            "queue": self.queue(),
+            "path": self.path,
+            "data": data,
+            "started_ms": unix_ms(self.started),
+            "answered_ms": self.answered.map(&unix_ms),
+            "ended_ms": unix_ms(self.ended),
+            "cause": self.cause.to_string(),
+            "hung_up_by": self.hung_up_by.to_string(),
+            "transfers": self.transfers,
+            "digits": self.digits,
+            "callee_digits": self.callee_digits,
+            "recording": self.recording.map(|r| format!("{r:x}")),
+        })
     }
 }

@@ -19,6 +19,7 @@
 pub mod acd;
 pub mod driver;
 pub mod mesh;
+pub mod records;
 pub mod recwriter;
 pub mod shard;
 pub mod wheel;
@@ -69,6 +70,10 @@ pub enum ShellError {
     ControlPlane(#[from] crate::cti::CtiError),
     #[error("recordings in {dir}: {source}")]
     Recordings { dir: String, source: std::io::Error },
+    #[error("call records: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("call records: cannot start the writer thread: {0}")]
+    RecordWriter(std::io::Error),
 }
 
 /// The CPUs shards run on, checked against this process's affinity mask.
@@ -337,6 +342,11 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
             started: epoch,
         },
     )?;
+    // Call records: the store opens (or is created) now, so a broken
+    // database stops the start with its path named.
+    let store = crate::store::Store::open(&cfg.node.data_dir)?;
+    let (record_writer, record_tx) =
+        records::start(store, records::WallClock::at(epoch)).map_err(ShellError::RecordWriter)?;
     let rec_counters = Arc::new(recwriter::RecCounters::default());
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
@@ -384,6 +394,7 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
             prompts: prompts.clone(),
             plan: plan.clone(),
             acd: acd_link.clone(),
+            records: record_tx.clone(),
         };
         let ready_tx = ready_tx.clone();
         let event_tx = event_tx.clone();
@@ -480,6 +491,10 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     acd_link.wake_acd();
     let _ = acd_thread.join();
     control_plane.stop();
+    // Every shard's sender is gone with its thread: the writer stores what
+    // they sent and ends.
+    drop(record_tx);
+    record_writer.stop();
     // The shards handed over their last recording ops when they ended
     // their calls: the writer finishes them.
     rec_writer.stop();
@@ -563,6 +578,7 @@ struct ShardContext {
     prompts: Prompts,
     plan: Arc<ContactPlan>,
     acd: Arc<acd::AcdLink>,
+    records: Sender<crate::call::record::CallRecord>,
 }
 
 type Ready = Sender<(u16, Result<(Waker, &'static str), ShellError>)>;
@@ -655,6 +671,7 @@ fn shard_main(
         }
         shard.recordings = Some(ctx.recordings.clone());
         shard.acd = Some(ctx.acd.clone());
+        shard.records = Box::new(records::StoreSink::new(ctx.records.clone()));
         if !shard.bind_initial_media(drv.as_mut(), Duration::from_secs(2)) {
             return Err(ShellError::Io {
                 shard: id,

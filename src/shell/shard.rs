@@ -79,8 +79,9 @@ pub struct Shard {
     stream_sends: Vec<(ConnId, Bytes)>,
     closes: Vec<ConnId>,
     touched: Vec<bool>,
-    /// Where finished call records go.
-    records: Box<dyn RecordSink>,
+    /// Where finished call records go (the log until the shell sets the
+    /// store's sink).
+    pub records: Box<dyn RecordSink>,
     /// Sockets of the media engine, by socket index.
     media_socks: Vec<bool>,
     /// Pairs of the slice not tried yet.
