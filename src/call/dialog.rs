@@ -123,7 +123,11 @@ impl Dialog {
                 .map(|t| String::from_utf8_lossy(t).into_owned()),
             local_seq: 0,
             remote_seq: Some(invite.cseq.seq),
-            remote_target: contact_uri(invite).unwrap_or_default(),
+            // An INVITE without a usable Contact (§8.1.1.8 requires one)
+            // still gets requests a Request-URI: its From URI. They go to
+            // the address it came from in any case.
+            remote_target: contact_uri(invite)
+                .unwrap_or_else(|| request_target(&String::from_utf8_lossy(&invite.from.uri.raw))),
             route_set: record_routes(invite),
             peer,
         }
