@@ -241,13 +241,7 @@ impl B2bua {
             return;
         }
         let id = self.next_call;
-        let (Some(ma), Some(mb)) = (self.open_media(now, id), self.open_media(now, id)) else {
-            self.media.close_legs_of(id);
-            let headers = [
-                ("Retry-After", "5"),
-                ("Warning", "399 switchboard \"no free RTP port\""),
-            ];
-            self.refuse(now, stx, &msg, peer, 503, &local_tag, &headers);
+        let Some((ma, mb)) = self.open_call_media(now, id, stx, &msg, peer, &local_tag) else {
             return;
         };
         let answer = match self.media.answer_locally(ma, &body) {
@@ -262,28 +256,16 @@ impl B2bua {
         let a = Dialog::from_invite(&msg, peer, local_tag.clone());
         self.dialogs.insert(local_tag.clone(), (id, LegId::A));
         let mut call = Call {
-            a: Leg::new(a),
-            a_invite: None,
-            a_offer: true,
             a_session,
-            b: Vec::new(),
-            phase: Phase::Setup,
-            peer: 0,
-            best: None,
-            dialled,
-            caller_user: text(&msg.from.uri.user),
-            started: now,
             answered: Some(now),
-            transfer: None,
-            transfers: 0,
-            relays: Vec::new(),
-            media: vec![ma, mb],
-            digits: String::new(),
-            callee_digits: String::new(),
-            recording: None,
-            hosted: None,
+            ..Call::new(
+                Leg::new(a),
+                dialled,
+                text(&msg.from.uri.user),
+                now,
+                (ma, mb),
+            )
         };
-        call.a.media = Some(ma);
         call.a.allows_update = allows_update(&msg);
         let contact = self.cfg.local.contact(peer.link);
         let mut headers = vec![
@@ -603,30 +585,10 @@ impl B2bua {
         let mut a = Leg::new(dialog);
         a.dialog.local_seq = 1;
         a.invite_busy = true;
-        a.media = Some(ma);
         a.last_sdp = Some(("application/sdp".into(), offer));
         let mut path = p.path;
         path.push("callback".into());
         let call = Call {
-            a,
-            a_invite: None,
-            a_offer: true,
-            a_session: None,
-            b: Vec::new(),
-            phase: Phase::Setup,
-            peer: 0,
-            best: None,
-            dialled: p.dialled,
-            caller_user: p.caller_user,
-            started: now,
-            answered: None,
-            transfer: None,
-            transfers: 0,
-            relays: Vec::new(),
-            media: vec![ma, mb],
-            digits: String::new(),
-            callee_digits: String::new(),
-            recording: None,
             hosted: Some(Box::new(Hosted {
                 origin: p.origin,
                 stage: Stage::CallingBack(agent),
@@ -637,6 +599,7 @@ impl B2bua {
                 music: p.music,
                 path,
             })),
+            ..Call::new(a, p.dialled, p.caller_user, now, (ma, mb))
         };
         self.calls.insert(id, Box::new(call));
         self.counters.calls_active.set(self.calls.len() as u64);

@@ -468,6 +468,40 @@ struct Call {
 }
 
 impl Call {
+    /// A call in setup from caller leg `a`, with the caller's media leg
+    /// `ma` and `mb` for the other side; the rest starts empty.
+    fn new(
+        mut a: Leg,
+        dialled: String,
+        caller_user: String,
+        started: Instant,
+        (ma, mb): (MediaLeg, MediaLeg),
+    ) -> Call {
+        a.media = Some(ma);
+        Call {
+            a,
+            a_invite: None,
+            a_offer: true,
+            a_session: None,
+            b: Vec::new(),
+            phase: Phase::Setup,
+            peer: 0,
+            best: None,
+            dialled,
+            caller_user,
+            started,
+            answered: None,
+            transfer: None,
+            transfers: 0,
+            relays: Vec::new(),
+            media: vec![ma, mb],
+            digits: String::new(),
+            callee_digits: String::new(),
+            recording: None,
+            hosted: None,
+        }
+    }
+
     fn leg_mut(&mut self, id: LegId) -> Option<&mut Leg> {
         match id {
             LegId::A => Some(&mut self.a),
@@ -663,6 +697,30 @@ impl B2bua {
         }
     }
 
+    /// The two media legs of new call `id` (the caller's, then the other
+    /// side's); without a free port pair the INVITE is refused with 503
+    /// and `None` comes back.
+    fn open_call_media(
+        &mut self,
+        now: Instant,
+        id: u64,
+        stx: u64,
+        msg: &Message,
+        peer: Peer,
+        local_tag: &str,
+    ) -> Option<(MediaLeg, MediaLeg)> {
+        if let (Some(ma), Some(mb)) = (self.open_media(now, id), self.open_media(now, id)) {
+            return Some((ma, mb));
+        }
+        self.media.close_legs_of(id);
+        let headers = [
+            ("Retry-After", "5"),
+            ("Warning", "399 switchboard \"no free RTP port\""),
+        ];
+        self.refuse(now, stx, msg, peer, 503, local_tag, &headers);
+        None
+    }
+
     /// Opens a media leg for call `id`, arming the sweep.
     fn open_media(&mut self, now: Instant, id: u64) -> Option<MediaLeg> {
         let leg = self.media.open_leg(now, id).ok()?;
@@ -792,13 +850,7 @@ impl B2bua {
         }
         let id = self.next_call;
         // Media: the caller's leg, and one the callee's phones share.
-        let (Some(ma), Some(mb)) = (self.open_media(now, id), self.open_media(now, id)) else {
-            self.media.close_legs_of(id);
-            let headers = [
-                ("Retry-After", "5"),
-                ("Warning", "399 switchboard \"no free RTP port\""),
-            ];
-            self.refuse(now, stx, &msg, peer, 503, &local_tag, &headers);
+        let Some((ma, mb)) = self.open_call_media(now, id, stx, &msg, peer, &local_tag) else {
             return;
         };
         let (ct, body) = body_of(&msg);
@@ -822,28 +874,10 @@ impl B2bua {
         self.invites.insert(stx, id);
         let caller_user = text(&msg.from.uri.user);
         let mut call = Call {
-            a: Leg::new(a),
-            a_invite: None,
             a_offer: !msg.body.is_empty(),
             a_session,
-            b: Vec::new(),
-            phase: Phase::Setup,
-            peer: 0,
-            best: None,
-            dialled: dialled.clone(),
-            caller_user,
-            started: now,
-            answered: None,
-            transfer: None,
-            transfers: 0,
-            relays: Vec::new(),
-            media: vec![ma, mb],
-            digits: String::new(),
-            callee_digits: String::new(),
-            recording: None,
-            hosted: None,
+            ..Call::new(Leg::new(a), dialled.clone(), caller_user, now, (ma, mb))
         };
-        call.a.media = Some(ma);
         call.a.invite_busy = true;
         call.a.allows_update = a_allows_update;
         let max_forwards = msg.max_forwards.unwrap_or(70).saturating_sub(1);
