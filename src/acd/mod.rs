@@ -575,12 +575,7 @@ impl Engine {
                     match g.state {
                         AgentState::Reserved => {
                             let c = g.offer;
-                            let key = self.calls[c as usize].key;
-                            self.out.push_back(Output::Cancel {
-                                call: key,
-                                agent: AgentId(a),
-                            });
-                            self.calls[c as usize].stale.push(a);
+                            self.cancel_ring(c, a, true);
                             if self.calls[c as usize].parked {
                                 self.callback_failed(now, c, a);
                             } else {
@@ -773,19 +768,26 @@ impl Engine {
         self.free.push(c);
     }
 
+    /// Tells the shard to stop ringing agent `a` for caller `c`; with
+    /// `owe`, the shard's later RingResult for that ring is expected and
+    /// will be ignored as stale.
+    fn cancel_ring(&mut self, c: u32, a: u32, owe: bool) {
+        let call = &mut self.calls[c as usize];
+        self.out.push_back(Output::Cancel {
+            call: call.key,
+            agent: AgentId(a),
+        });
+        if owe {
+            call.stale.push(a);
+        }
+    }
+
     /// Ends every open offer of caller `c` (Cancel out, agents free, no
     /// miss); the agents are served by [`Engine::serve_freed`].
     fn cancel_offers(&mut self, now: Instant, c: u32, owe: bool) {
         let offers = std::mem::take(&mut self.calls[c as usize].offers);
-        let key = self.calls[c as usize].key;
         for &a in &offers {
-            self.out.push_back(Output::Cancel {
-                call: key,
-                agent: AgentId(a),
-            });
-            if owe {
-                self.calls[c as usize].stale.push(a);
-            }
+            self.cancel_ring(c, a, owe);
             self.agents[a as usize].offer = NONE;
             self.agent_free_again(now, a, End::NoMiss);
             self.freed.push(a);
@@ -1393,12 +1395,7 @@ impl Engine {
         match g.state {
             AgentState::Reserved => {
                 let c = g.offer;
-                let key = self.calls[c as usize].key;
-                self.out.push_back(Output::Cancel {
-                    call: key,
-                    agent: AgentId(a),
-                });
-                self.calls[c as usize].stale.push(a);
+                self.cancel_ring(c, a, true);
                 self.set_state(now, a, AgentState::LoggedOut, None);
                 self.end_offer(now, a, c, End::Logout);
             }
