@@ -274,9 +274,7 @@ impl Store {
             .map_err(sqlite(
                 "read the schema version (is it an SQLite database?)",
             ))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(sqlite("set journal_mode=WAL"))?;
+        let mode = wal_mode(&conn).map_err(sqlite("set journal_mode=WAL"))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NotWal { path, mode });
         }
@@ -598,4 +596,31 @@ fn raw_call(r: &Row<'_>) -> rusqlite::Result<(CallRow, String)> {
         },
         r.get(8)?,
     ))
+}
+
+/// Pause between tries of [`wal_mode`].
+const WAL_RETRY: Duration = Duration::from_millis(10);
+
+/// Sets `journal_mode=WAL` and returns the mode now in force. Two
+/// connections switching a new file at once: SQLite answers one of them
+/// `SQLITE_BUSY` at once, without its busy handler (waiting could
+/// deadlock), so this waits and tries again itself, for up to
+/// [`BUSY_TIMEOUT`] like any other busy statement.
+// The store runs on its own threads, never a shard's: waiting is what the
+// busy handler would do too.
+#[allow(clippy::disallowed_methods)]
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let tries = BUSY_TIMEOUT.as_millis() / WAL_RETRY.as_millis();
+    let mut tried = 0;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tried < tries =>
+            {
+                tried += 1;
+                std::thread::sleep(WAL_RETRY);
+            }
+            other => return other,
+        }
+    }
 }
