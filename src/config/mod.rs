@@ -427,12 +427,58 @@ impl RecordingConfig {
 pub struct CtiConfig {
     /// `listen`: HTTP/WebSocket control plane address.
     pub listen: SocketAddr,
+    /// `tls_cert`, `tls_key`: PEM certificate chain and private key; both
+    /// set = the control plane speaks HTTPS/WSS only. Relative to the
+    /// config file's directory unless absolute.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `max_message_bytes`: largest CTI message or REST body taken
+    /// (1024..=1048576); a bigger one gets an error reply.
+    pub max_message_bytes: usize,
+    /// `[[cti.tokens]]`: who may use the control plane's `/v1` API.
+    pub tokens: Vec<CtiToken>,
 }
 
 impl Default for CtiConfig {
     fn default() -> Self {
         CtiConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            tls: None,
+            max_message_bytes: 64 * 1024,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One `[[cti.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtiToken {
+    /// `token`: the bearer token (`Authorization: Bearer <token>`).
+    pub token: String,
+    /// `scope`: what it may see and command.
+    pub scope: CtiScope,
+}
+
+/// A token's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtiScope {
+    /// Everything, including other tokens' agents and the outbox.
+    Admin,
+    /// Every agent, queue and call (supervisors, wallboards, CRM servers).
+    Supervisor,
+    /// One agent: its own state and the calls it is on.
+    Agent(String),
+}
+
+impl CtiScope {
+    /// `admin`, `supervisor` or `agent:<id>`.
+    pub fn parse(text: &str) -> Option<CtiScope> {
+        match text {
+            "admin" => Some(CtiScope::Admin),
+            "supervisor" => Some(CtiScope::Supervisor),
+            _ => text
+                .strip_prefix("agent:")
+                .filter(|id| !id.is_empty())
+                .map(|id| CtiScope::Agent(id.to_owned())),
         }
     }
 }
@@ -440,6 +486,9 @@ impl Default for CtiConfig {
 /// `[crm]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmConfig {
+    /// `directory`: the built-in screen-pop directory (CSV), relative to
+    /// the config file's directory unless absolute; empty = none.
+    pub directory: PathBuf,
     /// `[crm.lookup]`.
     pub lookup: CrmLookupConfig,
     /// `[crm.webhook]`.
@@ -449,29 +498,74 @@ pub struct CrmConfig {
 impl Default for CrmConfig {
     fn default() -> Self {
         CrmConfig {
-            lookup: CrmLookupConfig { url: String::new() },
+            directory: PathBuf::from("contacts.csv"),
+            lookup: CrmLookupConfig {
+                url: String::new(),
+                timeout: Duration::from_millis(300),
+                cache_ttl: Duration::from_secs(300),
+                fields: LookupFields::default(),
+            },
             webhook: CrmWebhookConfig {
                 url: String::new(),
                 secret: "demo-secret".to_owned(),
+                max_attempts: 12,
+                timeout: Duration::from_secs(10),
             },
         }
     }
 }
 
 /// `[crm.lookup]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmLookupConfig {
-    /// `url`: screen-pop lookup URL template; empty = built-in directory.
+    /// `url`: screen-pop lookup URL template (`{number}` = the caller's
+    /// E.164 number, `{account}` = the IVR-entered account, both
+    /// URL-encoded); empty = built-in directory.
     pub url: String,
+    /// `timeout_ms`: how long a lookup may take (10..=5000); a call never
+    /// waits longer for its screen pop.
+    pub timeout: Duration,
+    /// `cache_ttl_s`: how long answers (found or not) are kept (0..=86400).
+    pub cache_ttl: Duration,
+    /// `[crm.lookup.fields]`: the CRM's JSON field names.
+    pub fields: LookupFields,
+}
+
+/// `[crm.lookup.fields]`: which field of the CRM's JSON answer holds what
+/// (a dotted path such as `contact.name` reaches into objects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupFields {
+    pub name: String,
+    pub account: String,
+    pub tier: String,
+    pub last_agent: String,
+    pub phone: String,
+}
+
+impl Default for LookupFields {
+    fn default() -> Self {
+        LookupFields {
+            name: "name".to_owned(),
+            account: "account".to_owned(),
+            tier: "tier".to_owned(),
+            last_agent: "last_agent".to_owned(),
+            phone: "phone".to_owned(),
+        }
+    }
 }
 
 /// `[crm.webhook]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmWebhookConfig {
     /// `url`: where call records are POSTed; empty = none.
     pub url: String,
     /// `secret`: HMAC-SHA256 key for `X-Switchboard-Signature`.
     pub secret: String,
+    /// `max_attempts`: deliveries tried before a record moves to the dead
+    /// letters (1..=100).
+    pub max_attempts: u32,
+    /// `timeout_ms`: how long one POST may take (100..=60000).
+    pub timeout: Duration,
 }
 
 /// One `[[users]]` entry: an agent's phone.
@@ -510,7 +604,8 @@ mod tests {
     fn demo_config_spells_out_the_defaults() {
         let mut config = parse("default.toml", DEMO, &[]).unwrap();
         // What the demo adds to the defaults: its users, its prompts and
-        // hold music, and its contact center (whose [acd] is the default).
+        // hold music, its contact center (whose [acd] is the default) and
+        // its CTI token.
         config.users.clear();
         assert_eq!(
             config.prompts.first(),
@@ -526,9 +621,18 @@ mod tests {
         }
         assert_eq!(config.media.hold_music.as_deref(), Some("music"));
         assert_eq!(config.contact.acd, contact::AcdConfig::default());
+        // And the CONTRACT's demo token.
+        assert_eq!(
+            config.cti.tokens,
+            vec![CtiToken {
+                token: "demo-token".into(),
+                scope: CtiScope::Admin
+            }]
+        );
         config.prompts.clear();
         config.media.hold_music = None;
         config.contact = Default::default();
+        config.cti.tokens.clear();
         assert_eq!(config, Config::default());
     }
 

@@ -14,9 +14,9 @@ use super::types::{self, DigestAlgorithm, ListenAddr, PortRange, Transport};
 use super::validate_contact;
 use super::{
     CallsConfig, Config, ConfigErrors, ConfigProblem, Cores, CrmConfig, CrmLookupConfig,
-    CrmWebhookConfig, CtiConfig, DriverChoice, MediaConfig, NodeConfig, OVERRIDE_LABEL,
-    PromptConfig, RecordingConfig, RecordingMode, RegistrarConfig, ShellConfig, SipConfig,
-    UserConfig,
+    CrmWebhookConfig, CtiConfig, CtiScope, CtiToken, DriverChoice, LookupFields, MediaConfig,
+    NodeConfig, OVERRIDE_LABEL, PromptConfig, RecordingConfig, RecordingMode, RegistrarConfig,
+    ShellConfig, SipConfig, UserConfig,
 };
 
 /// Largest CPU id accepted in `node.cores` (glibc's `cpu_set_t` holds 1024).
@@ -286,7 +286,7 @@ impl<'n> Section<'n> {
             .unwrap_or(default)
     }
 
-    fn millis(
+    pub(super) fn millis(
         &mut self,
         p: &mut Problems,
         key: &str,
@@ -960,7 +960,18 @@ fn recording_section(p: &mut Problems, node: Option<&Node>) -> RecordingConfig {
 
 fn cti_section(p: &mut Problems, node: Option<&Node>) -> CtiConfig {
     let d = CtiConfig::default();
-    let mut s = Section::open(p, "cti", node, &["listen"]);
+    let mut s = Section::open(
+        p,
+        "cti",
+        node,
+        &[
+            "listen",
+            "tls_cert",
+            "tls_key",
+            "max_message_bytes",
+            "tokens",
+        ],
+    );
     let listen = match s.string(p, "listen") {
         Some((text, origin)) => types::parse_socket_addr(text).unwrap_or_else(|e| {
             p.push(origin, "cti.listen", e.to_string());
@@ -968,8 +979,108 @@ fn cti_section(p: &mut Problems, node: Option<&Node>) -> CtiConfig {
         }),
         None => d.listen,
     };
+    let cert = s.string(p, "tls_cert");
+    let key = s.string(p, "tls_key");
+    let tls = match (cert, key) {
+        (Some(("", _)) | None, Some(("", _)) | None) => None,
+        (Some((c, _)), Some((k, _))) if !c.is_empty() && !k.is_empty() => {
+            Some((PathBuf::from(c), PathBuf::from(k)))
+        }
+        (Some((_, origin)), _) | (_, Some((_, origin))) => {
+            p.push(
+                origin,
+                "cti.tls_cert",
+                "cti.tls_cert and cti.tls_key go together (expected both PEM file paths, or neither for plain HTTP)",
+            );
+            None
+        }
+    };
+    let max_message_bytes = s.count(p, "max_message_bytes", 1024, 1 << 20, d.max_message_bytes);
+    let tokens = cti_tokens(p, s.take("tokens"));
     s.finish(p);
-    CtiConfig { listen }
+    CtiConfig {
+        listen,
+        tls,
+        max_message_bytes,
+        tokens,
+    }
+}
+
+fn cti_tokens(p: &mut Problems, node: Option<&Node>) -> Vec<CtiToken> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    let Kind::Array(items) = &node.kind else {
+        type_error(
+            p,
+            "cti.tokens",
+            node,
+            "an array of tables ([[cti.tokens]] sections)",
+        );
+        return Vec::new();
+    };
+    let mut tokens: Vec<CtiToken> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("cti.tokens[{i}]");
+        let mut s = Section::open(p, &path, Some(item), &["token", "scope"]);
+        let token = match s.string(p, "token") {
+            Some((t, origin)) if t.len() < 8 || t.bytes().any(|b| !b.is_ascii_graphic()) => {
+                p.push(
+                    origin,
+                    &s.key("token"),
+                    "expected at least 8 printable characters without spaces",
+                );
+                None
+            }
+            Some((t, origin)) if tokens.iter().any(|k| k.token == t) => {
+                p.push(
+                    origin,
+                    &s.key("token"),
+                    "used by an earlier [[cti.tokens]] entry (expected unique tokens)",
+                );
+                None
+            }
+            Some((t, _)) => Some(t.to_owned()),
+            None => {
+                if s.origin("token").is_none() {
+                    p.push(
+                        s.table_origin,
+                        &s.key("token"),
+                        "missing (expected the bearer token)",
+                    );
+                }
+                None
+            }
+        };
+        let scope = match s.string(p, "scope") {
+            Some((text, origin)) => {
+                let scope = CtiScope::parse(text);
+                if scope.is_none() {
+                    p.push(
+                        origin,
+                        &s.key("scope"),
+                        format!("{text:?} is not a scope (expected \"admin\", \"supervisor\" or \"agent:<agent id>\")"),
+                    );
+                }
+                scope
+            }
+            None => {
+                if s.origin("scope").is_none() {
+                    p.push(
+                        s.table_origin,
+                        &s.key("scope"),
+                        "missing (expected \"admin\", \"supervisor\" or \"agent:<agent id>\")",
+                    );
+                }
+                None
+            }
+        };
+        s.finish(p);
+        if let (Some(token), Some(scope)) = (token, scope) {
+            tokens.push(CtiToken { token, scope });
+        }
+    }
+    tokens
 }
 
 fn http_url(p: &mut Problems, s: &mut Section, key: &str) -> Option<(String, Origin)> {
@@ -992,13 +1103,55 @@ fn http_url(p: &mut Problems, s: &mut Section, key: &str) -> Option<(String, Ori
 
 fn crm_section(p: &mut Problems, node: Option<&Node>) -> CrmConfig {
     let d = CrmConfig::default();
-    let mut s = Section::open(p, "crm", node, &["lookup", "webhook"]);
+    let mut s = Section::open(p, "crm", node, &["directory", "lookup", "webhook"]);
+    let directory = s
+        .string(p, "directory")
+        .map_or(d.directory, |(f, _)| PathBuf::from(f));
 
-    let mut lookup = Section::open(p, "crm.lookup", s.take("lookup"), &["url"]);
+    let mut lookup = Section::open(
+        p,
+        "crm.lookup",
+        s.take("lookup"),
+        &["url", "timeout_ms", "cache_ttl_s", "fields"],
+    );
     let lookup_url = http_url(p, &mut lookup, "url").map_or(d.lookup.url, |(u, _)| u);
+    let timeout = lookup.millis(p, "timeout_ms", 10, 5000, d.lookup.timeout);
+    let cache_ttl = lookup.secs(p, "cache_ttl_s", 0, 86_400, d.lookup.cache_ttl);
+    let mut f = Section::open(
+        p,
+        "crm.lookup.fields",
+        lookup.take("fields"),
+        &["name", "account", "tier", "last_agent", "phone"],
+    );
+    let df = LookupFields::default();
+    let mut field = |p: &mut Problems, key: &str, default: String| match f.string(p, key) {
+        Some(("", origin)) => {
+            p.push(
+                origin,
+                &format!("crm.lookup.fields.{key}"),
+                "empty (expected a JSON field name such as \"name\" or \"contact.name\")",
+            );
+            default
+        }
+        Some((name, _)) => name.to_owned(),
+        None => default,
+    };
+    let fields = LookupFields {
+        name: field(p, "name", df.name),
+        account: field(p, "account", df.account),
+        tier: field(p, "tier", df.tier),
+        last_agent: field(p, "last_agent", df.last_agent),
+        phone: field(p, "phone", df.phone),
+    };
+    f.finish(p);
     lookup.finish(p);
 
-    let mut hook = Section::open(p, "crm.webhook", s.take("webhook"), &["url", "secret"]);
+    let mut hook = Section::open(
+        p,
+        "crm.webhook",
+        s.take("webhook"),
+        &["url", "secret", "max_attempts", "timeout_ms"],
+    );
     let hook_url = http_url(p, &mut hook, "url").map_or(d.webhook.url, |(u, _)| u);
     let secret = match hook.string(p, "secret") {
         Some((secret, origin)) => {
@@ -1013,13 +1166,23 @@ fn crm_section(p: &mut Problems, node: Option<&Node>) -> CrmConfig {
         }
         None => d.webhook.secret,
     };
+    let max_attempts = hook.count(p, "max_attempts", 1, 100, d.webhook.max_attempts);
+    let hook_timeout = hook.millis(p, "timeout_ms", 100, 60_000, d.webhook.timeout);
     hook.finish(p);
     s.finish(p);
     CrmConfig {
-        lookup: CrmLookupConfig { url: lookup_url },
+        directory,
+        lookup: CrmLookupConfig {
+            url: lookup_url,
+            timeout,
+            cache_ttl,
+            fields,
+        },
         webhook: CrmWebhookConfig {
             url: hook_url,
             secret,
+            max_attempts,
+            timeout: hook_timeout,
         },
     }
 }
@@ -1298,6 +1461,50 @@ mod tests {
     }
 
     #[test]
+    fn cti_tokens_and_tls_are_checked() {
+        let c = ok(
+            "[cti]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[[cti.tokens]]\ntoken = \"tok-agent-1002\"\nscope = \"agent:1002\"\n[[cti.tokens]]\ntoken = \"supervisor-1\"\nscope = \"supervisor\"\n",
+            &[],
+        );
+        assert_eq!(
+            c.cti.tls,
+            Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+        );
+        assert_eq!(c.cti.tokens[0].scope, CtiScope::Agent("1002".into()));
+        assert_eq!(c.cti.tokens[1].scope, CtiScope::Supervisor);
+        assert_eq!(
+            problems(
+                "[cti]\ntls_cert = \"c.pem\"\n[[cti.tokens]]\ntoken = \"short\"\nscope = \"root\"\n[[cti.tokens]]\ntoken = \"long-enough\"\n",
+                &[]
+            ),
+            [
+                "firmware-config/x.toml:2: cti.tls_cert: cti.tls_cert and cti.tls_key go together (expected both PEM file paths, or neither for plain HTTP)",
+                "firmware-config/x.toml:4: cti.tokens[0].token: expected at least 8 printable characters without spaces",
+                "firmware-config/x.toml:5: cti.tokens[0].scope: \"root\" is not a scope (expected \"admin\", \"supervisor\" or \"agent:<agent id>\")",
+                "firmware-config/x.toml:6: cti.tokens[1].scope: missing (expected \"admin\", \"supervisor\" or \"agent:<agent id>\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn crm_lookup_and_webhook_keys() {
+        let c = ok(
+            "[crm.lookup]\nurl = \"http://crm/{number}\"\ntimeout_ms = 250\n[crm.lookup.fields]\nname = \"contact.name\"\n[crm.webhook]\nmax_attempts = 3\n",
+            &[],
+        );
+        assert_eq!(c.crm.lookup.timeout, Duration::from_millis(250));
+        assert_eq!(c.crm.lookup.fields.name, "contact.name");
+        assert_eq!(c.crm.lookup.fields.tier, "tier");
+        assert_eq!(c.crm.webhook.max_attempts, 3);
+        assert_eq!(
+            problems("[crm.lookup]\ntimeout_ms = 9000\n", &[]),
+            [
+                "firmware-config/x.toml:2: crm.lookup.timeout_ms: 9000 is out of range (expected 10..=5000)"
+            ]
+        );
+    }
+
+    #[test]
     fn bad_listen_address_names_line_and_index() {
         let text = "[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  \"udp:1.2.3:5060\",\n]\n";
         assert_eq!(
@@ -1317,7 +1524,7 @@ mod tests {
                 "firmware-config/x.toml:1: bogus: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts, acd, agents, queues, ivr, hours, dialplan)",
                 "firmware-config/x.toml:3: node.cors: unknown key, did you mean \"cores\"? (expected one of: cores, data_dir, log)",
                 "firmware-config/x.toml:5: sip.t1: unknown key, did you mean \"t1_ms\"? (expected one of: listen, domain, user_agent, t1_ms, t2_ms, t4_ms, max_message_bytes, max_headers, tcp_idle_timeout_s, tcp_message_timeout_s, tcp_max_connections)",
-                "firmware-config/x.toml:7: crm.webhook.secrett: unknown key, did you mean \"secret\"? (expected one of: url, secret)",
+                "firmware-config/x.toml:7: crm.webhook.secrett: unknown key, did you mean \"secret\"? (expected one of: url, secret, max_attempts, timeout_ms)",
                 "firmware-config/x.toml:11: users[0].mail: unknown key (expected one of: id, password, name)",
                 "firmware-config/x.toml:12: extra: unknown key (expected one of: node, shell, sip, registrar, calls, media, recording, cti, crm, users, prompts, acd, agents, queues, ivr, hours, dialplan)",
             ]
