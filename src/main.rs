@@ -11,9 +11,11 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use switchboard::config::{Config, ConfigErrors};
+use switchboard::config::{Config, ConfigErrors, ConfigProblem};
+use switchboard::crm::Directory;
 use switchboard::media::prompts::{self, Prompts};
 
 #[derive(Parser)]
@@ -52,15 +54,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file, set } => match load(&file, &set) {
-            Ok((cfg, prompts)) => {
+            Ok((cfg, prompts, directory)) => {
                 println!(
-                    "{}: ok ({} users, {} listen addresses, {} prompts, {} queues, {} menus)",
+                    "{}: ok ({} users, {} listen addresses, {} prompts, {} queues, {} menus, {} contacts)",
                     file.display(),
                     cfg.users.len(),
                     cfg.sip.listen.len(),
                     prompts.len(),
                     cfg.contact.queues.len(),
-                    cfg.contact.menus.len()
+                    cfg.contact.menus.len(),
+                    directory.as_ref().map_or(0, |d| d.len())
                 );
                 ExitCode::SUCCESS
             }
@@ -75,18 +78,43 @@ fn main() -> ExitCode {
     }
 }
 
-/// The config at `file` with the overrides `set`, and the `[prompts]` it
-/// names decoded: what `check-config` checks and `run` starts from.
-fn load(file: &Path, set: &[String]) -> Result<(Config, Prompts), ConfigErrors> {
+/// The config at `file` with the overrides `set`, the `[prompts]` it names
+/// decoded and its CRM directory read: what `check-config` checks and
+/// `run` starts from.
+fn load(
+    file: &Path,
+    set: &[String],
+) -> Result<(Config, Prompts, Option<Arc<Directory>>), ConfigErrors> {
     let cfg = switchboard::config::load(file, set)?;
     let prompts = prompts::load(file, &cfg)?;
-    Ok((cfg, prompts))
+    let directory = load_directory(file, &cfg)?;
+    Ok((cfg, prompts, directory))
+}
+
+/// `crm.directory`, relative to the config file's directory, when the
+/// screen pops come from it (`crm.lookup.url` empty).
+fn load_directory(file: &Path, cfg: &Config) -> Result<Option<Arc<Directory>>, ConfigErrors> {
+    let path = &cfg.crm.directory;
+    if path.as_os_str().is_empty() || !cfg.crm.lookup.url.is_empty() {
+        return Ok(None);
+    }
+    let path = file.parent().unwrap_or(Path::new("")).join(path);
+    Directory::load(&path)
+        .map(|d| Some(Arc::new(d)))
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigProblem {
+                file: file.display().to_string(),
+                line: None,
+                key: "crm.directory".into(),
+                message: e.to_string(),
+            }])
+        })
 }
 
 fn run(config: &Path, set: &[String]) -> ExitCode {
     // Refused before logging is set up or anything is created, with the
     // same lines as `check-config`.
-    let (cfg, prompts) = match load(config, set) {
+    let (cfg, prompts, directory) = match load(config, set) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("switchboard: refusing to start, the config has problems:");
@@ -122,7 +150,7 @@ fn run(config: &Path, set: &[String]) -> ExitCode {
         prompts = prompts.len(),
         "switchboard starting"
     );
-    match switchboard::shell::run(cfg, prompts) {
+    match switchboard::shell::run(cfg, prompts, directory) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "switchboard failed");

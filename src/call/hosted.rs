@@ -36,6 +36,8 @@ pub struct ContactPlan {
     pub acd: acd::Settings,
     pub menus: ivr::Menus,
     pub prompts: Prompts,
+    /// The built-in CRM directory for screen pops (`crm.directory`).
+    pub directory: Option<Arc<crate::crm::Directory>>,
 }
 
 impl std::fmt::Debug for ContactPlan {
@@ -57,6 +59,7 @@ impl ContactPlan {
             acd: acd::Settings::from_config(cc, seed),
             menus: ivr::Menus::new(cc),
             prompts,
+            directory: None,
         }
     }
 
@@ -83,6 +86,9 @@ enum Stage {
     CallbackBye(Box<Parked>),
     /// Calling the customer back for the reserved agent.
     CallingBack(AgentId),
+    /// Click-to-dial: ringing the agent's phone; the customer is dialled
+    /// once it answers.
+    ClickToDial(AgentId, Dest),
     /// Ringing a user's phones (a route to `user:ID`).
     Dialling,
     /// Hearing a last prompt; hung up when it ends.
@@ -116,6 +122,137 @@ pub(super) struct Hosted {
     music: Option<Clip>,
     /// Menus and queues passed through, for the record.
     pub(super) path: Vec<String>,
+    /// The caller's CRM record (screen pop), found on entering a queue.
+    contact: Option<Box<crate::crm::Contact>>,
+    /// When it entered its queue (the offer's wait).
+    queued_at: Option<Instant>,
+    /// An agent marked busy for this call (click-to-dial), freed at its end.
+    busy_agent: Option<AgentId>,
+}
+
+impl Hosted {
+    fn new(origin: Box<Message>, stage: Stage) -> Hosted {
+        Hosted {
+            origin,
+            stage,
+            data: Vec::new(),
+            priority: None,
+            offers: Vec::new(),
+            agent: None,
+            music: None,
+            path: Vec::new(),
+            contact: None,
+            queued_at: None,
+            busy_agent: None,
+        }
+    }
+
+    /// A click-to-dial call from `agent`'s phone to `dest`.
+    pub(super) fn click_to_dial(origin: Box<Message>, agent: AgentId, dest: Dest) -> Hosted {
+        let mut h = Hosted::new(origin, Stage::ClickToDial(agent, dest));
+        h.path.push("click-to-dial".into());
+        h.busy_agent = Some(agent);
+        h
+    }
+
+    /// The agent on the call, or being rung for it.
+    pub(super) fn agent_id(&self) -> Option<AgentId> {
+        if let Some(a) = self.agent.or(self.busy_agent) {
+            return Some(a);
+        }
+        match self.stage {
+            Stage::CallingBack(a) | Stage::ClickToDial(a, _) => Some(a),
+            _ => self
+                .offers
+                .iter()
+                .rev()
+                .find(|o| !o.reported)
+                .map(|o| o.agent),
+        }
+    }
+
+    /// The connected agent leaves the call (a CTI transfer moved the
+    /// caller on): returned once, for the ACD's CallEnded.
+    pub(super) fn release_agent(&mut self) -> Option<AgentId> {
+        self.agent.take()
+    }
+}
+
+/// Where click-to-dial rings the customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Dest {
+    /// A configured user's registered phones.
+    User(String),
+    /// A SIP URI with an IP address (and port, default 5060), over UDP.
+    Uri {
+        uri: String,
+        user: String,
+        addr: std::net::SocketAddr,
+    },
+}
+
+impl Dest {
+    /// `to` of `call.make`: a configured user id, or `sip:user@IP[:port]`.
+    pub(super) fn parse(to: &str, users: &HashSet<String>) -> Result<Dest, String> {
+        if users.contains(to) {
+            return Ok(Dest::User(to.to_owned()));
+        }
+        let Some(rest) = to.strip_prefix("sip:") else {
+            return Err(format!(
+                "call.make: \"to\" {to:?} is neither a configured user nor a sip:user@IP[:port] URI"
+            ));
+        };
+        let rest = rest.split(';').next().unwrap_or_default();
+        let (user, host) = rest.split_once('@').unwrap_or(("", rest));
+        let addr = host
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                host.parse::<std::net::IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, 5060))
+            })
+            .map_err(|_| {
+                format!("call.make: \"to\" {to:?}: the host must be an IP address (with an optional port)")
+            })?;
+        if user.is_empty()
+            || user
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err(format!(
+                "call.make: \"to\" {to:?}: expected sip:user@IP[:port]"
+            ));
+        }
+        Ok(Dest::Uri {
+            uri: format!("sip:{user}@{addr}"),
+            user: user.to_owned(),
+            addr,
+        })
+    }
+
+    /// The user part shown to the agent's phone (and used as the number
+    /// dialled).
+    pub(super) fn user(&self) -> String {
+        match self {
+            Dest::User(u) => u.clone(),
+            Dest::Uri { user, .. } => user.clone(),
+        }
+    }
+}
+
+/// An INVITE as if `agent` had dialled `to`: the parties and headers a
+/// click-to-dial call's leg to the customer copies ([`B2bua::fork`]).
+/// None if the names do not make a valid request.
+pub(super) fn origin_for(agent: &str, to: &str, domain: &str) -> Option<Box<Message>> {
+    let text = format!(
+        "INVITE sip:{to}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKclick\r\nFrom: <sip:{agent}@{domain}>;tag=click\r\nTo: <sip:{to}@{domain}>\r\nCall-ID: click@{domain}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    crate::sip::message::parse(
+        Bytes::from(text),
+        crate::sip::message::Framing::Datagram,
+        &crate::sip::message::Limits::default(),
+    )
+    .ok()
+    .map(Box::new)
 }
 
 /// A customer waiting for a queue callback: how to reach them.
@@ -176,7 +313,7 @@ fn caller_hash(user: &str) -> u64 {
 }
 
 impl B2bua {
-    fn plan(&self) -> Option<Arc<ContactPlan>> {
+    pub(super) fn plan(&self) -> Option<Arc<ContactPlan>> {
         self.cfg.contact.clone()
     }
 
@@ -190,7 +327,7 @@ impl B2bua {
         ((key.0 >> 48) as u16, key.0 & ((1 << 48) - 1))
     }
 
-    fn tell_acd(&mut self, input: acd::Input) {
+    pub(super) fn tell_acd(&mut self, input: acd::Input) {
         self.out.push_back(CallOutput::Acd(input));
     }
 
@@ -299,16 +436,7 @@ impl B2bua {
                 .body(&answer)
                 .record_route(),
         );
-        call.hosted = Some(Box::new(Hosted {
-            origin: Box::new(msg),
-            stage: Stage::Leaving,
-            data: Vec::new(),
-            priority: None,
-            offers: Vec::new(),
-            agent: None,
-            music: None,
-            path: Vec::new(),
-        }));
+        call.hosted = Some(Box::new(Hosted::new(Box::new(msg), Stage::Leaving)));
         self.calls.insert(id, Box::new(call));
         self.counters.calls_active.set(self.calls.len() as u64);
         self.counters.calls_answered.bump();
@@ -365,8 +493,18 @@ impl B2bua {
                     return;
                 };
                 let qc = plan.acd.queue_config(queue);
-                let priority = h.priority.unwrap_or(qc.priority);
+                if h.contact.is_none() {
+                    h.contact = screen_pop(&plan, &h.origin, &h.data).map(Box::new);
+                }
+                let tier = h.contact.as_ref().map_or(0, |c| c.tier.priority());
+                let priority = h.priority.unwrap_or(qc.priority).saturating_add(tier);
+                let last_agent = h
+                    .contact
+                    .as_ref()
+                    .and_then(|c| c.last_agent.as_deref())
+                    .and_then(|a| plan.acd.agent(a));
                 h.stage = Stage::Queued(queue);
+                h.queued_at = Some(now);
                 h.music = qc.music.as_deref().and_then(|m| plan.prompts.get(m));
                 let entry = qc.entry_prompt.clone();
                 let caller = self
@@ -379,7 +517,7 @@ impl B2bua {
                     queue,
                     priority,
                     caller,
-                    last_agent: None,
+                    last_agent,
                 });
                 match entry.and_then(|e| plan.clip(&[e])) {
                     Some(clip) => self.play_to_caller(now, id, clip, false),
@@ -588,17 +726,12 @@ impl B2bua {
         a.last_sdp = Some(("application/sdp".into(), offer));
         let mut path = p.path;
         path.push("callback".into());
+        let mut hosted = Hosted::new(p.origin, Stage::CallingBack(agent));
+        hosted.data = p.data;
+        hosted.music = p.music;
+        hosted.path = path;
         let call = Call {
-            hosted: Some(Box::new(Hosted {
-                origin: p.origin,
-                stage: Stage::CallingBack(agent),
-                data: p.data,
-                priority: None,
-                offers: Vec::new(),
-                agent: None,
-                music: p.music,
-                path,
-            })),
+            hosted: Some(Box::new(hosted)),
             ..Call::new(a, p.dialled, p.caller_user, now, (ma, mb))
         };
         self.calls.insert(id, Box::new(call));
@@ -626,8 +759,9 @@ impl B2bua {
             self.ack_and_bye(now, tid, msg);
             return;
         };
-        let agent = match call.hosted.as_ref().map(|h| &h.stage) {
-            Some(Stage::CallingBack(agent)) => *agent,
+        let (agent, dest) = match call.hosted.as_ref().map(|h| &h.stage) {
+            Some(Stage::CallingBack(agent)) => (*agent, None),
+            Some(Stage::ClickToDial(agent, dest)) => (*agent, Some(dest.clone())),
             _ => {
                 // A retransmitted 2xx: our ACK again.
                 if let Some(ack) = call.a.last_ack.clone() {
@@ -668,22 +802,54 @@ impl B2bua {
             self.media.arm(now, ma);
         }
         self.queue_music(now, id);
-        self.pending_dials.push((id, user, Some(agent)));
+        match dest {
+            None => self.pending_dials.push((id, user, Some(agent))),
+            Some(Dest::User(u)) => self.pending_dials.push((id, u, None)),
+            Some(Dest::Uri { uri, user, addr }) => {
+                let peer = Peer {
+                    link: crate::sip::endpoint::Link::Udp {
+                        listen: self.udp_listen(),
+                    },
+                    addr,
+                };
+                if !self.dial_contacts(now, id, &user, None, &[(uri, peer)]) {
+                    self.leave_with(now, id, &["goodbye".to_owned()]);
+                }
+            }
+        }
+        self.emit(now, id, crate::cti::event::CallEventKind::Ringing);
         self.done(tid);
+    }
+
+    /// The first UDP listen address (click-to-dial to a URI goes out there).
+    fn udp_listen(&self) -> u16 {
+        self.cfg
+            .local
+            .listen
+            .iter()
+            .position(|(_, tcp)| !tcp)
+            .and_then(|i| u16::try_from(i).ok())
+            .unwrap_or(0)
     }
 
     /// The customer called back did not answer: the callback ends.
     pub(super) fn callback_failed(&mut self, now: Instant, id: u64, status: u16) {
         let key = self.call_key(id);
-        let Some(Stage::CallingBack(agent)) = self
+        let agent = match self
             .calls
             .get(&id)
             .and_then(|c| c.hosted.as_ref())
             .map(|h| &h.stage)
-        else {
-            return;
+        {
+            Some(Stage::CallingBack(agent)) => *agent,
+            Some(Stage::ClickToDial(..)) => {
+                // The agent's own phone did not answer: nothing to tell the
+                // ACD but that the agent is free again (at the call's end).
+                self.end_call(now, id, EndCause::Failed(status), Side::Caller, None);
+                return;
+            }
+            _ => return,
         };
-        let agent = *agent;
         if let Some(h) = self.calls.get_mut(&id).and_then(|c| c.hosted.as_mut()) {
             h.stage = Stage::Leaving;
         }
@@ -710,7 +876,7 @@ impl B2bua {
             Stage::Leaving | Stage::CallbackBye(_) => {
                 self.end_call(now, id, EndCause::Normal, Side::System, None)
             }
-            Stage::CallingBack(_) | Stage::Connected => {}
+            Stage::CallingBack(_) | Stage::ClickToDial(..) | Stage::Connected => {}
         }
     }
 
@@ -759,6 +925,18 @@ impl B2bua {
                         agent,
                         outcome: RingOutcome::Failed,
                     });
+                } else if let Some(c) = self.calls.get(&id)
+                    && let Some(h) = c.hosted.as_ref()
+                {
+                    let wait_ms = h
+                        .queued_at
+                        .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+                    let kind = crate::cti::event::CallEventKind::Offered {
+                        wait_ms,
+                        contact: h.contact.clone(),
+                    };
+                    let e = self.call_event(now, id, c, kind);
+                    self.push_event(e);
                 }
             }
             acd::Output::Cancel { call, agent } => {
@@ -830,11 +1008,32 @@ impl B2bua {
         agent: Option<AgentId>,
         location: &LocationService,
     ) -> bool {
-        let contacts: Vec<_> = location
+        let contacts: Vec<(String, Peer)> = location
             .lookup(now, user)
             .take(MAX_FORKS)
-            .cloned()
+            .map(|c| {
+                (
+                    c.uri.clone(),
+                    Peer {
+                        link: c.link,
+                        addr: c.source,
+                    },
+                )
+            })
             .collect();
+        self.dial_contacts(now, id, user, agent, &contacts)
+    }
+
+    /// Rings `contacts` (target URI, where to send) for hosted call `id`,
+    /// as `user`. False when there is none or the call cannot ring.
+    fn dial_contacts(
+        &mut self,
+        now: Instant,
+        id: u64,
+        user: &str,
+        agent: Option<AgentId>,
+        contacts: &[(String, Peer)],
+    ) -> bool {
         if contacts.is_empty() {
             return false;
         }
@@ -855,11 +1054,7 @@ impl B2bua {
         };
         let first = call.b.len() as u16;
         let max_forwards = origin.max_forwards.unwrap_or(70).saturating_sub(1);
-        for c in &contacts {
-            let peer = Peer {
-                link: c.link,
-                addr: c.source,
-            };
+        for (uri, peer) in contacts {
             self.fork(
                 now,
                 id,
@@ -867,8 +1062,8 @@ impl B2bua {
                 &origin,
                 (Some("application/sdp".into()), offer.clone()),
                 user,
-                &c.uri,
-                peer,
+                uri,
+                *peer,
                 max_forwards,
             );
         }
@@ -1000,6 +1195,12 @@ impl B2bua {
     /// Hosted call `call` ends: the ACD hears of it.
     pub(super) fn hosted_ended(&mut self, id: u64, h: &mut Hosted) {
         let key = self.call_key(id);
+        if let Some(agent) = h.busy_agent.take() {
+            self.tell_acd(acd::Input::Agent {
+                agent,
+                op: AgentOp::Busy(false),
+            });
+        }
         match &h.stage {
             Stage::CallbackBye(_) => {
                 if let Stage::CallbackBye(p) = std::mem::replace(&mut h.stage, Stage::Leaving) {
@@ -1091,6 +1292,32 @@ impl B2bua {
             self.arm_session(now, id, LegId::A);
         }
     }
+}
+
+/// The caller's CRM record from the built-in directory: the account the
+/// caller entered in the IVR (`account` data) first — a customer may call
+/// from someone else's phone — then the number: P-Asserted-Identity's
+/// user part, else From's, normalized to E.164.
+fn screen_pop(
+    plan: &ContactPlan,
+    origin: &Message,
+    data: &[(String, String)],
+) -> Option<crate::crm::Contact> {
+    let dir = plan.directory.as_ref()?;
+    if let Some((_, account)) = data.iter().rev().find(|(k, _)| k == "account")
+        && let Some(c) = dir.lookup_account(account)
+    {
+        return Some(c.clone());
+    }
+    let pai = origin
+        .other_header("P-Asserted-Identity")
+        .and_then(|v| crate::sip::grammar::parse_name_addr(v, v).ok())
+        .map(|na| na.uri.user_text());
+    let from = text(&origin.from.uri.user);
+    pai.iter()
+        .chain(std::iter::once(&from))
+        .find_map(|n| dir.lookup_number(n))
+        .cloned()
 }
 
 /// The prompt saying `n` (numbers above ten are said as "ten").

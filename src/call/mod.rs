@@ -35,6 +35,7 @@
 //! yields [`CallOutput`]s: bytes to send, responses for the endpoint's
 //! server transactions, timers and records. Time only arrives as `now`.
 
+mod cti;
 pub mod dialog;
 mod hosted;
 pub mod record;
@@ -200,6 +201,8 @@ pub enum CallOutput {
     Record(Box<CallRecord>),
     /// For the ACD engine.
     Acd(crate::acd::Input),
+    /// For the control plane (CTI events and command replies).
+    Cti(crate::cti::event::ToControl),
 }
 
 /// A response to build: status plus what differs from the plain answer.
@@ -431,6 +434,9 @@ struct Transfer {
     /// The target's offer, waiting for the moved leg's INVITE transaction
     /// (its ACK) to end before the re-INVITE carries it.
     pending_offer: Option<(Option<String>, Bytes)>,
+    /// Asked by a REFER (its subscription gets NOTIFYs); else by CTI (the
+    /// appliance hangs the referrer up once the target is connected).
+    refer: bool,
 }
 
 #[derive(Debug)]
@@ -465,6 +471,14 @@ struct Call {
     recording: Option<u64>,
     /// An IVR or queue call, answered here.
     hosted: Option<Box<hosted::Hosted>>,
+    /// Data attached over CTI (`call.set_data`, `call.make`).
+    data: Vec<(String, String)>,
+    /// Held over CTI.
+    held: bool,
+    /// The A leg is the agent's phone (click-to-dial), not the customer.
+    a_is_agent: bool,
+    /// `call.ringing` was told.
+    rang: bool,
 }
 
 impl Call {
@@ -499,6 +513,10 @@ impl Call {
             callee_digits: String::new(),
             recording: None,
             hosted: None,
+            data: Vec::new(),
+            held: false,
+            a_is_agent: false,
+            rang: false,
         }
     }
 
@@ -670,6 +688,7 @@ impl B2bua {
                             c.callee_digits.push(digit);
                         }
                     }
+                    self.emit(now, call, crate::cti::event::CallEventKind::Dtmf { digit });
                     if hosted {
                         self.hosted_digit(now, call, digit);
                     }
@@ -1672,6 +1691,14 @@ impl B2bua {
                     c.a_invite = Some((stx, invite));
                 }
             }
+            if (status == 180 || status == 183)
+                && let Some(c) = self.calls.get_mut(&id)
+                && c.phase == Phase::Setup
+                && !c.rang
+            {
+                c.rang = true;
+                self.emit(now, id, crate::cti::event::CallEventKind::Ringing);
+            }
             return;
         }
         if status < 300 {
@@ -1804,6 +1831,7 @@ impl B2bua {
             if hosted {
                 self.hosted_answered(now, id, leg, &msg.body);
             }
+            self.emit(now, id, crate::cti::event::CallEventKind::Established);
             self.arm_session(now, id, LegId::A);
             self.arm_session(now, id, LegId::B(leg));
             self.out.push_back(CallOutput::Timer {
@@ -2069,7 +2097,17 @@ impl B2bua {
         for m in call.media.drain(..) {
             self.media.close_leg(m);
         }
+        let cleared = self.call_event(
+            now,
+            id,
+            &call,
+            crate::cti::event::CallEventKind::Cleared {
+                cause: cause.to_string(),
+            },
+        );
+        self.push_event(cleared);
         let record = CallRecord {
+            id: self.cti_id(&call),
             call_id: call.a.dialog.call_id.clone(),
             caller: LegRecord {
                 call_id: call.a.dialog.call_id.clone(),
@@ -2382,43 +2420,60 @@ impl B2bua {
             );
             return;
         };
+        match self.start_transfer(now, id, referrer, moved, target, true, location) {
+            Err((status, reason)) => {
+                self.reply(stx, &msg, peer, Reply::new(status).reason(Some(reason)));
+            }
+            Ok(tid) => {
+                let contact_hdr = self.cfg.local.contact(peer.link);
+                self.reply(
+                    stx,
+                    &msg,
+                    peer,
+                    Reply::new(202).headers(&[("Contact", contact_hdr.as_str())]),
+                );
+                self.notify(now, id, referrer, "SIP/2.0 100 Trying", false);
+                self.send_transfer_invite(now, id, tid);
+            }
+        }
+    }
+
+    /// Starts moving `moved` (the caller) of call `id` to user `target`:
+    /// checks the target and sets the transfer up; its INVITE goes out
+    /// with [`B2bua::send_transfer_invite`]. `Err` is the status and
+    /// reason refusing it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_transfer(
+        &mut self,
+        now: Instant,
+        id: u64,
+        referrer: LegId,
+        moved: LegId,
+        target: String,
+        refer: bool,
+        location: &LocationService,
+    ) -> Result<u16, (u16, &'static str)> {
         let contact = location.lookup(now, &target).next().cloned();
         let known = self.cfg.users.contains(&target);
         let Some(contact) = contact.filter(|_| known) else {
             self.counters.transfers_failed.bump();
-            let (status, reason) = if known {
+            return Err(if known {
                 (
                     480,
                     "Temporarily Unavailable (transfer target not registered)",
                 )
             } else {
                 (404, "Not Found (transfer target unknown)")
-            };
-            self.reply(stx, &msg, peer, Reply::new(status).reason(Some(reason)));
-            return;
+            });
         };
         let Some(target_media) = self.open_media(now, id) else {
             self.counters.transfers_failed.bump();
-            self.reply(
-                stx,
-                &msg,
-                peer,
-                Reply::new(503).reason(Some("Service Unavailable (no free RTP port)")),
-            );
-            return;
+            return Err((503, "Service Unavailable (no free RTP port)"));
         };
-        let contact_hdr = self.cfg.local.contact(peer.link);
-        self.reply(
-            stx,
-            &msg,
-            peer,
-            Reply::new(202).headers(&[("Contact", contact_hdr.as_str())]),
-        );
-        self.notify(now, id, referrer, "SIP/2.0 100 Trying", false);
         // RFC 3725 flow I: an offerless INVITE to the target; its offer
         // goes to the caller in a re-INVITE.
         let Some(call) = self.calls.get_mut(&id) else {
-            return;
+            return Err((481, "Call/Transaction Does Not Exist"));
         };
         let domain = &self.cfg.domain;
         let dialog = Dialog {
@@ -2442,6 +2497,7 @@ impl B2bua {
             moved,
             target: idx,
             pending_offer: None,
+            refer,
         });
         let mut leg = Leg::new(dialog.clone());
         leg.invite_busy = true;
@@ -2460,6 +2516,23 @@ impl B2bua {
         });
         self.dialogs
             .insert(dialog.local_tag.clone(), (id, LegId::B(idx)));
+        Ok(idx)
+    }
+
+    /// The offerless INVITE to transfer target `idx` of call `id`.
+    pub(super) fn send_transfer_invite(&mut self, now: Instant, id: u64, idx: u16) {
+        let Some(dialog) = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.b.get(usize::from(idx)))
+            .map(|b| {
+                let mut d = b.leg.dialog.clone();
+                d.local_seq = 0;
+                d
+            })
+        else {
+            return;
+        };
         let tid = self.send_invite(
             now,
             dialog,
@@ -2514,7 +2587,7 @@ impl B2bua {
         let Some(t) = self.calls.get(&id).and_then(|c| c.transfer.as_ref()) else {
             return;
         };
-        if status == 180 || status == 183 {
+        if t.refer && (status == 180 || status == 183) {
             let referrer = t.referrer;
             let frag = format!("SIP/2.0 {status} {}", build::reason_phrase(status));
             self.notify(now, id, referrer, &frag, false);
@@ -2594,7 +2667,7 @@ impl B2bua {
         let Some(t) = call.transfer.as_ref() else {
             return;
         };
-        let (moved, referrer) = (t.moved, t.referrer);
+        let (moved, referrer, refer) = (t.moved, t.referrer, t.refer);
         if !(200..300).contains(&status) {
             if let Some(l) = call.leg_mut(moved) {
                 l.invite_busy = false;
@@ -2691,7 +2764,11 @@ impl B2bua {
         call.transfer = None;
         call.transfers += 1;
         self.counters.transfers.bump();
-        self.notify(now, id, referrer, "SIP/2.0 200 OK", true);
+        if refer {
+            self.notify(now, id, referrer, "SIP/2.0 200 OK", true);
+        } else {
+            self.transfer_done(now, id, referrer, target);
+        }
     }
 
     /// The transfer did not happen: tell the referrer; if it already left,
@@ -2719,8 +2796,12 @@ impl B2bua {
             self.end_call(now, id, EndCause::Failed(status), Side::System, None);
             return;
         }
-        let frag = format!("SIP/2.0 {status} {}", build::reason_phrase(status));
-        self.notify(now, id, t.referrer, &frag, true);
+        if t.refer {
+            let frag = format!("SIP/2.0 {status} {}", build::reason_phrase(status));
+            self.notify(now, id, t.referrer, &frag, true);
+        } else {
+            self.transfer_abandoned(now, id, t.referrer, status);
+        }
     }
 
     // ------------------------------------------------------------------
@@ -2898,6 +2979,7 @@ impl B2bua {
     ) {
         let call_id = text(&msg.call_id);
         let record = CallRecord {
+            id: record::record_id(&call_id, self.wall_ms(now)),
             call_id: call_id.clone(),
             caller: LegRecord {
                 call_id,

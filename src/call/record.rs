@@ -88,6 +88,9 @@ pub struct LegRecord {
 /// Everything kept about one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
+    /// The record's id ([`record_id`]): the call's CTI id, the store's key
+    /// and the webhook's `Idempotency-Key`.
+    pub id: String,
     /// The caller leg's Call-ID: the call's name in logs.
     pub call_id: String,
     pub caller: LegRecord,
@@ -169,17 +172,19 @@ pub fn log_record(r: &CallRecord) {
     );
 }
 
-impl CallRecord {
-    /// The record's id: unique per call and stable (the store, the CRM
-    /// webhook's `Idempotency-Key` and `/v1/calls/{id}` use it). Hex of the
-    /// start (unix ms) and a hash of the caller's Call-ID.
-    pub fn id(&self, started_unix_ms: i64) -> String {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.call_id.hash(&mut h);
-        format!("{started_unix_ms:011x}-{:016x}", h.finish())
-    }
+/// A call's id: unique per call and stable (CTI events, the store, the CRM
+/// webhook's `Idempotency-Key` and `/v1/calls/{id}` use it). Hex of the
+/// start (unix ms) and a hash of the caller leg's Call-ID.
+pub fn record_id(call_id: &str, started_unix_ms: i64) -> String {
+    // FNV-1a: the same in every build and run (DefaultHasher is not
+    // guaranteed to be).
+    let h = call_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{started_unix_ms:011x}-{h:016x}")
+}
 
+impl CallRecord {
     /// The agent who took the call: the user of the callee leg that
     /// answered.
     pub fn agent(&self) -> Option<&str> {

@@ -68,6 +68,7 @@ struct World {
     records: Vec<CallRecord>,
     /// What the call engine told the ACD.
     acd: Vec<crate::acd::Input>,
+    cti: Vec<crate::cti::event::ToControl>,
 }
 
 fn config() -> EndpointConfig {
@@ -125,6 +126,7 @@ impl World {
             armed: 0,
             records: Vec::new(),
             acd: Vec::new(),
+            cti: Vec::new(),
         }
     }
 
@@ -169,6 +171,7 @@ impl World {
                 }
                 Output::Record(r) => self.records.push(*r),
                 Output::Acd(i) => self.acd.push(i),
+                Output::Cti(m) => self.cti.push(m),
                 Output::Forward { .. } | Output::Broadcast(_) => {
                     panic!("one shard: nothing to forward or broadcast")
                 }

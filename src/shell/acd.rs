@@ -26,6 +26,8 @@ use arc_swap::ArcSwapOption;
 
 use crate::acd::{self, Engine, Output};
 use crate::call::B2bua;
+use crate::cti::event::AgentEvent;
+use crate::cti::link::CtiLink;
 
 /// Messages each ring holds.
 const RING: usize = 16 * 1024;
@@ -113,6 +115,12 @@ fn next_quarter(now_unix: u64) -> (u64, bool) {
     (next - now_unix, next.is_multiple_of(86_400))
 }
 
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -126,17 +134,25 @@ pub fn start(
     link: Arc<AcdLink>,
     stop: Arc<AtomicBool>,
     wakers: Arc<OnceLock<Arc<Vec<Waker>>>>,
+    cti: Arc<CtiLink>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let handle = std::thread::Builder::new().name("acd".into()).spawn({
         let link = link.clone();
-        move || run(engine, &link, &stop, &wakers)
+        move || run(engine, &link, &stop, &wakers, &cti)
     })?;
     let _ = link.thread.set(handle.thread().clone());
     Ok(handle)
 }
 
-fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<Arc<Vec<Waker>>>) {
+fn run(
+    mut engine: Engine,
+    link: &AcdLink,
+    stop: &AtomicBool,
+    wakers: &OnceLock<Arc<Vec<Waker>>>,
+    cti: &CtiLink,
+) {
     let shards = link.from_acd.len();
+    let mut agent_events: VecDeque<AgentEvent> = VecDeque::new();
     let mut backlog: Vec<VecDeque<Output>> = (0..shards).map(|_| VecDeque::new()).collect();
     let mut touched = vec![false; shards];
     let (secs, mut midnight) = next_quarter(unix_now());
@@ -149,6 +165,7 @@ fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<
                 engine.handle(now, i);
             }
         }
+        cti.drain_acd(|i| engine.handle(now, i));
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
         }
@@ -173,8 +190,26 @@ fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<
             match shard_of(&o) {
                 Some(s) if s < shards => backlog[s].push_back(o),
                 Some(_) => {}
-                None => log_agent(&engine, &o),
+                None => {
+                    log_agent(&engine, &o);
+                    if let Output::AgentState {
+                        agent,
+                        state,
+                        reason,
+                    } = o
+                    {
+                        agent_events.push_back(AgentEvent {
+                            agent: engine.settings().agent_name(agent).to_owned(),
+                            state,
+                            reason,
+                            at_ms: unix_ms(),
+                        });
+                    }
+                }
             }
+        }
+        if !agent_events.is_empty() {
+            cti.submit_agent(&mut agent_events);
         }
         for (s, b) in backlog.iter_mut().enumerate() {
             while let Some(o) = b.pop_front() {
@@ -199,7 +234,7 @@ fn run(mut engine: Engine, link: &AcdLink, stop: &AtomicBool, wakers: &OnceLock<
             tracing::info!("acd statistics at exit:\n{}", engine.stats(Instant::now()));
             return;
         }
-        let backlogged = backlog.iter().any(|b| !b.is_empty());
+        let backlogged = backlog.iter().any(|b| !b.is_empty()) || !agent_events.is_empty();
         let wait = engine
             .poll_timeout()
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))

@@ -290,7 +290,11 @@ enum Event {
 
 /// Starts the shards, waits for SIGTERM/SIGINT, drains and stops them, and
 /// prints the counters. Returns once every shard has exited.
-pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
+pub fn run(
+    cfg: Config,
+    prompts: Prompts,
+    directory: Option<Arc<crate::crm::Directory>>,
+) -> Result<(), ShellError> {
     let cpus = resolve_cores(&cfg.node.cores)?;
     let n = cpus.len();
     let shards = u16::try_from(n)
@@ -328,9 +332,16 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     // The writer thread (and this thread, which only waits for signals)
     // stay off the shards' CPUs when there are others.
     keep_off(&cpus);
+    // The contact center: the plan every shard reads (and the ACD thread
+    // below).
+    let plan = Arc::new(ContactPlan {
+        directory,
+        ..ContactPlan::new(&cfg.contact, prompts.clone(), rand::random())
+    });
     // The control plane (HTTP on cti.listen): bound now, so a taken port
     // stops the start with a clear error.
     let acd_link = acd::AcdLink::new(n);
+    let cti_link = Arc::new(crate::cti::link::CtiLink::new(n));
     let control_plane = crate::cti::start(
         cfg.cti.listen,
         crate::cti::Plane {
@@ -340,6 +351,22 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
                 move || link.stats.load_full()
             }),
             started: epoch,
+        },
+        crate::cti::CtiSetup {
+            tokens: cfg.cti.tokens.clone(),
+            tls: cfg.cti.tls.clone(),
+            max_message_bytes: cfg.cti.max_message_bytes,
+            link: cti_link.clone(),
+            agents: (0..plan.acd.agents())
+                .map(|i| {
+                    // invariant: the ACD numbers its agents 0..agents() < u32::MAX.
+                    let id = crate::acd::AgentId(i as u32);
+                    (plan.acd.agent_name(id).to_owned(), id)
+                })
+                .collect(),
+            queues: cfg.contact.queues.iter().map(|q| q.name.clone()).collect(),
+            data_dir: cfg.node.data_dir.clone(),
+            wrap_ups: None,
         },
     )?;
     // Call records: the store opens (or is created) now, so a broken
@@ -351,12 +378,6 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
     let cfg = Arc::new(cfg);
-    // The contact center: the plan every shard reads, and the ACD thread.
-    let plan = Arc::new(ContactPlan::new(
-        &cfg.contact,
-        prompts.clone(),
-        rand::random(),
-    ));
     let acd_stop = Arc::new(AtomicBool::new(false));
     let acd_wakers = Arc::new(std::sync::OnceLock::new());
     let acd_engine = crate::acd::Engine::new(
@@ -368,6 +389,7 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
         acd_link.clone(),
         acd_stop.clone(),
         acd_wakers.clone(),
+        cti_link.clone(),
     )
     .map_err(ShellError::Acd)?;
 
@@ -394,6 +416,7 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
             prompts: prompts.clone(),
             plan: plan.clone(),
             acd: acd_link.clone(),
+            cti: cti_link.clone(),
             records: record_tx.clone(),
         };
         let ready_tx = ready_tx.clone();
@@ -441,6 +464,20 @@ pub fn run(cfg: Config, prompts: Prompts) -> Result<(), ShellError> {
             .collect(),
     );
     let _ = acd_wakers.set(ordered.clone());
+    cti_link.set_wakers(
+        {
+            let w = ordered.clone();
+            move |s| {
+                if let Some(w) = w.get(s) {
+                    w.wake();
+                }
+            }
+        },
+        {
+            let l = acd_link.clone();
+            move || l.wake_acd()
+        },
+    );
     for g in &go_senders {
         let _ = g.send(ordered.clone());
     }
@@ -578,6 +615,7 @@ struct ShardContext {
     prompts: Prompts,
     plan: Arc<ContactPlan>,
     acd: Arc<acd::AcdLink>,
+    cti: Arc<crate::cti::link::CtiLink>,
     records: Sender<crate::call::record::CallRecord>,
 }
 
@@ -671,6 +709,7 @@ fn shard_main(
         }
         shard.recordings = Some(ctx.recordings.clone());
         shard.acd = Some(ctx.acd.clone());
+        shard.cti = Some(ctx.cti.clone());
         shard.records = Box::new(records::StoreSink::new(ctx.records.clone()));
         if !shard.bind_initial_media(drv.as_mut(), Duration::from_secs(2)) {
             return Err(ShellError::Io {

@@ -95,7 +95,7 @@ impl RecordWriter {
 /// The store's row for `r`.
 fn new_record(r: &CallRecord, wall: &WallClock) -> NewRecord {
     let started_ms = wall.unix_ms(r.started);
-    let id = r.id(started_ms);
+    let id = r.id.clone();
     let json = r.to_json(&id, |t| wall.unix_ms(t)).to_string();
     NewRecord {
         id,

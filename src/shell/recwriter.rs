@@ -704,7 +704,7 @@ pub fn sanitize_call_id(call_id: &str) -> String {
 }
 
 /// `YYYY/MM/DD` of a Unix time in milliseconds, UTC.
-fn day_dir(unix_ms: u64) -> String {
+pub fn day_dir(unix_ms: u64) -> String {
     // invariant: u64::MAX / 86_400_000 < i64::MAX.
     let (y, m, d) = civil_from_days((unix_ms / 86_400_000) as i64);
     format!("{y:04}/{m:02}/{d:02}")

@@ -94,6 +94,10 @@ pub struct Shard {
     pub acd: Option<Arc<super::acd::AcdLink>>,
     /// Inputs for the ACD not yet in its ring.
     acd_backlog: std::collections::VecDeque<crate::acd::Input>,
+    /// The rings to the control plane (CTI), once set.
+    pub cti: Option<Arc<crate::cti::link::CtiLink>>,
+    /// CTI events and replies waiting for room in the ring.
+    cti_backlog: std::collections::VecDeque<crate::cti::event::ToControl>,
 }
 
 impl Shard {
@@ -130,6 +134,8 @@ impl Shard {
             rec_retry: std::collections::VecDeque::new(),
             acd: None,
             acd_backlog: std::collections::VecDeque::new(),
+            cti: None,
+            cti_backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -161,6 +167,9 @@ impl Shard {
             mesh.drain(me, |m| self.on_mesh(now, m));
             if let Some(link) = self.acd.clone() {
                 link.drain(me, |o| self.endpoint.handle_acd(now, o));
+            }
+            if let Some(link) = self.cti.clone() {
+                link.drain_commands(me, |c| self.endpoint.handle_cti(now, c));
             }
             self.wheel.expire(now, &mut self.fired);
             let fired = std::mem::take(&mut self.fired);
@@ -345,7 +354,17 @@ impl Shard {
                 }
                 Output::Record(r) => self.records.handle_record(*r),
                 Output::Acd(i) => self.acd_backlog.push_back(i),
+                Output::Cti(m) => {
+                    if self.cti.is_some() {
+                        self.cti_backlog.push_back(m);
+                    }
+                }
             }
+        }
+        if !self.cti_backlog.is_empty()
+            && let Some(link) = &self.cti
+        {
+            link.submit(me, &mut self.cti_backlog);
         }
         if !self.acd_backlog.is_empty()
             && let Some(link) = &self.acd

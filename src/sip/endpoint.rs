@@ -121,6 +121,8 @@ pub enum Output {
     Record(Box<CallRecord>),
     /// For the ACD engine.
     Acd(crate::acd::Input),
+    /// For the control plane (CTI events, command replies).
+    Cti(crate::cti::event::ToControl),
 }
 
 /// Settings of an endpoint.
@@ -335,6 +337,12 @@ impl Endpoint {
         self.pump_calls(now);
     }
 
+    /// A CTI command for one of this shard's calls (or a new one).
+    pub fn handle_cti(&mut self, now: Instant, cmd: crate::cti::event::CallCommand) {
+        self.calls.handle_cti(now, cmd, &self.location);
+        self.pump_calls(now);
+    }
+
     /// Another shard's registrar changed a user's bindings.
     pub fn handle_binding_change(&mut self, change: BindingChange) {
         self.location.apply(change);
@@ -391,6 +399,7 @@ impl Endpoint {
                 }),
                 CallOutput::Record(r) => self.out.push_back(Output::Record(r)),
                 CallOutput::Acd(i) => self.out.push_back(Output::Acd(i)),
+                CallOutput::Cti(m) => self.out.push_back(Output::Cti(m)),
             }
         }
     }

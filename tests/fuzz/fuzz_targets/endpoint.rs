@@ -367,7 +367,7 @@ impl World {
                 }
                 self.nodes[to].ep.handle_forwarded(self.now, msg);
             }
-            Output::Record(_) => {}
+            Output::Record(_) | Output::Cti(_) => {}
             Output::Acd(input) => {
                 if trace() {
                     eprintln!("  shard {from} -> acd: {input:?}");

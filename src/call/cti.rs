@@ -1,0 +1,524 @@
+//! CTI on the call engine: the events a call's life produces for the
+//! control plane ([`crate::cti::event::CallEvent`]) and the commands it
+//! carries out ([`crate::cti::event::CallCommand`]).
+//!
+//! Events leave through [`CallOutput::Cti`] in the order things happen on
+//! the call's shard, so a client sees a call's events in order. Every
+//! command gets exactly one [`CallReply`].
+//!
+//! * `call.hangup` ends the call (BYE to every connected leg);
+//! * `call.hold` plays the hold music (`media.hold_music`) to the far end —
+//!   the customer — and re-INVITEs the agent's phone with `a=inactive`;
+//!   `call.retrieve` stops the music and re-INVITEs with `a=sendrecv`;
+//! * `call.transfer` moves the customer to a user (RFC 3725 flow I, like a
+//!   REFER) and hangs the agent up once the target is connected;
+//! * `call.set_data` attaches key/value data (events, the record);
+//! * `call.record` pauses or resumes the call's recording;
+//! * `call.make` (click-to-dial) rings the agent's phone asking it to
+//!   answer at once (`Call-Info: answer-after=0`), then the customer — a
+//!   user, or a `sip:` URI with an IP address.
+
+use super::hosted::Dest;
+use super::*;
+use crate::acd::CallKey;
+use crate::cti::event::{CallCommand, CallEvent, CallEventKind, CallOp, CallReply, ToControl};
+use crate::cti::proto::{Data, ErrorCode, ProtoError, RecordAction};
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
+    ProtoError::new(code, message)
+}
+
+impl B2bua {
+    /// Wall-clock unix ms of `t` (0 without a wall clock, in tests).
+    pub(super) fn wall_ms(&self, t: Instant) -> i64 {
+        self.cfg.media.wall.map_or(0, |(at, ms)| {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            let d = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if t >= at {
+                ms.saturating_add(d(t - at))
+            } else {
+                ms.saturating_sub(d(at - t))
+            }
+        })
+    }
+
+    /// The call's CTI id (= its record id).
+    pub(super) fn cti_id(&self, call: &Call) -> String {
+        record::record_id(&call.a.dialog.call_id, self.wall_ms(call.started))
+    }
+
+    /// The agent (or user) on the appliance's side of the call.
+    fn cti_agent(&self, call: &Call) -> Option<String> {
+        let hosted = call.hosted.as_ref().and_then(|h| h.agent_id());
+        if let (Some(a), Some(plan)) = (hosted, self.plan()) {
+            return Some(plan.acd.agent_name(a).to_owned());
+        }
+        let b = if call.phase == Phase::Answered {
+            call.b.get(usize::from(call.peer))
+        } else {
+            call.b.first()
+        };
+        b.map(|b| b.user.clone())
+    }
+
+    /// Event `kind` about call `id` as it is now.
+    pub(super) fn call_event(
+        &self,
+        now: Instant,
+        id: u64,
+        call: &Call,
+        kind: CallEventKind,
+    ) -> CallEvent {
+        let queue = call.hosted.as_ref().and_then(|h| {
+            h.path
+                .iter()
+                .rev()
+                .find_map(|p| p.strip_prefix("queue:"))
+                .map(str::to_owned)
+        });
+        let mut data = call
+            .hosted
+            .as_ref()
+            .map(|h| h.data.clone())
+            .unwrap_or_default();
+        data.extend(call.data.iter().cloned());
+        CallEvent {
+            kind,
+            call: self.cti_id(call),
+            key: self.call_key(id).0,
+            parent: None,
+            queue,
+            agent: self.cti_agent(call),
+            ani: call.caller_user.clone(),
+            dnis: call.dialled.clone(),
+            data,
+            at_ms: self.wall_ms(now),
+        }
+    }
+
+    /// Tells the control plane `kind` happened to call `id`.
+    pub(super) fn emit(&mut self, now: Instant, id: u64, kind: CallEventKind) {
+        if let Some(call) = self.calls.get(&id) {
+            let e = self.call_event(now, id, call, kind);
+            self.push_event(e);
+        }
+    }
+
+    pub(super) fn push_event(&mut self, e: CallEvent) {
+        self.out
+            .push_back(CallOutput::Cti(ToControl::Event(Box::new(e))));
+    }
+
+    /// A command from the control plane; its reply goes out at once.
+    pub fn handle_cti(&mut self, now: Instant, cmd: CallCommand, location: &LocationService) {
+        let result = self.cti_command(now, cmd.key, cmd.op, location);
+        self.out
+            .push_back(CallOutput::Cti(ToControl::Reply(CallReply {
+                req: cmd.req,
+                result,
+            })));
+        self.arm_media_tick(now);
+    }
+
+    fn cti_command(
+        &mut self,
+        now: Instant,
+        key: u64,
+        op: CallOp,
+        location: &LocationService,
+    ) -> Result<Option<String>, ProtoError> {
+        if let CallOp::Make { agent, to, data } = op {
+            return self
+                .click_to_dial(now, &agent, &to, data, location)
+                .map(Some);
+        }
+        let (_, id) = Self::split_key(CallKey(key));
+        if !self.calls.contains_key(&id) {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        }
+        match op {
+            CallOp::Hangup => {
+                self.end_call(now, id, EndCause::Normal, Side::System, None);
+                Ok(None)
+            }
+            CallOp::SetData { data } => {
+                self.set_data(now, id, data);
+                Ok(None)
+            }
+            CallOp::Hold => self.cti_hold(now, id, true).map(|()| None),
+            CallOp::Retrieve => self.cti_hold(now, id, false).map(|()| None),
+            CallOp::Transfer { to } => self.cti_transfer(now, id, to, location).map(|()| None),
+            CallOp::Record { action } => {
+                let rec = self.calls.get(&id).and_then(|c| c.recording);
+                let Some(r) = rec else {
+                    return Err(err(
+                        ErrorCode::InvalidState,
+                        "the call is not being recorded (recording.mode)",
+                    ));
+                };
+                let on = action == RecordAction::Resume;
+                self.media.pause_recording(now, r, !on);
+                self.emit(now, id, CallEventKind::Recording { on });
+                Ok(None)
+            }
+            CallOp::SendDtmf { .. } => Err(err(
+                ErrorCode::Unsupported,
+                "sending DTMF is not in this release; the agent's phone sends it",
+            )),
+            CallOp::Make { .. } => Ok(None),
+        }
+    }
+
+    /// Merges `data` into the call's attached data (a key given again
+    /// replaces its value).
+    fn set_data(&mut self, now: Instant, id: u64, data: Data) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        for (k, v) in data {
+            match call.data.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => call.data.push((k, v)),
+            }
+        }
+        self.emit(now, id, CallEventKind::DataSet);
+    }
+
+    /// The agent's leg and the far end's of a connected call.
+    fn agent_and_far(call: &Call) -> Option<(LegId, LegId)> {
+        if call.phase != Phase::Answered {
+            return None;
+        }
+        let b = LegId::B(call.peer);
+        Some(if call.a_is_agent {
+            (LegId::A, b)
+        } else {
+            (b, LegId::A)
+        })
+    }
+
+    fn cti_hold(&mut self, now: Instant, id: u64, on: bool) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        let Some((agent, far)) = Self::agent_and_far(call) else {
+            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
+        };
+        if call.held == on {
+            return Err(err(
+                ErrorCode::InvalidState,
+                if on {
+                    "the call is already held"
+                } else {
+                    "the call is not held"
+                },
+            ));
+        }
+        if call.transfer.is_some() {
+            return Err(err(ErrorCode::InvalidState, "a transfer is in progress"));
+        }
+        let Some(l) = call.leg(agent) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        if l.invite_busy {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "a re-INVITE is in progress on the agent's leg; try again",
+            ));
+        }
+        let Some((ct, sdp)) = l.last_sdp.clone() else {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "no session description to re-offer on the agent's leg",
+            ));
+        };
+        let far_media = call.leg(far).and_then(|l| l.media);
+        let body = with_direction(&sdp, if on { "inactive" } else { "sendrecv" });
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.held = on;
+            if let Some(l) = c.leg_mut(agent) {
+                l.last_sdp = Some((ct.clone(), body.clone()));
+                l.invite_busy = true;
+            }
+        }
+        if let Some(m) = far_media {
+            match self.cfg.media.hold_music.clone() {
+                Some(music) if on => {
+                    self.media.play(now, m, music, true);
+                }
+                _ => self.media.stop_playing(m),
+            }
+        }
+        self.send_in_dialog(
+            now,
+            id,
+            agent,
+            Method::Invite,
+            &[("Supported", SUPPORTED)],
+            Some(&ct),
+            &body,
+            Purpose::Refresh {
+                call: id,
+                leg: agent,
+            },
+        );
+        self.emit(
+            now,
+            id,
+            if on {
+                CallEventKind::Held
+            } else {
+                CallEventKind::Retrieved
+            },
+        );
+        Ok(())
+    }
+
+    fn cti_transfer(
+        &mut self,
+        now: Instant,
+        id: u64,
+        to: String,
+        location: &LocationService,
+    ) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        let Some((agent, far)) = Self::agent_and_far(call) else {
+            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
+        };
+        if far != LegId::A {
+            return Err(err(
+                ErrorCode::Unsupported,
+                "a click-to-dial call cannot be transferred in this release",
+            ));
+        }
+        if call.transfer.is_some() {
+            return Err(err(ErrorCode::InvalidState, "a transfer is in progress"));
+        }
+        if call.held {
+            return Err(err(ErrorCode::InvalidState, "retrieve the call first"));
+        }
+        match self.start_transfer(now, id, agent, far, to, false, location) {
+            Ok(idx) => {
+                self.send_transfer_invite(now, id, idx);
+                Ok(())
+            }
+            Err((404, _)) => Err(err(ErrorCode::NotFound, "no such user to transfer to")),
+            Err((480, _)) => Err(err(
+                ErrorCode::InvalidState,
+                "the transfer target's phone is not registered",
+            )),
+            Err((_, reason)) => Err(err(ErrorCode::Unavailable, reason)),
+        }
+    }
+
+    /// A CTI transfer connected the caller to B leg `target`: the agent's
+    /// leg (`referrer`) is hung up, and the ACD hears the agent is free.
+    pub(super) fn transfer_done(&mut self, now: Instant, id: u64, referrer: LegId, target: u16) {
+        if let LegId::B(i) = referrer
+            && let Some(b) = self
+                .calls
+                .get_mut(&id)
+                .and_then(|c| c.b.get_mut(usize::from(i)))
+            && b.state == BState::Answered
+        {
+            b.state = BState::Done;
+            let d = b.leg.dialog.clone();
+            let mut leg = std::mem::replace(&mut b.leg, Leg::new(d));
+            self.bye(now, &mut leg);
+            let tag = leg.dialog.local_tag.clone();
+            if let Some(b) = self
+                .calls
+                .get_mut(&id)
+                .and_then(|c| c.b.get_mut(usize::from(i)))
+            {
+                b.leg = leg;
+            }
+            self.dialogs.remove(&tag);
+        }
+        let key = self.call_key(id);
+        let freed = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.hosted.as_mut())
+            .and_then(|h| h.release_agent());
+        if let Some(agent) = freed {
+            self.tell_acd(crate::acd::Input::CallEnded { call: key, agent });
+        }
+        let to = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.b.get(usize::from(target)))
+            .map(|b| b.user.clone())
+            .unwrap_or_default();
+        self.emit(now, id, CallEventKind::Transferred { to });
+    }
+
+    /// A CTI transfer failed: the caller stays with the agent.
+    pub(super) fn transfer_abandoned(
+        &mut self,
+        _now: Instant,
+        id: u64,
+        _referrer: LegId,
+        status: u16,
+    ) {
+        tracing::info!(
+            call = id,
+            status,
+            "cti transfer failed; the call stays with the agent"
+        );
+    }
+
+    /// `call.make`: a new call from `agent`'s phone to `to`.
+    fn click_to_dial(
+        &mut self,
+        now: Instant,
+        agent: &str,
+        to: &str,
+        data: Data,
+        location: &LocationService,
+    ) -> Result<String, ProtoError> {
+        if self.draining {
+            return Err(err(ErrorCode::Unavailable, "the appliance is stopping"));
+        }
+        let Some(plan) = self.plan() else {
+            return Err(err(ErrorCode::NotFound, "no agents are configured"));
+        };
+        let Some(agent_id) = plan.acd.agent(agent) else {
+            return Err(err(ErrorCode::NotFound, format!("no agent {agent:?}")));
+        };
+        let Some(phone) = location.lookup(now, agent).next().cloned() else {
+            return Err(err(
+                ErrorCode::InvalidState,
+                format!("agent {agent}'s phone is not registered"),
+            ));
+        };
+        let dest = Dest::parse(to, &self.cfg.users).map_err(|m| err(ErrorCode::BadRequest, m))?;
+        let shown = dest.user();
+        let Some(origin) = hosted::origin_for(agent, &shown, &self.cfg.domain) else {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("call.make: {to:?} cannot be dialled"),
+            ));
+        };
+        let id = self.next_call;
+        let (Some(ma), Some(mb)) = (self.open_media(now, id), self.open_media(now, id)) else {
+            self.media.close_legs_of(id);
+            return Err(err(ErrorCode::Unavailable, "no free RTP port"));
+        };
+        let Ok(offer) = self.media.offer_locally(ma) else {
+            self.media.close_legs_of(id);
+            return Err(err(ErrorCode::Unavailable, "no media for the call"));
+        };
+        self.next_call += 1;
+        let domain = self.cfg.domain.clone();
+        let dialog = Dialog {
+            call_id: self.ids.call_id(&domain),
+            local_tag: self.ids.tag(),
+            local_party: format!("<sip:{shown}@{domain}>"),
+            remote_party: format!("<sip:{agent}@{domain}>"),
+            remote_tag: None,
+            local_seq: 0,
+            remote_seq: None,
+            remote_target: dialog::request_target(&phone.uri),
+            route_set: Vec::new(),
+            peer: Peer {
+                link: phone.link,
+                addr: phone.source,
+            },
+        };
+        let call_info = format!("<sip:{domain}>;answer-after=0");
+        self.send_invite(
+            now,
+            dialog.clone(),
+            Purpose::Callback { call: id },
+            70,
+            &[("Call-Info", call_info.as_str())],
+            Some("application/sdp"),
+            &offer,
+        );
+        self.dialogs
+            .insert(dialog.local_tag.clone(), (id, LegId::A));
+        let mut a = Leg::new(dialog);
+        a.dialog.local_seq = 1;
+        a.invite_busy = true;
+        a.last_sdp = Some(("application/sdp".into(), offer));
+        let mut call = Call {
+            hosted: Some(Box::new(hosted::Hosted::click_to_dial(
+                origin, agent_id, dest,
+            ))),
+            a_is_agent: true,
+            ..Call::new(a, to.to_owned(), agent.to_owned(), now, (ma, mb))
+        };
+        call.data = data;
+        let cti_id = self.cti_id(&call);
+        self.calls.insert(id, Box::new(call));
+        self.counters.calls_active.set(self.calls.len() as u64);
+        self.tell_acd(crate::acd::Input::Agent {
+            agent: agent_id,
+            op: crate::acd::AgentOp::Busy(true),
+        });
+        Ok(cti_id)
+    }
+}
+
+/// `sdp` with every direction attribute made `a={dir}` (one added at
+/// session level when there is none) and the `o=` version raised (RFC
+/// 3264 §8: a changed offer in the same session).
+pub(super) fn with_direction(sdp: &[u8], dir: &str) -> Bytes {
+    let text = String::from_utf8_lossy(sdp);
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut seen = false;
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(o) = line.strip_prefix("o=") {
+            let mut f: Vec<String> = o.split(' ').map(str::to_owned).collect();
+            if let Some(v) = f.get_mut(2)
+                && let Ok(n) = v.parse::<u64>()
+            {
+                *v = n.wrapping_add(1).to_string();
+            }
+            lines.push(format!("o={}", f.join(" ")));
+        } else if matches!(
+            line,
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        ) {
+            seen = true;
+            lines.push(format!("a={dir}"));
+        } else if !line.is_empty() {
+            lines.push(line.to_owned());
+        }
+    }
+    if !seen {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("t="))
+            .map_or(lines.len(), |i| i + 1);
+        lines.insert(at, format!("a={dir}"));
+    }
+    for l in lines {
+        out.push_str(&l);
+        out.push_str("\r\n");
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_offer_changes_direction_and_version() {
+        let sdp = b"v=0\r\no=- 1 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
+        let held = with_direction(sdp, "inactive");
+        assert_eq!(
+            &held[..],
+            b"v=0\r\no=- 1 8 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=inactive\r\n"
+        );
+        let plain =
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let held = with_direction(plain, "inactive");
+        assert!(String::from_utf8_lossy(&held).contains("t=0 0\r\na=inactive\r\nm=audio"));
+    }
+}
