@@ -58,6 +58,9 @@ pub const CONCURRENCY: usize = 4;
 /// The longest the worker sleeps without looking at the outbox.
 pub const POLL: Duration = Duration::from_secs(1);
 
+/// At most one "not delivered, will retry" line per this long.
+pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// How long [`Webhook::stop`] lets the runtime's leftover tasks finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
@@ -221,6 +224,9 @@ pub fn start(
         store,
         rng: ChaCha8Rng::seed_from_u64(clock_seed()),
         shared: shared.clone(),
+        unlogged_failures: 0,
+        last_failure: None,
+        last_failure_log: None,
     };
     let thread = std::thread::Builder::new()
         .name("crm-webhook".into())
@@ -284,6 +290,11 @@ struct Worker {
     store: Store,
     rng: ChaCha8Rng,
     shared: Arc<Shared>,
+    /// Failed attempts not logged yet, the last of them, and when the last
+    /// such line was logged ([`Worker::log_failures`]).
+    unlogged_failures: u64,
+    last_failure: Option<(String, String)>,
+    last_failure_log: Option<tokio::time::Instant>,
 }
 
 impl Worker {
@@ -342,6 +353,7 @@ impl Worker {
         let full = due.len() >= BATCH as usize;
         let mut pending = due.into_iter();
         let mut in_flight = JoinSet::new();
+        let mut tally = Tally::default();
         loop {
             while in_flight.len() < CONCURRENCY {
                 let Some(item) = pending.next() else { break };
@@ -353,10 +365,42 @@ impl Worker {
             };
             // A panicked or cancelled task leaves its row due.
             if let Ok((item, outcome)) = joined {
-                self.record(&item, outcome);
+                self.record(&item, outcome, &mut tally);
             }
         }
-        Ok(if full { Pass::Full } else { Pass::Done })
+        self.log_failures(tally.retried, tally.last_failure.take());
+        // A store that refuses updates leaves the rows due: do not spin on
+        // them, wait for the next poll.
+        Ok(if full && !tally.store_error {
+            Pass::Full
+        } else {
+            Pass::Done
+        })
+    }
+
+    /// Failed attempts are logged together, at most once per
+    /// [`FAILURE_LOG_EVERY`] (the first at once): a CRM that is down for a
+    /// while must not flood the log. Each is at debug level too.
+    fn log_failures(&mut self, failed: u64, last: Option<(String, String)>) {
+        self.unlogged_failures += failed;
+        if let Some(last) = last {
+            self.last_failure = Some(last);
+        }
+        let now = tokio::time::Instant::now();
+        let due = self
+            .last_failure_log
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY);
+        if !due || self.unlogged_failures == 0 {
+            return;
+        }
+        if let Some((record, error)) = self.last_failure.take() {
+            tracing::info!(
+                failed = self.unlogged_failures,
+                "CRM webhook not delivered, will retry (last: record {record}: {error})"
+            );
+        }
+        self.unlogged_failures = 0;
+        self.last_failure_log = Some(now);
     }
 
     fn request(&self, item: &OutboxItem) -> reqwest::RequestBuilder {
@@ -373,7 +417,7 @@ impl Worker {
     }
 
     /// Stores the decision for `item`'s attempt and counts it.
-    fn record(&mut self, item: &OutboxItem, outcome: Result<(), String>) {
+    fn record(&mut self, item: &OutboxItem, outcome: Result<(), String>, tally: &mut Tally) {
         let now = unix_ms();
         let backoff = self.settings.backoff();
         let c = &self.shared.counters;
@@ -386,12 +430,14 @@ impl Worker {
             }
             Decision::Retry { at_ms, error } => {
                 c.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
+                tracing::debug!(
                     record = %item.record_id,
                     attempt = item.attempts.saturating_add(1),
                     retry_in_ms = at_ms.saturating_sub(now),
                     "CRM webhook not delivered, will retry: {error}"
                 );
+                tally.retried += 1;
+                tally.last_failure = Some((item.record_id.clone(), error.clone()));
                 self.store.failed(item.id, *at_ms, error)
             }
             Decision::DeadLetter { error } => {
@@ -407,9 +453,21 @@ impl Worker {
         };
         if let Err(e) = stored {
             // The row stays as it was: it is tried again when due.
+            tally.store_error = true;
             tracing::error!(record = %item.record_id, "CRM webhook: cannot update the outbox: {e}");
         }
     }
+}
+
+/// What happened in one pass, for its log line.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Attempts failed and rescheduled.
+    retried: u64,
+    /// The last of those: record id and error.
+    last_failure: Option<(String, String)>,
+    /// An outbox update failed.
+    store_error: bool,
 }
 
 /// Whether a pass took a full batch.

@@ -74,7 +74,7 @@ pub enum ShellError {
     Store(#[from] crate::store::StoreError),
     #[error("call records: cannot start the writer thread: {0}")]
     RecordWriter(std::io::Error),
-    #[error("CRM webhook: cannot start delivery: {0}")]
+    #[error("cannot start CRM webhook delivery: {0}")]
     Webhook(#[from] crate::crm::webhook::WebhookError),
 }
 
