@@ -19,14 +19,18 @@
 //!
 //! This module holds the pure, sans-IO parts: the directory, the signature,
 //! the retry policy, the breaker and the cache. None reads the clock or
-//! draws randomness; callers pass `now` and a seeded RNG. The HTTP lookup
-//! client and the outbox worker, which drive these from `shell`, come next.
+//! draws randomness; callers pass `now` and a seeded RNG. The exception is
+//! [`webhook`], the outbox worker: it runs on its own thread (started by
+//! `shell`) with real time and HTTP, and keeps its decision (delivered,
+//! retry at T, dead letter) in the pure [`webhook::decide`]. The HTTP
+//! lookup client comes next.
 
 pub mod breaker;
 pub mod cache;
 pub mod directory;
 pub mod retry;
 pub mod sign;
+pub mod webhook;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use cache::Cache;

@@ -74,6 +74,8 @@ pub enum ShellError {
     Store(#[from] crate::store::StoreError),
     #[error("call records: cannot start the writer thread: {0}")]
     RecordWriter(std::io::Error),
+    #[error("cannot start CRM webhook delivery: {0}")]
+    Webhook(#[from] crate::crm::webhook::WebhookError),
 }
 
 /// The CPUs shards run on, checked against this process's affinity mask.
@@ -372,8 +374,21 @@ pub fn run(
     // Call records: the store opens (or is created) now, so a broken
     // database stops the start with its path named.
     let store = crate::store::Store::open(&cfg.node.data_dir)?;
-    let (record_writer, record_tx) =
-        records::start(store, records::WallClock::at(epoch)).map_err(ShellError::RecordWriter)?;
+    // CRM webhook delivery from the outbox (its own thread and store
+    // connection), started first so the record writer can wake it after
+    // each commit. No URL: nothing is POSTed and the outbox rows stay.
+    let webhook = if cfg.crm.webhook.url.is_empty() {
+        None
+    } else {
+        let settings = crate::crm::webhook::WebhookSettings::from_config(&cfg.crm.webhook);
+        Some(crate::crm::webhook::start(settings, &cfg.node.data_dir)?)
+    };
+    let (record_writer, record_tx) = records::start(
+        store,
+        records::WallClock::at(epoch),
+        webhook.as_ref().map(|(_, waker)| waker.clone()),
+    )
+    .map_err(ShellError::RecordWriter)?;
     let rec_counters = Arc::new(recwriter::RecCounters::default());
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
@@ -532,6 +547,10 @@ pub fn run(
     // they sent and ends.
     drop(record_tx);
     record_writer.stop();
+    // Rows not delivered yet stay in the outbox for the next start.
+    if let Some((webhook, _)) = webhook {
+        webhook.stop();
+    }
     // The shards handed over their last recording ops when they ended
     // their calls: the writer finishes them.
     rec_writer.stop();

@@ -7,7 +7,9 @@
 //! SQLite transaction ([`Store::commit_record`]); when that fails (disk
 //! full, I/O error) it logs the record id and the error and tries the same
 //! record again, keeping the order, until it goes in or the appliance
-//! stops — then the records not stored are named in the log.
+//! stops — then the records not stored are named in the log. After each
+//! commit it wakes the CRM webhook worker, when there is one, so the new
+//! outbox row is POSTed at once.
 
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 use crate::call::record::{CallRecord, RecordSink, log_record};
+use crate::crm::webhook::WebhookWaker;
 use crate::store::{NewRecord, Store};
 
 /// Maps the engines' instants to wall-clock milliseconds since the epoch.
@@ -76,11 +79,16 @@ pub struct RecordWriter {
 /// Starts the writer thread on `store`; the returned sender is cloned into
 /// every shard's [`StoreSink`]. The thread ends once every sender is gone
 /// and what they sent is stored (or given up at [`RecordWriter::stop`]).
-pub fn start(store: Store, wall: WallClock) -> std::io::Result<(RecordWriter, Sender<CallRecord>)> {
+/// `webhook` is woken after each commit.
+pub fn start(
+    store: Store,
+    wall: WallClock,
+    webhook: Option<WebhookWaker>,
+) -> std::io::Result<(RecordWriter, Sender<CallRecord>)> {
     let (tx, rx) = unbounded();
     let thread = std::thread::Builder::new()
         .name("records".into())
-        .spawn(move || run(store, &rx, wall))?;
+        .spawn(move || run(store, &rx, wall, webhook.as_ref()))?;
     Ok((RecordWriter { thread }, tx))
 }
 
@@ -113,7 +121,12 @@ fn new_record(r: &CallRecord, wall: &WallClock) -> NewRecord {
 /// How long the writer waits before retrying a record the store refused.
 const RETRY: Duration = Duration::from_secs(1);
 
-fn run(mut store: Store, rx: &Receiver<CallRecord>, wall: WallClock) {
+fn run(
+    mut store: Store,
+    rx: &Receiver<CallRecord>,
+    wall: WallClock,
+    webhook: Option<&WebhookWaker>,
+) {
     let mut stored = 0u64;
     // Records in arrival order, the first one refused by the store.
     let mut backlog: VecDeque<NewRecord> = VecDeque::new();
@@ -130,6 +143,9 @@ fn run(mut store: Store, rx: &Receiver<CallRecord>, wall: WallClock) {
                 Ok(()) => {
                     stored += 1;
                     backlog.pop_front();
+                    if let Some(w) = webhook {
+                        w.wake();
+                    }
                 }
                 Err(e) if open => {
                     tracing::error!(record = %rec.id, waiting = backlog.len(), "call record not stored yet, retrying: {e}");

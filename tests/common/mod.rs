@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod phones;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
