@@ -9,7 +9,8 @@
 //!   [`directory`] (`firmware-config/contacts.csv`) answers; otherwise an
 //!   HTTP `GET` on the URL template does, with a short timeout, results (hits
 //!   and misses) kept in a TTL [`cache`], and a circuit [`breaker`] so a sick
-//!   CRM costs nothing but a missing screen pop.
+//!   CRM costs nothing but a missing screen pop. [`lookup`] is the client
+//!   that does either ([`Lookup`]).
 //! * **Records out.** Each finished call's JSON record is written to the
 //!   durable outbox in `var/switchboard.db` and `POST`ed to
 //!   `crm.webhook.url` with `Idempotency-Key: <record id>` and
@@ -17,18 +18,22 @@
 //!   ([`sign`], CONTRACT "Control plane"); any 2xx acknowledges, anything
 //!   else is retried per [`retry`] until given up.
 //!
-//! This module holds the pure, sans-IO parts: the directory, the signature,
+//! Most of this module is pure and sans-IO: the directory, the signature,
 //! the retry policy, the breaker and the cache. None reads the clock or
-//! draws randomness; callers pass `now` and a seeded RNG. The HTTP lookup
-//! client and the outbox worker, which drive these from `shell`, come next.
+//! draws randomness; callers pass `now` and a seeded RNG. The exception is
+//! [`lookup`], the shell-side HTTP client that drives the cache and the
+//! breaker (its template expansion and answer mapping are pure functions).
+//! The outbox worker comes next.
 
 pub mod breaker;
 pub mod cache;
 pub mod directory;
+pub mod lookup;
 pub mod retry;
 pub mod sign;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use cache::Cache;
 pub use directory::{Contact, Directory, DirectoryError, E164, Tier};
+pub use lookup::{AnswerError, Lookup, LookupError, LookupKey, LookupStats};
 pub use retry::Backoff;
