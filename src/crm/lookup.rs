@@ -32,7 +32,7 @@
 //!
 //! The decisions (template expansion, mapping an answer body) are pure
 //! functions; [`Lookup`] is the shell-side I/O around them and the only
-//! code here that reads the clock ([`now`]).
+//! code here that reads the clock (one small `now` function).
 //!
 //! Concurrency: many lookups may run at once on one (current-thread) tokio
 //! runtime. The cache, breaker and counters sit behind one `std` mutex that
