@@ -62,8 +62,8 @@ fn check_config_accepts_the_demo() {
     assert!(
         stdout
             .trim_end()
-            .ends_with(", 28 prompts, 2 queues, 2 menus)"),
-        "the demo prompts, queues and menus are loaded: {stdout:?}"
+            .ends_with(", 28 prompts, 2 queues, 2 menus, 12 contacts)"),
+        "the demo prompts, queues, menus and directory are loaded: {stdout:?}"
     );
 }
 

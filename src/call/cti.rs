@@ -449,7 +449,7 @@ impl B2bua {
                 origin, agent_id, dest,
             ))),
             a_is_agent: true,
-            ..Call::new(a, to.to_owned(), agent.to_owned(), now, (ma, mb))
+            ..Call::new(a, shown, agent.to_owned(), now, (ma, mb))
         };
         call.data = data;
         let cti_id = self.cti_id(&call);

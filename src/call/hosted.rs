@@ -817,7 +817,6 @@ impl B2bua {
                 }
             }
         }
-        self.emit(now, id, crate::cti::event::CallEventKind::Ringing);
         self.done(tid);
     }
 

@@ -2008,6 +2008,15 @@ impl B2bua {
         let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
+        // Told as the call stands (its agent, queue and data).
+        let cleared = self.call_event(
+            now,
+            id,
+            &call,
+            crate::cti::event::CallEventKind::Cleared {
+                cause: cause.to_string(),
+            },
+        );
         let mut hosted = call.hosted.take();
         if let Some(h) = hosted.as_mut() {
             self.hosted_ended(id, h);
@@ -2097,14 +2106,6 @@ impl B2bua {
         for m in call.media.drain(..) {
             self.media.close_leg(m);
         }
-        let cleared = self.call_event(
-            now,
-            id,
-            &call,
-            crate::cti::event::CallEventKind::Cleared {
-                cause: cause.to_string(),
-            },
-        );
         self.push_event(cleared);
         let record = CallRecord {
             id: self.cti_id(&call),

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod cti;
 pub mod phones;
 pub mod receiver;
 

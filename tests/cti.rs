@@ -1,0 +1,355 @@
+//! CTI against the real binary: a WebSocket client on `/v1/cti` (token
+//! `demo-token`, admin) drives agents and calls while SIPp plays the
+//! phones and the customers, and the events, the SIP on the wire (SIPp's
+//! message traces and scenario checks) and the REST resources are checked.
+//!
+//! * screen pop: agent 1002 logged in and made ready over CTI; a customer
+//!   (+815012345678) dials 200; `call.offered` carries the directory record
+//!   (Hanako Yamada, vip), then `call.ringing`, `call.established` and
+//!   `call.cleared` follow in order; the record is at `GET /v1/calls/{id}`;
+//! * click-to-dial: `call.make` rings agent 1002's phone (asked to answer
+//!   at once, `Call-Info: answer-after=0`), then the customer;
+//! * hold, retrieve and transfer: the agent's phone gets the `a=inactive`
+//!   and `a=sendrecv` re-INVITEs, the customer is re-INVITEd to user 1003
+//!   and the agent hung up; a token scoped to agent 1001 can neither see
+//!   nor hang up the call;
+//! * bad input: no token, malformed JSON, unknown commands and oversized
+//!   messages get error replies, and the connection stays usable.
+
+// Test code reads the real clock (.clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cti::{Cti, get_json, http};
+use common::phones::{ABORT_UNEXPECTED, Phone, appliance, assert_runs_succeeded, finish};
+use common::{Appliance, Driver, HANG, Options, Sipp, SippProc, reserve_ports};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "demo-token";
+const AGENT_1001: &str = "token-of-agent-1001";
+/// The demo's tokens plus one scoped to agent 1001.
+const TOKENS: &str = r#"cti.tokens=[{token="demo-token",scope="admin"},{token="token-of-agent-1001",scope="agent:1001"}]"#;
+
+/// The demo appliance with agents logged in over CTI only.
+fn cti_appliance() -> Appliance {
+    appliance(
+        Options::new(Driver::Epoll)
+            .set("acd.auto_login=false")
+            .set(TOKENS),
+    )
+}
+
+/// Logs `agent` in over CTI and makes it ready (through not-ready, so
+/// both state changes are seen as events).
+fn login_ready(cti: &mut Cti, agent: &str) {
+    cti.ok(json!({"type": "agent.login", "agent": agent}));
+    // Logged in, an agent is ready at once (the ACD answers in an event).
+    cti.event("logged in", |e| {
+        e["type"] == "agent.state" && e["agent"] == agent && e["state"] == "ready"
+    });
+    cti.ok(json!({"type": "agent.set_state", "agent": agent, "state": "not_ready", "reason": 2}));
+    let e = cti.event("not ready", |e| {
+        e["type"] == "agent.state" && e["agent"] == agent && e["state"] == "not_ready"
+    });
+    assert_eq!(e["reason"], 2, "{e}");
+    cti.ok(json!({"type": "agent.set_state", "agent": agent, "state": "ready"}));
+    cti.event("ready", |e| {
+        e["type"] == "agent.state" && e["agent"] == agent && e["state"] == "ready"
+    });
+}
+
+fn seq(e: &Value) -> u64 {
+    e["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {e}"))
+}
+
+/// Polls `GET path` until it answers 200.
+fn get_eventually(a: &Appliance, path: &str) -> Value {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let (status, body) = get_json(a.cti_port, path, ADMIN);
+        if status == 200 {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path}: {status} {body}\n{}",
+            a.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_queue_call_pops_the_directory_record_then_is_established_and_cleared_in_order() {
+    let a = cti_appliance();
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    let sub = cti.ok(json!({"type": "subscribe"}));
+    assert_eq!(sub["subscribed"]["agents"], "*", "{sub}");
+    let phone = Phone::start(&a, "1002", "acd_agent.xml", &["-m", "1", "-timeout", "60s"]);
+    login_ready(&mut cti, "1002");
+    let snap = cti.ok(json!({"type": "snapshot"}));
+    let agents = snap["agents"].as_array().expect("agents in the snapshot");
+    assert!(
+        agents
+            .iter()
+            .any(|x| x["agent"] == "1002" && x["state"] == "ready"),
+        "{snap}"
+    );
+
+    let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
+        .trace_messages()
+        .args(&["-s", "200"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let offered = cti.event("call.offered", |e| e["type"] == "call.offered");
+    let call = offered["call"].as_str().expect("a call id").to_owned();
+    assert_eq!(offered["agent"], "1002", "{offered}");
+    assert_eq!(offered["queue"], "support", "{offered}");
+    assert_eq!(offered["ani"], "+815012345678", "{offered}");
+    assert_eq!(offered["dnis"], "200", "{offered}");
+    assert_eq!(offered["contact"]["name"], "Hanako Yamada", "{offered}");
+    assert_eq!(offered["contact"]["account"], "A-1001", "{offered}");
+    assert_eq!(offered["contact"]["tier"], "vip", "{offered}");
+    let ringing = cti.call_event(&call, "call.ringing");
+    let established = cti.call_event(&call, "call.established");
+    let cleared = cti.call_event(&call, "call.cleared");
+    assert!(
+        seq(&offered) < seq(&ringing) && seq(&ringing) < seq(&established),
+        "{offered}\n{ringing}\n{established}"
+    );
+    assert!(
+        seq(&established) < seq(&cleared),
+        "{established}\n{cleared}"
+    );
+    assert_eq!(cleared["cause"], "normal", "{cleared}");
+    assert_eq!(established["agent"], "1002", "{established}");
+
+    let (caller, phones) = finish(caller, vec![phone]);
+    assert_runs_succeeded(&a, &[("caller", &caller), ("agent 1002", &phones[0])]);
+
+    // The interaction's record, under the call's id.
+    let record = get_eventually(&a, &format!("/v1/calls/{call}"));
+    assert_eq!(record["id"], call.as_str(), "{record}");
+    assert_eq!(record["agent"], "1002", "{record}");
+    assert_eq!(record["queue"], "support", "{record}");
+    let (status, list) = get_json(a.cti_port, "/v1/calls?agent=1002", ADMIN);
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        list["calls"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|r| r["id"] == call.as_str())),
+        "{list}"
+    );
+    // An agent-scoped token does not see 1002's calls.
+    let (status, _) = get_json(a.cti_port, &format!("/v1/calls/{call}"), AGENT_1001);
+    assert_eq!(status, 404);
+    let (status, _) = get_json(a.cti_port, "/v1/calls?agent=1002", AGENT_1001);
+    assert_eq!(status, 403);
+    let (status, queues) = get_json(a.cti_port, "/v1/queues", ADMIN);
+    assert_eq!(status, 200, "{queues}");
+    a.stop();
+}
+
+#[test]
+fn click_to_dial_rings_the_agent_then_the_customer() {
+    let a = cti_appliance();
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    cti.ok(json!({"type": "subscribe", "agents": ["1002"]}));
+    let phone = Phone::start(&a, "1002", "acd_agent.xml", &["-m", "1", "-timeout", "60s"]);
+    let port = reserve_ports(1);
+    let mut customer = Sipp::new("call_uas_answer.xml", a.udp_addr(), "u1")
+        .local_port(port.port(0))
+        .trace_messages()
+        .args(&["-s", "customer", "-m", "1"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    customer.wait_listening();
+    let to = format!("sip:+815012345678@127.0.0.1:{}", port.port(0));
+    let made = cti.ok(json!({
+        "type": "call.make", "agent": "1002", "to": to, "data": {"ticket": "T-42"}
+    }));
+    let call = made["call"]
+        .as_str()
+        .expect("call.make names its call")
+        .to_owned();
+    let established = cti.call_event(&call, "call.established");
+    assert_eq!(established["agent"], "1002", "{established}");
+    assert_eq!(established["data"]["ticket"], "T-42", "{established}");
+    assert_eq!(established["dnis"], "+815012345678", "{established}");
+    let mut runs =
+        SippProc::wait_all(vec![phone.proc, customer], Instant::now() + HANG).into_iter();
+    let (phone_run, customer_run) = (runs.next().unwrap(), runs.next().unwrap());
+    assert_runs_succeeded(
+        &a,
+        &[("agent 1002", &phone_run), ("customer", &customer_run)],
+    );
+    cti.call_event(&call, "call.cleared");
+    // The agent's phone was asked to answer at once, and rang first: the
+    // customer's INVITE only left once the agent's phone had answered.
+    let invite = phone_run.received_request("INVITE");
+    let info = invite.header("Call-Info").unwrap_or_default();
+    assert!(info.contains("answer-after=0"), "Call-Info: {info:?}");
+    assert_eq!(
+        invite.header("From").map(|f| f.contains("+815012345678")),
+        Some(true),
+        "the agent's phone shows whom it calls: {:?}",
+        invite.header("From")
+    );
+    customer_run.received_request("INVITE");
+    a.stop();
+}
+
+#[test]
+fn hold_retrieve_and_transfer_over_cti_are_seen_on_the_wire() {
+    let a = cti_appliance();
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    cti.ok(json!({"type": "subscribe"}));
+    let agent = Phone::start(
+        &a,
+        "1002",
+        "cti_agent_hold.xml",
+        &["-m", "1", "-timeout", "60s"],
+    );
+    let target = Phone::start(
+        &a,
+        "1003",
+        "call_uas_late_offer.xml",
+        &["-m", "1", "-timeout", "60s"],
+    );
+    login_ready(&mut cti, "1002");
+    let caller = Sipp::new("call_uac_transferred.xml", a.udp_addr(), "u1")
+        .trace_messages()
+        .args(&["-s", "200"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let established = cti.event("call.established", |e| e["type"] == "call.established");
+    let call = established["call"].as_str().expect("a call id").to_owned();
+
+    // Agent 1001's token sees neither the call nor may it touch it.
+    let mut other = Cti::connect(a.cti_port, AGENT_1001);
+    let r = other.request(json!({"type": "call.hangup", "call": call}));
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["error"]["code"], "not_found", "{r}");
+    let snap = other.ok(json!({"type": "snapshot"}));
+    assert_eq!(snap["calls"], json!([]), "{snap}");
+    assert_eq!(snap["agents"].as_array().map(Vec::len), Some(1), "{snap}");
+    let r = other.request(json!({"type": "agent.logout", "agent": "1002"}));
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+
+    cti.ok(json!({"type": "call.hold", "call": call}));
+    cti.call_event(&call, "call.held");
+    // Retrieve once the phone has answered the hold re-INVITE.
+    let deadline = Instant::now() + HANG;
+    loop {
+        let r = cti.request(json!({"type": "call.retrieve", "call": call}));
+        if r["ok"] == true {
+            break;
+        }
+        assert_eq!(r["error"]["code"], "invalid_state", "{r}");
+        assert!(Instant::now() < deadline, "retrieve refused: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cti.call_event(&call, "call.retrieved");
+    let deadline = Instant::now() + HANG;
+    loop {
+        let r = cti.request(json!({"type": "call.transfer", "call": call, "to": "1003"}));
+        if r["ok"] == true {
+            break;
+        }
+        assert_eq!(r["error"]["code"], "invalid_state", "{r}");
+        assert!(Instant::now() < deadline, "transfer refused: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let moved = cti.call_event(&call, "call.transferred");
+    assert_eq!(moved["to"], "1003", "{moved}");
+    cti.call_event(&call, "call.cleared");
+
+    let (caller, phones) = finish(caller, vec![agent, target]);
+    assert_runs_succeeded(
+        &a,
+        &[
+            ("caller", &caller),
+            ("agent 1002", &phones[0]),
+            ("target 1003", &phones[1]),
+        ],
+    );
+    // On the wire: the hold and resume re-INVITEs to the agent's phone,
+    // then its BYE; the caller's re-INVITE towards the target.
+    let reinvites = phones[0].received_requests("INVITE");
+    assert_eq!(reinvites.len(), 3, "{}", phones[0].trace());
+    assert!(String::from_utf8_lossy(&reinvites[1].body).contains("a=inactive"));
+    assert!(String::from_utf8_lossy(&reinvites[2].body).contains("a=sendrecv"));
+    phones[0].received_request("BYE");
+    assert_eq!(
+        caller.received_requests("INVITE").len(),
+        1,
+        "{}",
+        caller.trace()
+    );
+    phones[1].received_request("INVITE");
+    a.stop();
+}
+
+#[test]
+fn bad_input_gets_error_replies_and_never_a_disconnect() {
+    let a = appliance(
+        Options::new(Driver::Epoll)
+            .set(TOKENS)
+            .set("cti.max_message_bytes=1024"),
+    );
+    // No token, or an unknown one: 401, on REST and on the upgrade.
+    let (status, body) = http(a.cti_port, "GET", "/v1/calls", None, "");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("unauthorized"), "{body}");
+    assert!(Cti::try_connect(a.cti_port, "wrong-token").is_err());
+
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    let mut watcher = Cti::connect(a.cti_port, ADMIN);
+    cti.send_text("{not json");
+    let r = cti.reply_to(&Value::Null);
+    assert_eq!(r["error"]["code"], "bad_json", "{r}");
+    let r = cti.request(json!({"type": "call.explode"}));
+    assert_eq!(r["error"]["code"], "unknown_command", "{r}");
+    let r = cti.request(json!({"type": "call.hangup"}));
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    let r = cti.request(json!({"type": "call.hangup", "call": "no-such-call"}));
+    assert_eq!(r["error"]["code"], "not_found", "{r}");
+    let r = cti.request(json!({"type": "agent.set_state", "agent": "1004", "state": "ready"}));
+    assert_eq!(r["error"]["code"], "invalid_state", "{r}");
+    let big = json!({"type": "snapshot", "pad": "x".repeat(4000)}).to_string();
+    cti.send_text(&big);
+    let r = cti.reply_to(&Value::Null);
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    // Both connections still work.
+    cti.ok(json!({"type": "snapshot"}));
+    watcher.ok(json!({"type": "snapshot"}));
+
+    // REST: the same commands, with HTTP statuses.
+    let (status, body) = http(
+        a.cti_port,
+        "POST",
+        "/v1/cti/agent.login",
+        Some(AGENT_1001),
+        r#"{"agent":"1002"}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http(
+        a.cti_port,
+        "POST",
+        "/v1/cti/agent.login",
+        Some(AGENT_1001),
+        r#"{"agent":"1001"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(a.cti_port, "POST", "/v1/cti/call.hangup", Some(ADMIN), "{");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get_json(a.cti_port, "/v1/outbox", AGENT_1001);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get_json(a.cti_port, "/v1/outbox", ADMIN);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dead_letters"], json!([]), "{body}");
+    a.stop();
+}
