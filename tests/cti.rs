@@ -84,7 +84,14 @@ fn get_eventually(a: &Appliance, path: &str) -> Value {
 
 #[test]
 fn a_queue_call_pops_the_directory_record_then_is_established_and_cleared_in_order() {
-    let a = cti_appliance();
+    // Wrap-up long enough that only call.wrap_up ends it.
+    let a = appliance(
+        Options::new(Driver::Epoll)
+            .set("acd.auto_login=false")
+            .set(TOKENS)
+            .set("queues[0].wrap_up_s=600")
+            .set("queues[0].wrap_up_max_s=600"),
+    );
     let mut cti = Cti::connect(a.cti_port, ADMIN);
     let sub = cti.ok(json!({"type": "subscribe"}));
     assert_eq!(sub["subscribed"]["agents"], "*", "{sub}");
@@ -130,9 +137,28 @@ fn a_queue_call_pops_the_directory_record_then_is_established_and_cleared_in_ord
     let (caller, phones) = finish(caller, vec![phone]);
     assert_runs_succeeded(&a, &[("caller", &caller), ("agent 1002", &phones[0])]);
 
+    // The agent is in wrap-up: the record waits for its disposition.
+    cti.event("wrap-up", |e| {
+        e["type"] == "agent.state" && e["agent"] == "1002" && e["state"] == "wrap_up"
+    });
+    let (status, _) = get_json(a.cti_port, &format!("/v1/calls/{call}"), ADMIN);
+    assert_eq!(status, 404, "no record before the interaction ends");
+    cti.ok(json!({
+        "type": "call.wrap_up", "call": call, "disposition": "sale", "notes": "wants the blue one"
+    }));
+    let w = cti.call_event(&call, "call.wrap_up");
+    assert_eq!(w["disposition"], "sale", "{w}");
+    cti.event("ready after wrap-up", |e| {
+        e["type"] == "agent.state" && e["agent"] == "1002" && e["state"] == "ready"
+    });
+
     // The interaction's record, under the call's id.
     let record = get_eventually(&a, &format!("/v1/calls/{call}"));
     assert_eq!(record["id"], call.as_str(), "{record}");
+    assert_eq!(record["disposition"], "sale", "{record}");
+    assert_eq!(record["notes"], "wants the blue one", "{record}");
+    assert!(record["wrap_up_ms"].is_u64(), "{record}");
+    assert!(record["talk_ms"].is_u64(), "{record}");
     assert_eq!(record["agent"], "1002", "{record}");
     assert_eq!(record["queue"], "support", "{record}");
     let (status, list) = get_json(a.cti_port, "/v1/calls?agent=1002", ADMIN);

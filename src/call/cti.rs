@@ -236,6 +236,11 @@ impl B2bua {
         let body = with_direction(&sdp, if on { "inactive" } else { "sendrecv" });
         if let Some(c) = self.calls.get_mut(&id) {
             c.held = on;
+            if on {
+                c.held_since = Some(now);
+            } else if let Some(t) = c.held_since.take() {
+                c.held_total += now.saturating_duration_since(t);
+            }
             if let Some(l) = c.leg_mut(agent) {
                 l.last_sdp = Some((ct.clone(), body.clone()));
                 l.invite_busy = true;

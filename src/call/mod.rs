@@ -41,6 +41,7 @@ mod hosted;
 pub mod record;
 #[cfg(test)]
 mod tests;
+pub mod wrapup;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -473,8 +474,10 @@ struct Call {
     hosted: Option<Box<hosted::Hosted>>,
     /// Data attached over CTI (`call.set_data`, `call.make`).
     data: Vec<(String, String)>,
-    /// Held over CTI.
+    /// Held over CTI (since when), and the hold time before.
     held: bool,
+    held_since: Option<Instant>,
+    held_total: Duration,
     /// The A leg is the agent's phone (click-to-dial), not the customer.
     a_is_agent: bool,
     /// `call.ringing` was told.
@@ -515,6 +518,8 @@ impl Call {
             hosted: None,
             data: Vec::new(),
             held: false,
+            held_since: None,
+            held_total: Duration::ZERO,
             a_is_agent: false,
             rang: false,
         }
@@ -2140,7 +2145,17 @@ impl B2bua {
             callee_digits: std::mem::take(&mut call.callee_digits),
             recording: call.recording,
             path: hosted.as_ref().map(|h| h.path.clone()).unwrap_or_default(),
-            data: hosted.map(|h| h.data).unwrap_or_default(),
+            data: hosted
+                .map(|h| h.data)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(std::mem::take(&mut call.data))
+                .collect(),
+            held_ms: (call.held_total
+                + call
+                    .held_since
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)))
+            .as_millis() as u64,
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
     }
@@ -3002,6 +3017,7 @@ impl B2bua {
             recording: None,
             path: Vec::new(),
             data: Vec::new(),
+            held_ms: 0,
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();

@@ -114,8 +114,10 @@ pub struct CallRecord {
     pub recording: Option<u64>,
     /// Menus and queues it passed through (`ivr:main`, `queue:sales`).
     pub path: Vec<String>,
-    /// Key/value data attached on the way (IVR entries, routes).
+    /// Key/value data attached on the way (IVR entries, routes, CTI).
     pub data: Vec<(String, String)>,
+    /// Time the call spent held over CTI.
+    pub held_ms: u64,
 }
 
 /// `k=v;k=v`: how attached data is written in logs and in the
@@ -238,6 +240,8 @@ impl CallRecord {
             "started_ms": unix_ms(self.started),
             "answered_ms": self.answered.map(&unix_ms),
             "ended_ms": unix_ms(self.ended),
+            "talk_ms": self.answered.map(|a| self.ended.saturating_duration_since(a).as_millis() as u64),
+            "held_ms": self.held_ms,
             "cause": self.cause.to_string(),
             "hung_up_by": self.hung_up_by.to_string(),
             "transfers": self.transfers,

@@ -140,3 +140,21 @@ pub enum ToControl {
     Event(Box<CallEvent>),
     Reply(CallReply),
 }
+
+/// What the control plane tells the record writer, so that a queue call's
+/// record waits for its agent's wrap-up ([`crate::call::wrapup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToRecords {
+    /// `call.wrap_up` for call `call`.
+    WrapUp {
+        call: String,
+        disposition: String,
+        notes: String,
+    },
+    /// An agent's state changed.
+    Agent {
+        agent: String,
+        in_wrap_up: bool,
+        at_ms: i64,
+    },
+}

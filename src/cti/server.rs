@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{Scope, Tokens};
-use super::event::{CallCommand, CallOp, ToControl};
+use super::event::{CallCommand, CallOp, ToControl, ToRecords};
 use super::hub::{CLIENT_QUEUE, Hub, SHARD_REPLY_TIMEOUT};
 use super::link::{CtiLink, POLL_EVERY};
 use super::proto::{
@@ -51,18 +51,9 @@ pub struct CtiSetup {
     pub queues: Vec<String>,
     /// `node.data_dir`: the store (read here for REST) and recordings.
     pub data_dir: PathBuf,
-    /// Where `call.wrap_up` dispositions go (the record writer).
-    pub wrap_ups: Option<crossbeam_channel::Sender<WrapUp>>,
-}
-
-/// A disposition for call `call` (its record waits for it, or for the end
-/// of the agent's wrap-up).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrapUp {
-    pub call: String,
-    pub agent: Option<String>,
-    pub disposition: String,
-    pub notes: String,
+    /// The record writer: dispositions and agent states, so that a queue
+    /// call's record waits for the agent's wrap-up.
+    pub records: Option<Box<dyn Fn(ToRecords) + Send + Sync>>,
 }
 
 /// The running control plane; [`ControlPlane::stop`] ends it.
@@ -102,7 +93,7 @@ pub(super) struct Ctx {
     max_message: usize,
     pub(super) store: Mutex<Option<crate::store::Store>>,
     pub(super) data_dir: PathBuf,
-    wrap_ups: Option<crossbeam_channel::Sender<WrapUp>>,
+    records: Option<Box<dyn Fn(ToRecords) + Send + Sync>>,
 }
 
 /// Wall clock, unix ms (the control plane is shell-side: it owns a thread
@@ -157,7 +148,7 @@ pub fn start(listen: SocketAddr, plane: Plane, setup: CtiSetup) -> Result<Contro
         max_message: setup.max_message_bytes,
         store: Mutex::new(Some(store)),
         data_dir: setup.data_dir,
-        wrap_ups: setup.wrap_ups,
+        records: setup.records,
     });
     let app = router(ctx.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -573,10 +564,9 @@ fn wrap_up(
 ) -> Result<Map<String, Value>, ProtoError> {
     let mut hub = lock(&ctx.hub);
     let agent = hub.call_for(scope, id)?.agent.clone();
-    if let Some(tx) = &ctx.wrap_ups {
-        let _ = tx.send(WrapUp {
+    if let Some(records) = &ctx.records {
+        records(ToRecords::WrapUp {
             call: id.to_owned(),
-            agent: agent.clone(),
             disposition: disposition.clone(),
             notes: notes.clone(),
         });
@@ -605,7 +595,16 @@ async fn poll_rings(ctx: Arc<Ctx>) {
         let mut replies = Vec::new();
         {
             let mut hub = lock(&ctx.hub);
-            ctx.link.drain_agents(|a| hub.handle_agent(&a));
+            ctx.link.drain_agents(|a| {
+                if let Some(records) = &ctx.records {
+                    records(ToRecords::Agent {
+                        agent: a.agent.clone(),
+                        in_wrap_up: a.state == AgentState::WrapUp,
+                        at_ms: a.at_ms,
+                    });
+                }
+                hub.handle_agent(&a);
+            });
             ctx.link.drain_shards(|m| match m {
                 ToControl::Event(e) => hub.handle_call(&e),
                 ToControl::Reply(r) => replies.push(r),

@@ -340,6 +340,32 @@ pub fn run(
         directory,
         ..ContactPlan::new(&cfg.contact, prompts.clone(), rand::random())
     });
+    // Call records: the store opens (or is created) now, so a broken
+    // database stops the start with its path named.
+    let store = crate::store::Store::open(&cfg.node.data_dir)?;
+    // CRM webhook delivery from the outbox (its own thread and store
+    // connection), started first so the record writer can wake it after
+    // each commit. No URL: nothing is POSTed and the outbox rows stay.
+    let webhook = if cfg.crm.webhook.url.is_empty() {
+        None
+    } else {
+        let settings = crate::crm::webhook::WebhookSettings::from_config(&cfg.crm.webhook);
+        Some(crate::crm::webhook::start(settings, &cfg.node.data_dir)?)
+    };
+    // Queue calls' records wait for their agents' wrap-up.
+    let finisher = crate::call::wrapup::Finisher::new(
+        cfg.contact
+            .queues
+            .iter()
+            .map(|q| (q.name.clone(), q.wrap_up, q.wrap_up_max)),
+    );
+    let (record_writer, record_tx) = records::start(
+        store,
+        records::WallClock::at(Instant::now()),
+        finisher,
+        webhook.as_ref().map(|(_, waker)| waker.clone()),
+    )
+    .map_err(ShellError::RecordWriter)?;
     // The control plane (HTTP on cti.listen): bound now, so a taken port
     // stops the start with a clear error.
     let acd_link = acd::AcdLink::new(n);
@@ -368,27 +394,14 @@ pub fn run(
                 .collect(),
             queues: cfg.contact.queues.iter().map(|q| q.name.clone()).collect(),
             data_dir: cfg.node.data_dir.clone(),
-            wrap_ups: None,
+            records: Some(Box::new({
+                let tx = record_tx.clone();
+                move |m| {
+                    let _ = tx.send(records::WriterMsg::Cti(m));
+                }
+            })),
         },
     )?;
-    // Call records: the store opens (or is created) now, so a broken
-    // database stops the start with its path named.
-    let store = crate::store::Store::open(&cfg.node.data_dir)?;
-    // CRM webhook delivery from the outbox (its own thread and store
-    // connection), started first so the record writer can wake it after
-    // each commit. No URL: nothing is POSTed and the outbox rows stay.
-    let webhook = if cfg.crm.webhook.url.is_empty() {
-        None
-    } else {
-        let settings = crate::crm::webhook::WebhookSettings::from_config(&cfg.crm.webhook);
-        Some(crate::crm::webhook::start(settings, &cfg.node.data_dir)?)
-    };
-    let (record_writer, record_tx) = records::start(
-        store,
-        records::WallClock::at(epoch),
-        webhook.as_ref().map(|(_, waker)| waker.clone()),
-    )
-    .map_err(ShellError::RecordWriter)?;
     let rec_counters = Arc::new(recwriter::RecCounters::default());
     let (rec_writer, rec_sink) =
         recwriter::start(rec_dir.clone(), rec_counters.clone()).map_err(rec_err)?;
@@ -635,7 +648,7 @@ struct ShardContext {
     plan: Arc<ContactPlan>,
     acd: Arc<acd::AcdLink>,
     cti: Arc<crate::cti::link::CtiLink>,
-    records: Sender<crate::call::record::CallRecord>,
+    records: Sender<records::WriterMsg>,
 }
 
 type Ready = Sender<(u16, Result<(Waker, &'static str), ShellError>)>;

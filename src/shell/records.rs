@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 use crate::call::record::{CallRecord, RecordSink, log_record};
+use crate::call::wrapup::{Finished, Finisher};
 use crate::crm::webhook::WebhookWaker;
+use crate::cti::event::ToRecords;
 use crate::store::{NewRecord, Store};
 
 /// Maps the engines' instants to wall-clock milliseconds since the epoch.
@@ -51,13 +53,22 @@ impl WallClock {
     }
 }
 
+/// What the writer thread is told.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// A call ended (from a shard).
+    Record(Box<CallRecord>),
+    /// A disposition or an agent's state (from the control plane).
+    Cti(ToRecords),
+}
+
 /// A shard's record sink: the log line, then the writer thread.
 pub struct StoreSink {
-    tx: Sender<CallRecord>,
+    tx: Sender<WriterMsg>,
 }
 
 impl StoreSink {
-    pub fn new(tx: Sender<CallRecord>) -> StoreSink {
+    pub fn new(tx: Sender<WriterMsg>) -> StoreSink {
         StoreSink { tx }
     }
 }
@@ -65,8 +76,10 @@ impl StoreSink {
 impl RecordSink for StoreSink {
     fn handle_record(&mut self, record: CallRecord) {
         log_record(&record);
-        if let Err(e) = self.tx.send(record) {
-            tracing::error!(call_id = %e.0.call_id, "record writer gone: call record not stored");
+        if let Err(e) = self.tx.send(WriterMsg::Record(Box::new(record)))
+            && let WriterMsg::Record(r) = e.0
+        {
+            tracing::error!(call_id = %r.call_id, "record writer gone: call record not stored");
         }
     }
 }
@@ -77,18 +90,20 @@ pub struct RecordWriter {
 }
 
 /// Starts the writer thread on `store`; the returned sender is cloned into
-/// every shard's [`StoreSink`]. The thread ends once every sender is gone
-/// and what they sent is stored (or given up at [`RecordWriter::stop`]).
-/// `webhook` is woken after each commit.
+/// every shard's [`StoreSink`] (and the control plane's dispositions).
+/// Queue calls wait for their agent's wrap-up in `finisher`. The thread
+/// ends once every sender is gone and what they sent is stored (or given
+/// up at [`RecordWriter::stop`]). `webhook` is woken after each commit.
 pub fn start(
     store: Store,
     wall: WallClock,
+    finisher: Finisher,
     webhook: Option<WebhookWaker>,
-) -> std::io::Result<(RecordWriter, Sender<CallRecord>)> {
+) -> std::io::Result<(RecordWriter, Sender<WriterMsg>)> {
     let (tx, rx) = unbounded();
     let thread = std::thread::Builder::new()
         .name("records".into())
-        .spawn(move || run(store, &rx, wall, webhook.as_ref()))?;
+        .spawn(move || run(store, &rx, wall, finisher, webhook.as_ref()))?;
     Ok((RecordWriter { thread }, tx))
 }
 
@@ -100,11 +115,17 @@ impl RecordWriter {
     }
 }
 
-/// The store's row for `r`.
-fn new_record(r: &CallRecord, wall: &WallClock) -> NewRecord {
+/// The store's row for a finished interaction.
+fn new_record(f: &Finished, wall: &WallClock) -> NewRecord {
+    let r = &f.record;
     let started_ms = wall.unix_ms(r.started);
     let id = r.id.clone();
-    let json = r.to_json(&id, |t| wall.unix_ms(t)).to_string();
+    let mut json = r.to_json(&id, |t| wall.unix_ms(t));
+    if let serde_json::Value::Object(m) = &mut json {
+        m.insert("disposition".into(), f.disposition.clone().into());
+        m.insert("notes".into(), f.notes.clone().into());
+        m.insert("wrap_up_ms".into(), f.wrap_up_ms.into());
+    }
     NewRecord {
         id,
         started_ms,
@@ -113,9 +134,46 @@ fn new_record(r: &CallRecord, wall: &WallClock) -> NewRecord {
         dialled: r.dialled.clone(),
         agent: r.agent().map(str::to_owned),
         queue: r.queue().map(str::to_owned),
-        disposition: None,
-        json,
+        disposition: f.disposition.clone(),
+        json: json.to_string(),
     }
+}
+
+/// Wall clock now, unix ms (the writer is shell-side: it owns a thread).
+fn now_ms() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(unix.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Feeds one message to the finisher; what it finishes joins `backlog`.
+fn take(
+    msg: WriterMsg,
+    finisher: &mut Finisher,
+    backlog: &mut VecDeque<NewRecord>,
+    wall: &WallClock,
+) {
+    let done = match msg {
+        WriterMsg::Record(r) => {
+            let ended = wall.unix_ms(r.ended);
+            finisher.handle_record(*r, ended).into_iter().collect()
+        }
+        WriterMsg::Cti(ToRecords::WrapUp {
+            call,
+            disposition,
+            notes,
+        }) => {
+            finisher.handle_wrap_up(&call, disposition, notes);
+            Vec::new()
+        }
+        WriterMsg::Cti(ToRecords::Agent {
+            agent,
+            in_wrap_up,
+            at_ms,
+        }) => finisher.handle_agent(&agent, in_wrap_up, at_ms),
+    };
+    backlog.extend(done.iter().map(|f| new_record(f, wall)));
 }
 
 /// How long the writer waits before retrying a record the store refused.
@@ -123,20 +181,37 @@ const RETRY: Duration = Duration::from_secs(1);
 
 fn run(
     mut store: Store,
-    rx: &Receiver<CallRecord>,
+    rx: &Receiver<WriterMsg>,
     wall: WallClock,
+    mut finisher: Finisher,
     webhook: Option<&WebhookWaker>,
 ) {
     let mut stored = 0u64;
-    // Records in arrival order, the first one refused by the store.
+    // Records in finishing order, the first one refused by the store.
     let mut backlog: VecDeque<NewRecord> = VecDeque::new();
     let mut open = true;
     while open || !backlog.is_empty() {
         if backlog.is_empty() {
-            match rx.recv() {
-                Ok(r) => backlog.push_back(new_record(&r, &wall)),
-                Err(_) => open = false,
+            // Wait for a message, or for a held record's wrap-up limit.
+            let wait = finisher.poll_timeout().map(|at| {
+                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
+            });
+            let got = match wait {
+                Some(w) => rx.recv_timeout(w),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(m) => take(m, &mut finisher, &mut backlog, &wall),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    // Stopping: records still in wrap-up end now.
+                    let rest = finisher.drain(now_ms());
+                    backlog.extend(rest.iter().map(|f| new_record(f, &wall)));
+                }
             }
+            let due = finisher.handle_timeout(now_ms());
+            backlog.extend(due.iter().map(|f| new_record(f, &wall)));
         }
         while let Some(rec) = backlog.front() {
             match store.commit_record(rec) {
@@ -151,9 +226,13 @@ fn run(
                     tracing::error!(record = %rec.id, waiting = backlog.len(), "call record not stored yet, retrying: {e}");
                     // Take what arrives meanwhile; notice the stop.
                     match rx.recv_timeout(RETRY) {
-                        Ok(r) => backlog.push_back(new_record(&r, &wall)),
+                        Ok(m) => take(m, &mut finisher, &mut backlog, &wall),
                         Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => open = false,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            let rest = finisher.drain(now_ms());
+                            backlog.extend(rest.iter().map(|f| new_record(f, &wall)));
+                        }
                     }
                     break;
                 }

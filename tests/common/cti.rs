@@ -116,13 +116,14 @@ impl Cti {
         r
     }
 
-    /// The next event for which `pred` holds (earlier others are skipped
-    /// but kept in [`Cti::seen`]).
+    /// The first event not yet taken for which `pred` holds (the others
+    /// stay queued, and every event is kept in [`Cti::seen`]).
     pub fn event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + HANG;
         loop {
-            while let Some(e) = self.events.pop_front() {
-                if pred(&e) {
+            // Events not matching stay queued for later waits.
+            if let Some(i) = self.events.iter().position(&pred) {
+                if let Some(e) = self.events.remove(i) {
                     return e;
                 }
             }
