@@ -122,10 +122,10 @@ impl Cti {
         let deadline = Instant::now() + HANG;
         loop {
             // Events not matching stay queued for later waits.
-            if let Some(i) = self.events.iter().position(&pred) {
-                if let Some(e) = self.events.remove(i) {
-                    return e;
-                }
+            if let Some(i) = self.events.iter().position(&pred)
+                && let Some(e) = self.events.remove(i)
+            {
+                return e;
             }
             match self.read(deadline) {
                 Some(m) if m["type"] != "result" => {
