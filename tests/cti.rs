@@ -379,3 +379,70 @@ fn bad_input_gets_error_replies_and_never_a_disconnect() {
     assert_eq!(body["dead_letters"], json!([]), "{body}");
     a.stop();
 }
+
+/// A CRM answering every contact lookup with one JSON record; the request
+/// lines it got go to the returned receiver.
+fn fake_crm(port: u16, answer: &'static str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the fake CRM");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // The rest of the head.
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let _ = tx.send(line.trim_end().to_owned());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_screen_pop_comes_from_the_crm_over_http_when_configured() {
+    let crm_port = reserve_ports(1);
+    let asked = fake_crm(
+        crm_port.port(0),
+        r#"{"contact": {"name": "Taro CRM"}, "account": "C-77", "tier": "vip", "last_agent": "1002"}"#,
+    );
+    let a = appliance(
+        Options::new(Driver::Epoll)
+            .set("acd.auto_login=false")
+            .set(TOKENS)
+            .set(&format!(
+                "crm.lookup.url=\"http://127.0.0.1:{}/contacts?phone={{number}}\"",
+                crm_port.port(0)
+            ))
+            .set("crm.lookup.fields.name=\"contact.name\""),
+    );
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    cti.ok(json!({"type": "subscribe"}));
+    let phone = Phone::start(&a, "1002", "acd_agent.xml", &["-m", "1", "-timeout", "60s"]);
+    login_ready(&mut cti, "1002");
+    let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
+        .args(&["-s", "200"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let offered = cti.event("call.offered", |e| e["type"] == "call.offered");
+    assert_eq!(offered["contact"]["name"], "Taro CRM", "{offered}");
+    assert_eq!(offered["contact"]["account"], "C-77", "{offered}");
+    assert_eq!(offered["contact"]["tier"], "vip", "{offered}");
+    assert_eq!(offered["contact"]["last_agent"], "1002", "{offered}");
+    let line = asked.recv_timeout(HANG).expect("the CRM was asked");
+    assert_eq!(line, "GET /contacts?phone=%2B815012345678 HTTP/1.1");
+    let (caller, phones) = finish(caller, vec![phone]);
+    assert_runs_succeeded(&a, &[("caller", &caller), ("agent 1002", &phones[0])]);
+    a.stop();
+}

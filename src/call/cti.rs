@@ -165,6 +165,10 @@ impl B2bua {
                 ErrorCode::Unsupported,
                 "sending DTMF is not in this release; the agent's phone sends it",
             )),
+            CallOp::Contact(c) => {
+                self.lookup_answered(now, id, c);
+                Ok(None)
+            }
             CallOp::Make { .. } => Ok(None),
         }
     }

@@ -38,6 +38,10 @@ pub struct ContactPlan {
     pub prompts: Prompts,
     /// The built-in CRM directory for screen pops (`crm.directory`).
     pub directory: Option<Arc<crate::crm::Directory>>,
+    /// Screen pops come from the CRM over HTTP (`crm.lookup.url`): a
+    /// queue call asks the control plane and waits at most
+    /// `lookup_timeout` for the answer before it is queued.
+    pub lookup_http: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ContactPlan {
@@ -60,6 +64,7 @@ impl ContactPlan {
             menus: ivr::Menus::new(cc),
             prompts,
             directory: None,
+            lookup_http: None,
         }
     }
 
@@ -128,6 +133,10 @@ pub(super) struct Hosted {
     queued_at: Option<Instant>,
     /// An agent marked busy for this call (click-to-dial), freed at its end.
     busy_agent: Option<AgentId>,
+    /// Queued once the CRM lookup answers (or its time is up).
+    pending_enqueue: Option<QueueId>,
+    /// The CRM was asked already (one lookup per call).
+    looked_up: bool,
 }
 
 impl Hosted {
@@ -144,6 +153,8 @@ impl Hosted {
             contact: None,
             queued_at: None,
             busy_agent: None,
+            pending_enqueue: None,
+            looked_up: false,
         }
     }
 
@@ -496,29 +507,35 @@ impl B2bua {
                 if h.contact.is_none() {
                     h.contact = screen_pop(&plan, &h.origin, &h.data).map(Box::new);
                 }
-                let tier = h.contact.as_ref().map_or(0, |c| c.tier.priority());
-                let priority = h.priority.unwrap_or(qc.priority).saturating_add(tier);
-                let last_agent = h
-                    .contact
-                    .as_ref()
-                    .and_then(|c| c.last_agent.as_deref())
-                    .and_then(|a| plan.acd.agent(a));
                 h.stage = Stage::Queued(queue);
-                h.queued_at = Some(now);
                 h.music = qc.music.as_deref().and_then(|m| plan.prompts.get(m));
                 let entry = qc.entry_prompt.clone();
-                let caller = self
-                    .calls
-                    .get(&id)
-                    .map_or(0, |c| caller_hash(&c.caller_user));
-                let call = self.call_key(id);
-                self.tell_acd(acd::Input::Enqueue {
-                    call,
-                    queue,
-                    priority,
-                    caller,
-                    last_agent,
-                });
+                match plan.lookup_http {
+                    Some(wait) if !h.looked_up => {
+                        // Ask the CRM; queued at its answer or in `wait`.
+                        h.looked_up = true;
+                        h.pending_enqueue = Some(queue);
+                        let number = caller_number(&h.origin);
+                        let account = h
+                            .data
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| k == "account")
+                            .map(|(_, v)| v.clone());
+                        let key = self.call_key(id).0;
+                        self.out
+                            .push_back(CallOutput::Cti(crate::cti::event::ToControl::Lookup {
+                                key,
+                                number,
+                                account,
+                            }));
+                        self.out.push_back(CallOutput::Timer {
+                            at: now + wait + std::time::Duration::from_millis(50),
+                            key: TimerKey::Hosted(id),
+                        });
+                    }
+                    _ => self.enqueue(now, id, queue),
+                }
                 match entry.and_then(|e| plan.clip(&[e])) {
                     Some(clip) => self.play_to_caller(now, id, clip, false),
                     None => self.queue_music(now, id),
@@ -534,6 +551,58 @@ impl B2bua {
                 self.dial(id, &user);
             }
             Target::Hangup => self.leave_with(now, id, &["goodbye".to_owned()]),
+        }
+    }
+
+    /// Hands call `id` to the ACD in `queue`: its priority raised by the
+    /// caller's tier, its last agent for sticky routing.
+    fn enqueue(&mut self, now: Instant, id: u64, queue: QueueId) {
+        let Some(plan) = self.plan() else { return };
+        let key = self.call_key(id);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let caller = caller_hash(&call.caller_user);
+        let Some(h) = call.hosted.as_mut() else {
+            return;
+        };
+        let qc = plan.acd.queue_config(queue);
+        let tier = h.contact.as_ref().map_or(0, |c| c.tier.priority());
+        let priority = h.priority.unwrap_or(qc.priority).saturating_add(tier);
+        let last_agent = h
+            .contact
+            .as_ref()
+            .and_then(|c| c.last_agent.as_deref())
+            .and_then(|a| plan.acd.agent(a));
+        h.queued_at = Some(now);
+        self.tell_acd(acd::Input::Enqueue {
+            call: key,
+            queue,
+            priority,
+            caller,
+            last_agent,
+        });
+    }
+
+    /// The CRM's screen pop for call `id` came back (or its time is up:
+    /// `None` then): the call is queued now.
+    pub(super) fn lookup_answered(
+        &mut self,
+        now: Instant,
+        id: u64,
+        contact: Option<Box<crate::crm::Contact>>,
+    ) {
+        let Some(h) = self.calls.get_mut(&id).and_then(|c| c.hosted.as_mut()) else {
+            return;
+        };
+        let Some(queue) = h.pending_enqueue.take() else {
+            return;
+        };
+        if contact.is_some() {
+            h.contact = contact;
+        }
+        if matches!(h.stage, Stage::Queued(_)) {
+            self.enqueue(now, id, queue);
         }
     }
 
@@ -885,6 +954,11 @@ impl B2bua {
         let Some(h) = self.calls.get_mut(&id).and_then(|c| c.hosted.as_mut()) else {
             return;
         };
+        if h.pending_enqueue.is_some() {
+            // The CRM did not answer in time: queued without a screen pop.
+            self.lookup_answered(now, id, None);
+            return;
+        }
         if let Stage::Ivr(s) = &mut h.stage {
             s.handle_timeout(&plan.menus, now);
             self.drive_ivr(now, id, 0);
@@ -1317,6 +1391,20 @@ fn screen_pop(
         .chain(std::iter::once(&from))
         .find_map(|n| dir.lookup_number(n))
         .cloned()
+}
+
+/// The caller's number for a CRM lookup: P-Asserted-Identity's user part
+/// if it normalizes to E.164, else From's.
+fn caller_number(origin: &Message) -> Option<String> {
+    let pai = origin
+        .other_header("P-Asserted-Identity")
+        .and_then(|v| crate::sip::grammar::parse_name_addr(v, v).ok())
+        .map(|na| na.uri.user_text());
+    let from = text(&origin.from.uri.user);
+    pai.into_iter()
+        .chain(std::iter::once(from))
+        .find_map(|n| crate::crm::E164::normalize(&n))
+        .map(|e| e.as_str().to_owned())
 }
 
 /// The prompt saying `n` (numbers above ten are said as "ten").

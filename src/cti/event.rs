@@ -124,6 +124,9 @@ pub enum CallOp {
         to: String,
         data: Data,
     },
+    /// The CRM's answer to the call's screen-pop lookup (None: not found,
+    /// failed or timed out).
+    Contact(Option<Box<Contact>>),
 }
 
 /// A shard's answer to a [`CallCommand`]: `Ok(Some(call id))` for a call
@@ -139,6 +142,13 @@ pub struct CallReply {
 pub enum ToControl {
     Event(Box<CallEvent>),
     Reply(CallReply),
+    /// Look the caller of call `key` up in the CRM (`crm.lookup.url`);
+    /// the answer comes back as [`CallOp::Contact`].
+    Lookup {
+        key: u64,
+        number: Option<String>,
+        account: Option<String>,
+    },
 }
 
 /// What the control plane tells the record writer, so that a queue call's

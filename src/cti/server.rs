@@ -54,6 +54,9 @@ pub struct CtiSetup {
     /// The record writer: dispositions and agent states, so that a queue
     /// call's record waits for the agent's wrap-up.
     pub records: Option<Box<dyn Fn(ToRecords) + Send + Sync>>,
+    /// The CRM lookup over HTTP (`crm.lookup.url`), when screen pops come
+    /// from the CRM.
+    pub lookup: Option<crate::crm::lookup::Lookup>,
 }
 
 /// The running control plane; [`ControlPlane::stop`] ends it.
@@ -94,6 +97,7 @@ pub(super) struct Ctx {
     pub(super) store: Mutex<Option<crate::store::Store>>,
     pub(super) data_dir: PathBuf,
     records: Option<Box<dyn Fn(ToRecords) + Send + Sync>>,
+    lookup: Option<Arc<crate::crm::lookup::Lookup>>,
 }
 
 /// Wall clock, unix ms (the control plane is shell-side: it owns a thread
@@ -149,6 +153,7 @@ pub fn start(listen: SocketAddr, plane: Plane, setup: CtiSetup) -> Result<Contro
         store: Mutex::new(Some(store)),
         data_dir: setup.data_dir,
         records: setup.records,
+        lookup: setup.lookup.map(Arc::new),
     });
     let app = router(ctx.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -608,6 +613,11 @@ async fn poll_rings(ctx: Arc<Ctx>) {
             ctx.link.drain_shards(|m| match m {
                 ToControl::Event(e) => hub.handle_call(&e),
                 ToControl::Reply(r) => replies.push(r),
+                ToControl::Lookup {
+                    key,
+                    number,
+                    account,
+                } => lookup(&ctx, key, number, account),
             });
         }
         if !replies.is_empty() {
@@ -624,6 +634,31 @@ async fn poll_rings(ctx: Arc<Ctx>) {
             queue_stats(&ctx);
         }
     }
+}
+
+/// Asks the CRM about the caller of call `key` (on its own task: a slow
+/// CRM holds nothing up) and hands the answer to the call's shard.
+fn lookup(ctx: &Arc<Ctx>, key: u64, number: Option<String>, account: Option<String>) {
+    let Some(client) = ctx.lookup.clone() else {
+        return;
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let asked = crate::crm::lookup::LookupKey {
+            number: number.as_deref().and_then(crate::crm::E164::normalize),
+            account,
+        };
+        let found = client.lookup(&asked).await;
+        let shard = usize::try_from(key >> 48).unwrap_or(usize::MAX);
+        ctx.link.command(
+            shard,
+            CallCommand {
+                req: 0,
+                key,
+                op: CallOp::Contact(found.map(Box::new)),
+            },
+        );
+    });
 }
 
 fn queue_stats(ctx: &Ctx) {

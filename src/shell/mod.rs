@@ -74,6 +74,8 @@ pub enum ShellError {
     Store(#[from] crate::store::StoreError),
     #[error("call records: cannot start the writer thread: {0}")]
     RecordWriter(std::io::Error),
+    #[error("crm.lookup.url: {0}")]
+    CrmLookup(#[from] crate::crm::lookup::LookupError),
     #[error("cannot start CRM webhook delivery: {0}")]
     Webhook(#[from] crate::crm::webhook::WebhookError),
 }
@@ -336,8 +338,10 @@ pub fn run(
     keep_off(&cpus);
     // The contact center: the plan every shard reads (and the ACD thread
     // below).
+    let http_lookup = !cfg.crm.lookup.url.is_empty();
     let plan = Arc::new(ContactPlan {
         directory,
+        lookup_http: http_lookup.then_some(cfg.crm.lookup.timeout),
         ..ContactPlan::new(&cfg.contact, prompts.clone(), rand::random())
     });
     // Call records: the store opens (or is created) now, so a broken
@@ -394,6 +398,11 @@ pub fn run(
                 .collect(),
             queues: cfg.contact.queues.iter().map(|q| q.name.clone()).collect(),
             data_dir: cfg.node.data_dir.clone(),
+            lookup: if http_lookup {
+                Some(crate::crm::lookup::Lookup::http(&cfg.crm.lookup)?)
+            } else {
+                None
+            },
             records: Some(Box::new({
                 let tx = record_tx.clone();
                 move |m| {
