@@ -9,7 +9,7 @@ CARGO ?= cargo
 
 # Debian packages. Run: what the build links against. Test: the real peers.
 RUN_PKGS  := pkg-config libopus-dev
-TEST_PKGS := $(RUN_PKGS) sip-tester baresip tshark iproute2 procps
+TEST_PKGS := $(RUN_PKGS) sip-tester baresip tshark iproute2 procps curl openssl
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 

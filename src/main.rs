@@ -85,7 +85,13 @@ fn load(
     file: &Path,
     set: &[String],
 ) -> Result<(Config, Prompts, Option<Arc<Directory>>), ConfigErrors> {
-    let cfg = switchboard::config::load(file, set)?;
+    let mut cfg = switchboard::config::load(file, set)?;
+    // Files the config names are relative to its directory.
+    if let Some((cert, key)) = cfg.cti.tls.as_mut() {
+        let dir = file.parent().unwrap_or(Path::new(""));
+        *cert = dir.join(&*cert);
+        *key = dir.join(&*key);
+    }
     let prompts = prompts::load(file, &cfg)?;
     let directory = load_directory(file, &cfg)?;
     Ok((cfg, prompts, directory))

@@ -134,3 +134,67 @@ fn a_taken_cti_port_stops_the_start_with_an_error_naming_cti_listen() {
     );
     a.stop();
 }
+
+/// With `cti.tls_cert` and `cti.tls_key` (a self-signed pair made by
+/// `openssl`), the control plane speaks HTTPS only: curl reaches `/v1`
+/// with the token over TLS, and a plain-HTTP request gets no answer.
+#[test]
+fn tls_certificate_and_key_make_the_control_plane_https() {
+    common::require_tool("openssl");
+    common::require_tool("curl");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let a = Appliance::start(
+        Options::new(Driver::Epoll)
+            .set(&format!("cti.tls_cert={:?}", cert.display().to_string()))
+            .set(&format!("cti.tls_key={:?}", key.display().to_string())),
+    );
+    let url = format!("https://127.0.0.1:{}/v1/agents", a.cti_port);
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--insecure", "--max-time", "10"])
+        .args(["-H", "Authorization: Bearer demo-token", &url])
+        .output()
+        .expect("run curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains("\"agents\""), "{body}");
+    assert!(body.contains("\"1001\""), "{body}");
+    // Plain HTTP on the TLS port is not served.
+    let plain = std::process::Command::new("curl")
+        .args(["--silent", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{}/healthz", a.cti_port))
+        .output()
+        .expect("run curl");
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("\"status\":\"ok\""),
+        "plain HTTP answered on the TLS port"
+    );
+    a.stop();
+}
