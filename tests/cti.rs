@@ -279,6 +279,10 @@ fn hold_retrieve_and_transfer_over_cti_are_seen_on_the_wire() {
         std::thread::sleep(Duration::from_millis(50));
     }
     cti.call_event(&call, "call.retrieved");
+    cti.ok(json!({"type": "call.send_dtmf", "call": call, "digits": "12#"}));
+    cti.ok(json!({"type": "call.set_data", "call": call, "data": {"case": "C-9"}}));
+    let data = cti.call_event(&call, "call.data");
+    assert_eq!(data["data"]["case"], "C-9", "{data}");
     let deadline = Instant::now() + HANG;
     loop {
         let r = cti.request(json!({"type": "call.transfer", "call": call, "to": "1003"}));

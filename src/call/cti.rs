@@ -13,6 +13,8 @@
 //! * `call.transfer` moves the customer to a user (RFC 3725 flow I, like a
 //!   REFER) and hangs the agent up once the target is connected;
 //! * `call.set_data` attaches key/value data (events, the record);
+//! * `call.send_dtmf` plays the digits in-band (ITU-T Q.23 tones) to the
+//!   far end;
 //! * `call.record` pauses or resumes the call's recording;
 //! * `call.make` (click-to-dial) rings the agent's phone asking it to
 //!   answer at once (`Call-Info: answer-after=0`), then the customer — a
@@ -161,10 +163,7 @@ impl B2bua {
                 self.emit(now, id, CallEventKind::Recording { on });
                 Ok(None)
             }
-            CallOp::SendDtmf { .. } => Err(err(
-                ErrorCode::Unsupported,
-                "sending DTMF is not in this release; the agent's phone sends it",
-            )),
+            CallOp::SendDtmf { digits } => self.send_dtmf(now, id, &digits).map(|()| None),
             CallOp::Contact(c) => {
                 self.lookup_answered(now, id, c);
                 Ok(None)
@@ -322,6 +321,33 @@ impl B2bua {
         }
     }
 
+    /// `call.send_dtmf`: the digits as in-band tones (ITU-T Q.23, 100 ms
+    /// each with 60 ms gaps) to the far end, in place of the agent's voice
+    /// while they play.
+    fn send_dtmf(&mut self, now: Instant, id: u64, digits: &str) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        let Some((_, far)) = Self::agent_and_far(call) else {
+            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
+        };
+        if call.held {
+            return Err(err(ErrorCode::InvalidState, "retrieve the call first"));
+        }
+        let Some(m) = call.leg(far).and_then(|l| l.media) else {
+            return Err(err(ErrorCode::InvalidState, "the far end has no media"));
+        };
+        let clip =
+            dtmf_clip(digits).ok_or_else(|| err(ErrorCode::BadRequest, "not DTMF digits"))?;
+        if !self.media.play(now, m, clip, false) {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the far end's media is not set up (no codec agreed yet)",
+            ));
+        }
+        Ok(())
+    }
+
     /// A CTI transfer connected the caller to B leg `target`: the agent's
     /// leg (`referrer`) is hung up, and the ACD hears the agent is free.
     pub(super) fn transfer_done(&mut self, now: Instant, id: u64, referrer: LegId, target: u16) {
@@ -472,6 +498,24 @@ impl B2bua {
     }
 }
 
+/// `digits` as in-band DTMF at the prompts' rate: each digit 100 ms of its
+/// two tones, then 60 ms of silence.
+fn dtmf_clip(digits: &str) -> Option<crate::media::player::Clip> {
+    use crate::media::prompts::RATE;
+    use crate::media::tone::ToneGen;
+    let on = (RATE / 10) as usize;
+    let off = (RATE * 6 / 100) as usize;
+    let mut pcm = Vec::with_capacity(digits.len() * (on + off));
+    for d in digits.chars() {
+        let mut g = ToneGen::dtmf(d, RATE).ok()?;
+        let start = pcm.len();
+        pcm.resize(start + on, 0);
+        g.fill(&mut pcm[start..]);
+        pcm.resize(pcm.len() + off, 0);
+    }
+    Some(pcm.into())
+}
+
 /// `sdp` with every direction attribute made `a={dir}` (one added at
 /// session level when there is none) and the `o=` version raised (RFC
 /// 3264 §8: a changed offer in the same session).
@@ -516,6 +560,15 @@ pub(super) fn with_direction(sdp: &[u8], dir: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dtmf_digits_become_tones_with_gaps() {
+        let clip = dtmf_clip("1#").unwrap();
+        assert_eq!(clip.len(), 2 * (800 + 480));
+        assert!(clip[..800].iter().any(|s| s.unsigned_abs() > 1000));
+        assert!(clip[800..1280].iter().all(|s| *s == 0));
+        assert!(dtmf_clip("x").is_none());
+    }
 
     #[test]
     fn a_hold_offer_changes_direction_and_version() {
