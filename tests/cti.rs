@@ -446,6 +446,11 @@ fn the_screen_pop_comes_from_the_crm_over_http_when_configured() {
     assert_eq!(offered["contact"]["last_agent"], "1002", "{offered}");
     let line = asked.recv_timeout(HANG).expect("the CRM was asked");
     assert_eq!(line, "GET /contacts?phone=%2B815012345678 HTTP/1.1");
+    let (_, metrics) = http(a.cti_port, "GET", "/metrics", None, "");
+    assert!(
+        metrics.contains("switchboard_crm_lookups_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
     let (caller, phones) = finish(caller, vec![phone]);
     assert_runs_succeeded(&a, &[("caller", &caller), ("agent 1002", &phones[0])]);
     a.stop();

@@ -154,6 +154,16 @@ impl WebhookWaker {
     pub fn wake(&self) {
         self.shared.wake.notify_one();
     }
+
+    /// The worker's counters (for `/metrics`).
+    pub fn stats(&self) -> WebhookStats {
+        let c = &self.shared.counters;
+        WebhookStats {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Webhook {
@@ -167,12 +177,10 @@ impl Webhook {
     }
 
     pub fn stats(&self) -> WebhookStats {
-        let c = &self.shared.counters;
-        WebhookStats {
-            delivered: c.delivered.load(Ordering::Relaxed),
-            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
-            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+        WebhookWaker {
+            shared: self.shared.clone(),
         }
+        .stats()
     }
 }
 

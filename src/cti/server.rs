@@ -57,6 +57,8 @@ pub struct CtiSetup {
     /// The CRM lookup over HTTP (`crm.lookup.url`), when screen pops come
     /// from the CRM.
     pub lookup: Option<crate::crm::lookup::Lookup>,
+    /// The webhook worker's counters, when it runs.
+    pub webhook: Option<crate::crm::webhook::WebhookWaker>,
 }
 
 /// The running control plane; [`ControlPlane::stop`] ends it.
@@ -98,6 +100,7 @@ pub(super) struct Ctx {
     pub(super) data_dir: PathBuf,
     records: Option<Box<dyn Fn(ToRecords) + Send + Sync>>,
     lookup: Option<Arc<crate::crm::lookup::Lookup>>,
+    webhook: Option<crate::crm::webhook::WebhookWaker>,
 }
 
 /// Wall clock, unix ms (the control plane is shell-side: it owns a thread
@@ -154,6 +157,7 @@ pub fn start(listen: SocketAddr, plane: Plane, setup: CtiSetup) -> Result<Contro
         data_dir: setup.data_dir,
         records: setup.records,
         lookup: setup.lookup.map(Arc::new),
+        webhook: setup.webhook,
     });
     let app = router(ctx.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -708,6 +712,27 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
             hub.missed,
             ctx.link.full.load(Ordering::Relaxed),
         );
+        if let Some(w) = &ctx.webhook {
+            let st = w.stats();
+            let _ = write!(
+                body,
+                "# HELP switchboard_webhook_delivered_total Call records the CRM acknowledged.\n# TYPE switchboard_webhook_delivered_total counter\nswitchboard_webhook_delivered_total {}\n\
+                 # HELP switchboard_webhook_failed_attempts_total Webhook POSTs that failed (retried or dead-lettered).\n# TYPE switchboard_webhook_failed_attempts_total counter\nswitchboard_webhook_failed_attempts_total {}\n\
+                 # HELP switchboard_webhook_dead_lettered_total Call records given up on (GET /v1/outbox).\n# TYPE switchboard_webhook_dead_lettered_total counter\nswitchboard_webhook_dead_lettered_total {}\n",
+                st.delivered, st.failed_attempts, st.dead_lettered
+            );
+        }
+        if let Some(l) = &ctx.lookup {
+            let st = l.stats();
+            let _ = write!(
+                body,
+                "# HELP switchboard_crm_lookups_total CRM screen-pop lookups by result.\n# TYPE switchboard_crm_lookups_total counter\n\
+                 switchboard_crm_lookups_total{{result=\"hit\"}} {}\nswitchboard_crm_lookups_total{{result=\"miss\"}} {}\n\
+                 switchboard_crm_lookups_total{{result=\"error\"}} {}\nswitchboard_crm_lookups_total{{result=\"timeout\"}} {}\n\
+                 switchboard_crm_lookups_total{{result=\"cache_hit\"}} {}\nswitchboard_crm_lookups_total{{result=\"breaker_open\"}} {}\n",
+                st.hits, st.misses, st.errors, st.timeouts, st.cache_hits, st.breaker_open
+            );
+        }
     }
     (
         [(

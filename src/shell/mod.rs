@@ -398,6 +398,7 @@ pub fn run(
                 .collect(),
             queues: cfg.contact.queues.iter().map(|q| q.name.clone()).collect(),
             data_dir: cfg.node.data_dir.clone(),
+            webhook: webhook.as_ref().map(|(_, waker)| waker.clone()),
             lookup: if http_lookup {
                 Some(crate::crm::lookup::Lookup::http(&cfg.crm.lookup)?)
             } else {
