@@ -176,6 +176,14 @@ fn a_queue_call_pops_the_directory_record_then_is_established_and_cleared_in_ord
     assert_eq!(status, 403);
     let (status, queues) = get_json(a.cti_port, "/v1/queues", ADMIN);
     assert_eq!(status, 200, "{queues}");
+    assert_eq!(queues["queues"][0]["queue"], "support", "{queues}");
+    // Subscribed to everything: queue statistics come each second.
+    let stats = cti.event("queue.stats with the answered call", |e| {
+        e["type"] == "queue.stats"
+            && e["queue"] == "support"
+            && e["today"]["answered"].as_u64() >= Some(1)
+    });
+    assert_eq!(stats["today"]["offered"], 1, "{stats}");
     a.stop();
 }
 

@@ -445,9 +445,13 @@ impl Hub {
         );
     }
 
-    /// `queue.stats` for queue `name` to the clients following it.
+    /// `queue.stats` for queue `name` to the clients following it (by name,
+    /// or everything).
     pub fn queue_stats(&mut self, name: &str, stats: Value, at_ms: i64) {
-        let targets = self.by_queue.get(name).cloned().unwrap_or_default();
+        let mut targets = self.by_queue.get(name).cloned().unwrap_or_default();
+        targets.extend(&self.all);
+        targets.sort_unstable();
+        targets.dedup();
         if targets.is_empty() {
             return;
         }
@@ -468,7 +472,11 @@ impl Hub {
 
     /// Queues some client follows by name (for `queue.stats`).
     pub fn followed_queues(&self) -> Vec<String> {
-        self.by_queue.keys().cloned().collect()
+        if self.all.is_empty() {
+            self.by_queue.keys().cloned().collect()
+        } else {
+            self.queues.clone()
+        }
     }
 
     fn fan_out(&mut self, text: Utf8Bytes, agent: Option<&str>, queue: Option<&str>) {
