@@ -463,3 +463,71 @@ fn the_screen_pop_comes_from_the_crm_over_http_when_configured() {
     assert_runs_succeeded(&a, &[("caller", &caller), ("agent 1002", &phones[0])]);
     a.stop();
 }
+
+#[test]
+fn consult_then_transfer_complete_hands_the_customer_to_the_consulted_party() {
+    let a = cti_appliance();
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    cti.ok(json!({"type": "subscribe"}));
+    let agent = Phone::start(
+        &a,
+        "1002",
+        "call_uas_answer.xml",
+        &["-m", "1", "-timeout", "60s"],
+    );
+    let target = Phone::start(
+        &a,
+        "1003",
+        "call_uas_answer.xml",
+        &["-m", "1", "-timeout", "60s"],
+    );
+    login_ready(&mut cti, "1002");
+    let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
+        .trace_messages()
+        .args(&["-s", "200"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let established = cti.event("call.established", |e| e["type"] == "call.established");
+    let call = established["call"].as_str().expect("a call id").to_owned();
+    let r = cti.request(json!({"type": "call.transfer_complete", "call": call}));
+    assert_eq!(r["error"]["code"], "invalid_state", "{r}");
+
+    cti.ok(json!({"type": "call.consult", "call": call, "to": "1003"}));
+    cti.call_event(&call, "call.held");
+    let child = format!("{call}-c1");
+    let consulted = cti.call_event(&child, "call.established");
+    assert_eq!(consulted["parent"], call.as_str(), "{consulted}");
+    assert_eq!(consulted["dnis"], "1003", "{consulted}");
+    assert_eq!(consulted["agent"], "1002", "{consulted}");
+    cti.ok(json!({"type": "call.transfer_complete", "call": call}));
+    let gone = cti.call_event(&child, "call.cleared");
+    assert_eq!(gone["cause"], "transferred", "{gone}");
+    let moved = cti.call_event(&call, "call.transferred");
+    assert_eq!(moved["to"], "1003", "{moved}");
+    // The agent is free again; the customer and 1003 talk until hung up.
+    cti.event("1002 after the transfer", |e| {
+        e["type"] == "agent.state" && e["agent"] == "1002" && e["state"] != "on_call"
+    });
+    cti.ok(json!({"type": "call.hangup", "call": call}));
+    cti.call_event(&call, "call.cleared");
+
+    let (caller, phones) = finish(caller, vec![agent, target]);
+    assert_runs_succeeded(
+        &a,
+        &[
+            ("caller", &caller),
+            ("agent 1002", &phones[0]),
+            ("consulted 1003", &phones[1]),
+        ],
+    );
+    // The consulted party got an offer; the customer was never re-INVITEd.
+    let invite = phones[1].received_request("INVITE");
+    assert!(String::from_utf8_lossy(&invite.body).contains("m=audio"));
+    assert!(
+        caller.received_requests("INVITE").is_empty(),
+        "{}",
+        caller.trace()
+    );
+    phones[0].received_request("BYE");
+    a.stop();
+}

@@ -26,6 +26,26 @@ use crate::acd::CallKey;
 use crate::cti::event::{CallCommand, CallEvent, CallEventKind, CallOp, CallReply, ToControl};
 use crate::cti::proto::{Data, ErrorCode, ProtoError, RecordAction};
 
+/// A consultation: the agent talks to B leg `leg` while the customer
+/// holds (`call.consult`), until `call.transfer_complete` or
+/// `call.consult_cancel`. Its CTI id is the call's plus `-c<n>`, with the
+/// call as its parent.
+#[derive(Debug, Clone)]
+pub(super) struct Consult {
+    leg: u16,
+    n: u32,
+    target: String,
+    answered: bool,
+    rang: bool,
+}
+
+impl Consult {
+    /// Its B leg.
+    pub(super) fn leg(&self) -> u16 {
+        self.leg
+    }
+}
+
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
     ProtoError::new(code, message)
 }
@@ -164,6 +184,9 @@ impl B2bua {
                 Ok(None)
             }
             CallOp::SendDtmf { digits } => self.send_dtmf(now, id, &digits).map(|()| None),
+            CallOp::Consult { to } => self.cti_consult(now, id, to, location).map(|()| None),
+            CallOp::ConsultComplete => self.consult_complete(now, id).map(|()| None),
+            CallOp::ConsultCancel => self.consult_cancel(now, id).map(|()| None),
             CallOp::Contact(c) => {
                 self.lookup_answered(now, id, c);
                 Ok(None)
@@ -403,6 +426,340 @@ impl B2bua {
             status,
             "cti transfer failed; the call stays with the agent"
         );
+    }
+
+    /// The CTI id of consultation `n` of call `call`.
+    fn consult_id(&self, call: &Call, n: u32) -> String {
+        format!("{}-c{n}", self.cti_id(call))
+    }
+
+    /// Event `kind` about the consultation of call `id`.
+    pub(super) fn consult_event(
+        &self,
+        now: Instant,
+        id: u64,
+        call: &Call,
+        kind: CallEventKind,
+    ) -> Option<CallEvent> {
+        let c = call.consult.as_ref()?;
+        let mut e = self.call_event(now, id, call, kind);
+        e.parent = Some(e.call.clone());
+        e.call = self.consult_id(call, c.n);
+        e.dnis = c.target.clone();
+        Some(e)
+    }
+
+    fn emit_consult(&mut self, now: Instant, id: u64, kind: CallEventKind) {
+        if let Some(e) = self
+            .calls
+            .get(&id)
+            .and_then(|c| self.consult_event(now, id, c, kind))
+        {
+            self.push_event(e);
+        }
+    }
+
+    /// `call.consult`: the customer holds (music), the agent's side rings
+    /// user `to` with an offer made for the customer's codecs; once it
+    /// answers, the agent talks to it.
+    fn cti_consult(
+        &mut self,
+        now: Instant,
+        id: u64,
+        to: String,
+        location: &LocationService,
+    ) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        let Some((agent, far)) = Self::agent_and_far(call) else {
+            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
+        };
+        let (LegId::B(_), LegId::A, Some(h)) = (agent, far, call.hosted.as_ref()) else {
+            return Err(err(
+                ErrorCode::Unsupported,
+                "consultation is offered on queue and IVR calls in this release",
+            ));
+        };
+        if call.transfer.is_some() || call.consult.is_some() || call.held {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the call is held, transferring or already consulting",
+            ));
+        }
+        let origin = h.origin.clone();
+        let Some(ma) = call.a.media else {
+            return Err(err(ErrorCode::InvalidState, "the customer has no media"));
+        };
+        if !self.cfg.users.contains(&to) {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("no user {to:?} to consult"),
+            ));
+        }
+        let Some(contact) = location.lookup(now, &to).next().cloned() else {
+            return Err(err(
+                ErrorCode::InvalidState,
+                format!("user {to}'s phone is not registered"),
+            ));
+        };
+        let Some(mc) = self.open_media(now, id) else {
+            return Err(err(ErrorCode::Unavailable, "no free RTP port"));
+        };
+        let offer = match self.media.offer_onward(ma, mc) {
+            Ok(o) => o,
+            Err(e) => {
+                self.media.close_leg(mc);
+                return Err(err(ErrorCode::InvalidState, e.to_string()));
+            }
+        };
+        let Some(mut call) = self.calls.remove(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        let idx = call.b.len() as u16;
+        let peer = Peer {
+            link: contact.link,
+            addr: contact.source,
+        };
+        let max_forwards = origin.max_forwards.unwrap_or(70).saturating_sub(1);
+        self.fork(
+            now,
+            id,
+            &mut call,
+            &origin,
+            (Some("application/sdp".into()), offer),
+            &to,
+            &contact.uri,
+            peer,
+            max_forwards,
+        );
+        if let Some(b) = call.b.get_mut(usize::from(idx)) {
+            b.consult = true;
+            b.leg.media = Some(mc);
+        }
+        call.media.push(mc);
+        call.consults += 1;
+        call.consult = Some(Consult {
+            leg: idx,
+            n: call.consults,
+            target: to,
+            answered: false,
+            rang: false,
+        });
+        call.held = true;
+        call.held_since = Some(now);
+        self.calls.insert(id, call);
+        if let Some(music) = self.cfg.media.hold_music.clone() {
+            self.media.play(now, ma, music, true);
+        }
+        self.emit(now, id, CallEventKind::Held);
+        Ok(())
+    }
+
+    /// The consultation target answered (or not).
+    pub(super) fn consult_response(
+        &mut self,
+        now: Instant,
+        id: u64,
+        leg: u16,
+        msg: &Message,
+        status: u16,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(b) = call.b.get_mut(usize::from(leg)) else {
+            return;
+        };
+        if status < 200 {
+            if b.state == BState::Trying {
+                b.state = BState::Early;
+            }
+            if matches!(status, 180 | 183)
+                && let Some(c) = call.consult.as_mut().filter(|c| c.leg == leg && !c.rang)
+            {
+                c.rang = true;
+                self.emit_consult(now, id, CallEventKind::Ringing);
+            }
+            return;
+        }
+        if status >= 300 {
+            b.state = BState::Done;
+            b.status = Some(status);
+            b.leg.invite_busy = false;
+            let tag = b.leg.dialog.local_tag.clone();
+            self.dialogs.remove(&tag);
+            if call.consult.as_ref().is_some_and(|c| c.leg == leg) {
+                self.consult_end(now, id, format!("failed-{status}"));
+            }
+            return;
+        }
+        if b.state == BState::Answered {
+            // A retransmitted 2xx: our ACK again.
+            if let Some(ack) = b.leg.last_ack.clone() {
+                let peer = b.leg.dialog.peer;
+                self.out.push_back(CallOutput::Transmit { peer, data: ack });
+            }
+            return;
+        }
+        let wanted = b.state != BState::Done && call.consult.as_ref().is_some_and(|c| c.leg == leg);
+        b.state = BState::Answered;
+        b.status = Some(status);
+        b.leg.dialog.learn_from_response(msg);
+        b.leg.invite_busy = false;
+        let cseq = b.leg.dialog.local_seq;
+        let ack = build_ack(&self.cfg, &mut self.ids, &b.leg.dialog, cseq, b"", None);
+        b.leg.last_ack = Some(ack.clone());
+        let peer = b.leg.dialog.peer;
+        self.counters.requests_out[Method::Ack.counter_index()].bump();
+        self.out.push_back(CallOutput::Transmit { peer, data: ack });
+        if !wanted {
+            // Cancelled meanwhile: hang it up.
+            let d = b.leg.dialog.clone();
+            let mut l = std::mem::replace(&mut b.leg, Leg::new(d));
+            b.state = BState::Done;
+            self.bye(now, &mut l);
+            return;
+        }
+        let mc = b.leg.media;
+        let mb = call.b.get(usize::from(call.peer)).and_then(|b| b.leg.media);
+        if let Some(c) = call.consult.as_mut() {
+            c.answered = true;
+        }
+        if let (Some(mb), Some(mc)) = (mb, mc) {
+            if let Err(e) = self.media.accept_local_answer(mc, &msg.body) {
+                tracing::debug!(error = %e, "consultation answer unusable");
+            }
+            self.media.arm(now, mc);
+            self.media.pair(mb, mc);
+        }
+        self.emit_consult(now, id, CallEventKind::Established);
+    }
+
+    /// The consultation ends (`cause`): the agent talks to the customer
+    /// again.
+    fn consult_end(&mut self, now: Instant, id: u64, cause: String) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let Some(e) = self.consult_event(now, id, call, CallEventKind::Cleared { cause }) else {
+            return;
+        };
+        self.push_event(e);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.consult = None;
+        call.held = false;
+        if let Some(t) = call.held_since.take() {
+            call.held_total += now.saturating_duration_since(t);
+        }
+        let ma = call.a.media;
+        let mb = call.b.get(usize::from(call.peer)).and_then(|b| b.leg.media);
+        if let (Some(ma), Some(mb)) = (ma, mb) {
+            self.media.stop_playing(ma);
+            self.media.pair(ma, mb);
+        }
+        self.emit(now, id, CallEventKind::Retrieved);
+    }
+
+    /// The consulted party hung up.
+    pub(super) fn consult_hung_up(&mut self, now: Instant, id: u64) {
+        self.consult_end(now, id, "normal".into());
+    }
+
+    /// Hangs up B leg `leg` of call `id` (a consultation target or the
+    /// agent), answered or still ringing.
+    fn drop_leg(&mut self, now: Instant, id: u64, leg: u16) {
+        let Some(b) = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.b.get_mut(usize::from(leg)))
+        else {
+            return;
+        };
+        match b.state {
+            BState::Answered => {
+                b.state = BState::Done;
+                let d = b.leg.dialog.clone();
+                let mut l = std::mem::replace(&mut b.leg, Leg::new(d));
+                self.bye(now, &mut l);
+                let tag = l.dialog.local_tag.clone();
+                if let Some(b) = self
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|c| c.b.get_mut(usize::from(leg)))
+                {
+                    b.leg = l;
+                }
+                self.dialogs.remove(&tag);
+            }
+            BState::Trying | BState::Early => self.cancel_b(now, id, leg),
+            BState::Done => {}
+        }
+    }
+
+    /// `call.consult_cancel`: the target is hung up, the agent and the
+    /// customer talk again.
+    fn consult_cancel(&mut self, now: Instant, id: u64) -> Result<(), ProtoError> {
+        let Some(c) = self.calls.get(&id).and_then(|c| c.consult.clone()) else {
+            return Err(err(ErrorCode::InvalidState, "no consultation in progress"));
+        };
+        self.drop_leg(now, id, c.leg);
+        self.consult_end(now, id, "consult-cancelled".into());
+        Ok(())
+    }
+
+    /// `call.transfer_complete`: the customer talks to the consulted party
+    /// and the agent is hung up.
+    fn consult_complete(&mut self, now: Instant, id: u64) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        let Some(c) = call.consult.clone() else {
+            return Err(err(ErrorCode::InvalidState, "no consultation in progress"));
+        };
+        if !c.answered {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the consulted party has not answered (call.consult_cancel to give up)",
+            ));
+        }
+        let agent_leg = call.peer;
+        let ma = call.a.media;
+        let mc = call.b.get(usize::from(c.leg)).and_then(|b| b.leg.media);
+        if let Some(e) = self.consult_event(
+            now,
+            id,
+            call,
+            CallEventKind::Cleared {
+                cause: "transferred".into(),
+            },
+        ) {
+            self.push_event(e);
+        }
+        self.drop_leg(now, id, agent_leg);
+        let key = self.call_key(id);
+        let freed = self.calls.get_mut(&id).and_then(|call| {
+            call.consult = None;
+            call.held = false;
+            if let Some(t) = call.held_since.take() {
+                call.held_total += now.saturating_duration_since(t);
+            }
+            call.peer = c.leg;
+            call.transfers += 1;
+            call.hosted.as_mut().and_then(|h| h.release_agent())
+        });
+        if let Some(agent) = freed {
+            self.tell_acd(crate::acd::Input::CallEnded { call: key, agent });
+        }
+        if let (Some(ma), Some(mc)) = (ma, mc) {
+            self.media.stop_playing(ma);
+            self.media.pair(ma, mc);
+        }
+        self.counters.transfers.bump();
+        self.emit(now, id, CallEventKind::Transferred { to: c.target });
+        Ok(())
     }
 
     /// `call.make`: a new call from `agent`'s phone to `to`.

@@ -115,7 +115,7 @@ struct Offer {
 #[derive(Debug)]
 pub(super) struct Hosted {
     /// The caller's INVITE: the agents' INVITEs copy its parties and headers.
-    origin: Box<Message>,
+    pub(super) origin: Box<Message>,
     stage: Stage,
     /// Key/value data attached along the way (IVR entries, routes).
     pub(super) data: Vec<(String, String)>,

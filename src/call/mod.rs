@@ -413,6 +413,8 @@ struct BLeg {
     status: Option<u16>,
     /// A transfer target (not a fork of the original call).
     transfer: bool,
+    /// A consultation target (`call.consult`).
+    consult: bool,
     /// RSeq of the last reliable provisional response we PRACKed.
     rseq: Option<u32>,
 }
@@ -482,6 +484,9 @@ struct Call {
     a_is_agent: bool,
     /// `call.ringing` was told.
     rang: bool,
+    /// A consultation in progress (`call.consult`), and how many there were.
+    consult: Option<cti::Consult>,
+    consults: u32,
 }
 
 impl Call {
@@ -522,6 +527,8 @@ impl Call {
             held_total: Duration::ZERO,
             a_is_agent: false,
             rang: false,
+            consult: None,
+            consults: 0,
         }
     }
 
@@ -1070,6 +1077,16 @@ impl B2bua {
                     }
                     // The transferor may leave once its REFER is accepted.
                     (LegId::B(i), _) if transferring => self.retire_b(id, i),
+                    // The consulted party hung up: back to the customer.
+                    (LegId::B(i), _)
+                        if self
+                            .calls
+                            .get(&id)
+                            .is_some_and(|c| c.consult.as_ref().is_some_and(|k| k.leg() == i)) =>
+                    {
+                        self.retire_b(id, i);
+                        self.consult_hung_up(now, id);
+                    }
                     (LegId::A, Some(Phase::Setup)) => {
                         self.end_call(now, id, EndCause::CallerCancelled, side, Some(487))
                     }
@@ -1316,6 +1333,7 @@ impl B2bua {
             user: callee.to_string(),
             status: None,
             transfer: false,
+            consult: false,
             rseq: None,
         });
     }
@@ -1594,6 +1612,10 @@ impl B2bua {
             return;
         };
         let transfer = b.transfer;
+        if b.consult {
+            self.consult_response(now, id, leg, msg, status);
+            return;
+        }
         if status < 200 {
             if b.state == BState::Trying {
                 b.state = BState::Early;
@@ -2022,6 +2044,14 @@ impl B2bua {
                 cause: cause.to_string(),
             },
         );
+        let consult_cleared = self.consult_event(
+            now,
+            id,
+            &call,
+            crate::cti::event::CallEventKind::Cleared {
+                cause: cause.to_string(),
+            },
+        );
         let mut hosted = call.hosted.take();
         if let Some(h) = hosted.as_mut() {
             self.hosted_ended(id, h);
@@ -2110,6 +2140,9 @@ impl B2bua {
         }
         for m in call.media.drain(..) {
             self.media.close_leg(m);
+        }
+        if let Some(e) = consult_cleared {
+            self.push_event(e);
         }
         self.push_event(cleared);
         let record = CallRecord {
@@ -2528,6 +2561,7 @@ impl B2bua {
             user: target,
             status: None,
             transfer: true,
+            consult: false,
             rseq: None,
         });
         self.dialogs

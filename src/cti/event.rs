@@ -109,6 +109,14 @@ pub enum CallOp {
     Transfer {
         to: String,
     },
+    /// `call.consult`: the agent rings user `to`, the customer holds.
+    Consult {
+        to: String,
+    },
+    /// `call.transfer_complete`: the customer goes to the consulted party.
+    ConsultComplete,
+    /// `call.consult_cancel`.
+    ConsultCancel,
     SendDtmf {
         digits: String,
     },

@@ -224,6 +224,7 @@ pub const EVENTS: &[&str] = &[
     "call.conferenced",
     "call.dtmf",
     "call.recording",
+    "call.data",
     "call.cleared",
     "call.wrap_up",
     "queue.stats",
@@ -425,9 +426,14 @@ impl Fields<'_> {
     /// A required non-empty string of at most [`MAX_ID`] characters
     /// without control characters.
     fn id(&self, key: &str) -> Result<String, ProtoError> {
-        self.opt_text(key, MAX_ID)?
+        let id = self
+            .opt_text(key, MAX_ID)?
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| self.bad(format!("missing \"{key}\" (a non-empty string)")))
+            .ok_or_else(|| self.bad(format!("missing \"{key}\" (a non-empty string)")))?;
+        if id.chars().any(char::is_control) {
+            return Err(self.bad(format!("\"{key}\" contains control characters")));
+        }
+        Ok(id)
     }
 
     fn opt_text(&self, key: &str, max: usize) -> Result<Option<String>, ProtoError> {
@@ -633,6 +639,10 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"type":"call.set_data","call":"c","data":{"a;b":"1"}}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"call.hangup","call":"a\nb"}"#),
             ErrorCode::BadRequest
         );
         let long = "x".repeat(200);

@@ -462,14 +462,20 @@ async fn execute(
         Command::CallRecord { call, action } => {
             call_op(ctx, scope, &call, CallOp::Record { action }).await
         }
-        Command::CallConsult { call, .. }
-        | Command::CallTransferComplete { call }
-        | Command::CallConsultCancel { call }
-        | Command::CallConference { call } => {
+        Command::CallConsult { call, to } => {
+            call_op(ctx, scope, &call, CallOp::Consult { to }).await
+        }
+        Command::CallTransferComplete { call } => {
+            call_op(ctx, scope, &call, CallOp::ConsultComplete).await
+        }
+        Command::CallConsultCancel { call } => {
+            call_op(ctx, scope, &call, CallOp::ConsultCancel).await
+        }
+        Command::CallConference { call } => {
             call_of(ctx, scope, &call)?;
             Err(ProtoError::new(
                 ErrorCode::Unsupported,
-                "consultation and conference calls are not in this release (docs/cti.md, \"Not yet\"); use call.transfer",
+                "conference calls are not in this release (docs/cti.md, \"Not yet\"); use call.consult and call.transfer_complete",
             ))
         }
         Command::CallWrapUp {

@@ -919,6 +919,52 @@ impl MediaEngine {
         result.map(|_| ())
     }
 
+    /// Re-pairs two legs whose descriptions are agreed already (each with
+    /// its own party): `x` and `y` hear each other from now on, relayed
+    /// when they speak the same voice codec, transcoded otherwise. Their
+    /// former peers hear nobody until paired again. Used to move a party
+    /// between calls without an offer/answer exchange (a consultation, and
+    /// back). False when either has no agreed voice codec.
+    pub fn pair(&mut self, x: LegId, y: LegId) -> bool {
+        let voice = |l: Option<&Leg>| l.and_then(|l| l.voice);
+        let (Some((xpt, Some(xk))), Some((ypt, Some(yk)))) =
+            (voice(self.leg(x)), voice(self.leg(y)))
+        else {
+            return false;
+        };
+        let (Some(xr), Some(yr)) = (
+            self.leg(x).and_then(|l| l.remote.clone()),
+            self.leg(y).and_then(|l| l.remote.clone()),
+        ) else {
+            return false;
+        };
+        self.connect(x, y);
+        let relays = xk == yk && xpt == ypt;
+        if let Some(l) = self.leg_mut(x) {
+            l.pt_out = pt_map(&xr.codecs, &yr.codecs, relays);
+        }
+        if let Some(l) = self.leg_mut(y) {
+            l.pt_out = pt_map(&yr.codecs, &xr.codecs, relays);
+        }
+        self.refresh_decoders(x);
+        self.refresh_decoders(y);
+        let (x_tc, y_tc) = if relays {
+            (None, None)
+        } else {
+            let ptime = |r: &Remote| r.ptime.unwrap_or(20);
+            let (xs, ys) = (self.random() as u32, self.random() as u32);
+            (
+                Transcode::new(xpt, xk, ptime(&xr), ypt, yk, xs).map(Box::new),
+                Transcode::new(ypt, yk, ptime(&yr), xpt, xk, ys).map(Box::new),
+            )
+        };
+        self.set_transcode(x, x_tc);
+        self.set_transcode(y, y_tc);
+        self.stop_playing(x);
+        self.stop_playing(y);
+        true
+    }
+
     /// `a` and `b` hear each other (and nobody else hears them).
     pub fn connect(&mut self, a: LegId, b: LegId) {
         if self.leg(a).is_none() || self.leg(b).is_none() {

@@ -837,3 +837,42 @@ fn a_locally_answered_leg_hears_clips_then_is_bridged_to_an_agent() {
     };
     assert_eq!(v(&String::from_utf8_lossy(&again)), v(&answer));
 }
+
+#[test]
+fn pair_moves_a_party_to_a_third_leg_and_back() {
+    let mut w = world();
+    // C: a third party in the same codec (a consultation target).
+    let c = w.m.open_leg(w.now, 1).unwrap();
+    w.m.translate_offer(w.a, c, CALLER_SDP.as_bytes()).unwrap();
+    let c_sdp = "v=0\r\no=c 1 1 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+    w.m.accept_local_answer(c, c_sdp.as_bytes()).unwrap();
+    // B now talks to C; A hears nobody.
+    assert!(w.m.pair(w.b, c));
+    w.m.handle_packet(
+        w.now,
+        pair(1).rtp,
+        addr("192.0.2.20:6000"),
+        &rtp(0, 1, 0, 5),
+    );
+    let out = sent(&mut w.m);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1, addr("192.0.2.30:7000"), "B's audio goes to C");
+    w.m.handle_packet(
+        w.now,
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 1, 0, 9),
+    );
+    assert!(sent(&mut w.m).is_empty(), "A is on hold: heard by nobody");
+    // And back: A and B again.
+    assert!(w.m.pair(w.a, w.b));
+    w.m.handle_packet(
+        w.now,
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 2, 160, 9),
+    );
+    let out = sent(&mut w.m);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, addr("192.0.2.20:6000"));
+}
