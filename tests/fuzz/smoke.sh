@@ -7,7 +7,7 @@
 # out-of-memory) and prints which target found what, with the saved input.
 #
 # Knobs (environment):
-#   SMOKE_TARGETS   targets to run (default: all thirteen)
+#   SMOKE_TARGETS   targets to run (default: all fourteen)
 #   SMOKE_SECONDS   random-phase time per target (default 15)
 #   SMOKE_RUNS      random-phase iteration cap per target (default 1000000)
 #   CARGO_TARGET_DIR  build dir (default <repo>/target/fuzz, apart from the main build)
@@ -23,7 +23,7 @@ unset SB_FUZZ_TOLERATE
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/fuzz}"
-targets=${SMOKE_TARGETS:-"sip_message sip_stream digest uri config endpoint sdp rtcp rtp_event wav media directory lookup_answer"}
+targets=${SMOKE_TARGETS:-"sip_message sip_stream digest uri config endpoint sdp rtcp rtp_event wav media directory lookup_answer cti_request"}
 seconds=${SMOKE_SECONDS:-15}
 runs=${SMOKE_RUNS:-1000000}
 
