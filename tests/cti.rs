@@ -531,3 +531,43 @@ fn consult_then_transfer_complete_hands_the_customer_to_the_consulted_party() {
     phones[0].received_request("BYE");
     a.stop();
 }
+
+#[test]
+fn call_answer_asks_the_ringing_phone_to_answer_by_itself() {
+    let a = cti_appliance();
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    cti.ok(json!({"type": "subscribe"}));
+    let agent = Phone::start(
+        &a,
+        "1002",
+        "cti_agent_answer.xml",
+        &["-m", "1", "-timeout", "60s"],
+    );
+    login_ready(&mut cti, "1002");
+    let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
+        .args(&["-s", "200"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let ringing = cti.event("call.ringing", |e| e["type"] == "call.ringing");
+    let call = ringing["call"].as_str().expect("a call id").to_owned();
+    cti.ok(json!({"type": "call.answer", "call": call}));
+    let established = cti.call_event(&call, "call.established");
+    assert_eq!(established["agent"], "1002", "{established}");
+    let r = cti.request(json!({"type": "call.answer", "call": call}));
+    assert_eq!(r["error"]["code"], "invalid_state", "{r}");
+    cti.ok(json!({"type": "call.hangup", "call": call}));
+    cti.call_event(&call, "call.cleared");
+    let (caller, phones) = finish(caller, vec![agent]);
+    assert_runs_succeeded(&a, &[("caller", &caller), ("agent 1002", &phones[0])]);
+    let invites = phones[0].received_requests("INVITE");
+    assert_eq!(invites.len(), 2, "{}", phones[0].trace());
+    assert_eq!(invites[0].call_id(), invites[1].call_id());
+    assert!(
+        invites[1]
+            .header("Call-Info")
+            .is_some_and(|v| v.contains("answer-after=0")),
+        "{:?}",
+        invites[1].header("Call-Info")
+    );
+    a.stop();
+}

@@ -184,6 +184,7 @@ impl B2bua {
                 Ok(None)
             }
             CallOp::SendDtmf { digits } => self.send_dtmf(now, id, &digits).map(|()| None),
+            CallOp::Answer => self.cti_answer(now, id).map(|()| None),
             CallOp::Consult { to } => self.cti_consult(now, id, to, location).map(|()| None),
             CallOp::ConsultComplete => self.consult_complete(now, id).map(|()| None),
             CallOp::ConsultCancel => self.consult_cancel(now, id).map(|()| None),
@@ -426,6 +427,119 @@ impl B2bua {
             status,
             "cti transfer failed; the call stays with the agent"
         );
+    }
+
+    /// `call.answer`: the agent's ringing phones are asked to answer by
+    /// themselves — each ringing INVITE is CANCELled and sent again (same
+    /// Call-ID, next CSeq) with `Call-Info: answer-after=0`, which phones
+    /// that support auto-answer obey. The ACD's ring goes on meanwhile.
+    fn cti_answer(&mut self, now: Instant, id: u64) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        if call.phase == Phase::Answered {
+            return Err(err(ErrorCode::InvalidState, "the call is answered already"));
+        }
+        let Some(origin) = call.hosted.as_ref().map(|h| h.origin.clone()) else {
+            return Err(err(
+                ErrorCode::Unsupported,
+                "call.answer applies to calls the appliance offers to agents (queue calls)",
+            ));
+        };
+        let ringing: Vec<u16> = call
+            .b
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                matches!(b.state, BState::Trying | BState::Early) && !b.transfer && !b.consult
+            })
+            .map(|(i, _)| i as u16)
+            .collect();
+        if ringing.is_empty() {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "no phone is ringing for the call",
+            ));
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        call.auto_answer = true;
+        for &old in &ringing {
+            if let Some(b) = call.b.get_mut(usize::from(old)) {
+                b.reoffer = true;
+            }
+        }
+        // Each one is sent again once its CANCEL has ended it (487), so the
+        // phone never sees two INVITEs of one Call-ID at once.
+        for old in ringing {
+            self.cancel_b(now, id, old);
+        }
+        let _ = origin;
+        Ok(())
+    }
+
+    /// B leg `old` of call `id`, cancelled by `call.answer`, ended: its
+    /// INVITE goes again (same Call-ID, next CSeq, a new tag) with
+    /// `Call-Info: answer-after=0`, ringing for the same offer.
+    pub(super) fn reoffer(&mut self, now: Instant, id: u64, old: u16) {
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
+        let Some(origin) = call.hosted.as_ref().map(|h| h.origin.clone()) else {
+            self.calls.insert(id, call);
+            return;
+        };
+        let Some(ob) = call
+            .b
+            .get(usize::from(old))
+            .filter(|_| call.phase == Phase::Setup)
+        else {
+            self.calls.insert(id, call);
+            return;
+        };
+        let headers = self.b_invite_headers(&call, &origin);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let max_forwards = origin.max_forwards.unwrap_or(70).saturating_sub(1);
+        let mut d = ob.leg.dialog.clone();
+        d.local_tag = self.ids.tag();
+        d.remote_tag = None;
+        let (ct, body) = ob.leg.last_sdp.clone().unzip();
+        let body = body.unwrap_or_default();
+        let (media, user) = (ob.leg.media, ob.user.clone());
+        let idx = call.b.len() as u16;
+        let tid = self.send_invite(
+            now,
+            d.clone(),
+            Purpose::BInvite { call: id, leg: idx },
+            max_forwards,
+            &headers,
+            ct.as_deref(),
+            &body,
+        );
+        self.dialogs
+            .insert(d.local_tag.clone(), (id, LegId::B(idx)));
+        let mut leg = Leg::new(d);
+        leg.invite_busy = true;
+        leg.dialog.local_seq += 1;
+        leg.last_sdp = ct.map(|ct| (ct, body));
+        leg.media = media;
+        call.b.push(BLeg {
+            leg,
+            tx: tid,
+            state: BState::Trying,
+            cancel_wanted: false,
+            user,
+            status: None,
+            transfer: false,
+            consult: false,
+            reoffer: false,
+            rseq: None,
+        });
+        if let Some(h) = call.hosted.as_mut() {
+            h.ring_instead(old, idx);
+        }
+        self.calls.insert(id, call);
     }
 
     /// The CTI id of consultation `n` of call `call`.

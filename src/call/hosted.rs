@@ -182,6 +182,14 @@ impl Hosted {
         }
     }
 
+    /// B leg `new` rings for the same offer as `old` (which is being
+    /// cancelled): the offer is reported once both have ended.
+    pub(super) fn ring_instead(&mut self, old: u16, new: u16) {
+        if let Some(o) = self.offers.iter_mut().find(|o| o.legs.contains(&old)) {
+            o.legs.push(new);
+        }
+    }
+
     /// The connected agent leaves the call (a CTI transfer moved the
     /// caller on): returned once, for the ACD's CallEnded.
     pub(super) fn release_agent(&mut self) -> Option<AgentId> {

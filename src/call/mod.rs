@@ -415,6 +415,8 @@ struct BLeg {
     transfer: bool,
     /// A consultation target (`call.consult`).
     consult: bool,
+    /// Cancelled by `call.answer`: sent again asking to auto-answer.
+    reoffer: bool,
     /// RSeq of the last reliable provisional response we PRACKed.
     rseq: Option<u32>,
 }
@@ -486,6 +488,8 @@ struct Call {
     rang: bool,
     /// A consultation in progress (`call.consult`), and how many there were.
     consult: Option<cti::Consult>,
+    /// `call.answer` asked the agent's phone to answer by itself.
+    auto_answer: bool,
     consults: u32,
 }
 
@@ -528,6 +532,7 @@ impl Call {
             a_is_agent: false,
             rang: false,
             consult: None,
+            auto_answer: false,
             consults: 0,
         }
     }
@@ -1296,17 +1301,7 @@ impl B2bua {
             route_set: Vec::new(),
             peer,
         };
-        let mut carried = carried(a_invite);
-        if let Some(data) = call
-            .hosted
-            .as_ref()
-            .map(|h| record::data_text(&h.data))
-            .filter(|d| !d.is_empty())
-        {
-            carried.push(("X-Switchboard-Data", data));
-        }
-        carried.push(("Session-Expires", self.cfg.session_expires.to_string()));
-        carried.push(("Min-SE", self.cfg.min_se.to_string()));
+        let carried = self.b_invite_headers(call, a_invite);
         let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let idx = call.b.len() as u16;
         let tid = self.send_invite(
@@ -1334,8 +1329,34 @@ impl B2bua {
             status: None,
             transfer: false,
             consult: false,
+            reoffer: false,
             rseq: None,
         });
+    }
+
+    /// The headers of an INVITE to a callee of `call`: those carried from
+    /// the caller's INVITE, the call's data, our session timer terms, and
+    /// `Call-Info: answer-after=0` once `call.answer` asked for it.
+    fn b_invite_headers(&self, call: &Call, a_invite: &Message) -> Vec<(&'static str, String)> {
+        let mut carried = carried(a_invite);
+        if let Some(data) = call
+            .hosted
+            .as_ref()
+            .map(|h| record::data_text(&h.data))
+            .filter(|d| !d.is_empty())
+        {
+            carried.push(("X-Switchboard-Data", data));
+        }
+        carried.push(("Session-Expires", self.cfg.session_expires.to_string()));
+        carried.push(("Min-SE", self.cfg.min_se.to_string()));
+        if call.auto_answer {
+            carried.retain(|(n, _)| !n.eq_ignore_ascii_case("Call-Info"));
+            carried.push((
+                "Call-Info",
+                format!("<sip:{}>;answer-after=0", self.cfg.domain),
+            ));
+        }
+        carried
     }
 
     /// Sends an INVITE in `dialog` (whose `local_seq` is the CSeq to use
@@ -1868,6 +1889,24 @@ impl B2bua {
             return;
         }
         // 3xx-6xx.
+        if b.reoffer {
+            // Cancelled by call.answer: ring again first, so the offer
+            // still has a leg when this one's end is counted.
+            b.reoffer = false;
+            self.reoffer(now, id, leg);
+            let Some(b) = self
+                .calls
+                .get_mut(&id)
+                .and_then(|c| c.b.get_mut(usize::from(leg)))
+            else {
+                return;
+            };
+            b.state = BState::Done;
+            b.status = Some(status);
+            b.leg.invite_busy = false;
+            self.b_failed(now, id, leg, status, reason_of(msg));
+            return;
+        }
         let was_transfer = transfer;
         b.state = BState::Done;
         b.status = Some(status);
@@ -2562,6 +2601,7 @@ impl B2bua {
             status: None,
             transfer: true,
             consult: false,
+            reoffer: false,
             rseq: None,
         });
         self.dialogs

@@ -103,6 +103,8 @@ pub struct CallCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallOp {
+    /// `call.answer`: ask the ringing phones to answer by themselves.
+    Answer,
     Hangup,
     Hold,
     Retrieve,

@@ -440,13 +440,7 @@ async fn execute(
             m.insert("call".into(), call.unwrap_or_default().into());
             Ok(m)
         }
-        Command::CallAnswer { call } => {
-            call_of(ctx, scope, &call)?;
-            Err(ProtoError::new(
-                ErrorCode::Unsupported,
-                "a SIP phone answers for itself: call.make asks the agent's phone to answer at once (Call-Info: answer-after=0); an offered call is answered on the phone",
-            ))
-        }
+        Command::CallAnswer { call } => call_op(ctx, scope, &call, CallOp::Answer).await,
         Command::CallHangup { call } => call_op(ctx, scope, &call, CallOp::Hangup).await,
         Command::CallHold { call } => call_op(ctx, scope, &call, CallOp::Hold).await,
         Command::CallRetrieve { call } => call_op(ctx, scope, &call, CallOp::Retrieve).await,
