@@ -599,7 +599,11 @@ fn run(rt: &tokio::runtime::Runtime, sc: Scenario, anchor: bool) -> Result<Repor
     drop(ready_tx);
     let (mut ok, mut first_err) = (0, None);
     rt.block_on(async {
-        while let Some(r) = ready_rx.recv().await {
+        // Every client answers once (its sender lives on in the task).
+        for _ in 0..sc.clients {
+            let Some(r) = ready_rx.recv().await else {
+                break;
+            };
             match r {
                 Ok(()) => ok += 1,
                 Err(e) => {
