@@ -554,7 +554,9 @@ fn start_switchboard() -> Result<(SocketAddr, Server), String> {
                 .collect(),
             queues: vec!["support".into()],
             data_dir: dir.path().to_owned(),
-            wrap_ups: None,
+            records: None,
+            lookup: None,
+            webhook: None,
         },
     )
     .map_err(|e| e.to_string())?;

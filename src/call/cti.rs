@@ -231,6 +231,12 @@ impl B2bua {
         let Some((agent, far)) = Self::agent_and_far(call) else {
             return Err(err(ErrorCode::InvalidState, "the call is not connected"));
         };
+        if call.consult.is_some() {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "a consultation is in progress (call.consult_cancel or call.transfer_complete)",
+            ));
+        }
         if call.held == on {
             return Err(err(
                 ErrorCode::InvalidState,
