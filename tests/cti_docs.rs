@@ -366,6 +366,7 @@ fn the_schema_requires_what_the_parser_requires() {
         r#"{"type":"call.set_data","call":"c","data":{"a":{"b":1}}}"#,
         r#"{"type":"call.record","call":"c","action":"stop"}"#,
         r#"{"type":"call.hangup","call":""}"#,
+        r#"{"type":"call.hangup","call":"a\u0007b"}"#,
         r#"{"type":"subscribe","queues":"support"}"#,
         r#"{"type":"call.explode"}"#,
     ] {
