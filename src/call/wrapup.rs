@@ -11,7 +11,8 @@
 //!   call ended (the ACD ends wrap-up by then in any case);
 //! * the appliance stops (held records are finished and stored then).
 //!
-//! Any other record is finished at once. A disposition given with
+//! Any other record, including a transferred call's (its agent did its
+//! wrap-up on leaving the call), is finished at once. A disposition given with
 //! `call.wrap_up` (during the call or in wrap-up) is attached to the call's
 //! record whenever it arrives. Sans-IO: time comes in as unix ms.
 
@@ -80,7 +81,13 @@ impl Finisher {
             Some((d, n)) => (Some(d), Some(n)),
             None => (None, None),
         };
-        let wrap = record.queue().and_then(|q| self.wrap_max.get(q)).copied();
+        // A transferred call's agent did its wrap-up when it left the
+        // call, long before this end.
+        let wrap = record
+            .queue()
+            .filter(|_| record.transfers == 0)
+            .and_then(|q| self.wrap_max.get(q))
+            .copied();
         let agent = record.agent().map(str::to_owned);
         let finished = Finished {
             record,
@@ -259,6 +266,12 @@ mod tests {
         assert!(
             f.handle_record(record("r4", Some("1001"), None), 5)
                 .is_some()
+        );
+        let mut moved = record("r5", Some("1002"), Some("support"));
+        moved.transfers = 1;
+        assert!(
+            f.handle_record(moved, 5).is_some(),
+            "transferred: finished at its end"
         );
     }
 
