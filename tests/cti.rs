@@ -158,7 +158,13 @@ fn a_queue_call_pops_the_directory_record_then_is_established_and_cleared_in_ord
     assert_eq!(record["disposition"], "sale", "{record}");
     assert_eq!(record["notes"], "wants the blue one", "{record}");
     assert!(record["wrap_up_ms"].is_u64(), "{record}");
-    assert!(record["talk_ms"].is_u64(), "{record}");
+    for t in ["talk_ms", "queue_ms", "ring_ms", "connected_ms"] {
+        assert!(record[t].is_u64(), "{t}: {record}");
+    }
+    assert!(
+        record["connected_ms"].as_u64() >= record["answered_ms"].as_u64(),
+        "the agent answered after the appliance did: {record}"
+    );
     assert_eq!(record["agent"], "1002", "{record}");
     assert_eq!(record["queue"], "support", "{record}");
     let (status, list) = get_json(a.cti_port, "/v1/calls?agent=1002", ADMIN);

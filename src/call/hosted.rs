@@ -135,6 +135,9 @@ pub(super) struct Hosted {
     busy_agent: Option<AgentId>,
     /// Queued once the CRM lookup answers (or its time is up).
     pending_enqueue: Option<QueueId>,
+    /// When an agent's phone first rang for it, and when an agent answered.
+    offered_at: Option<Instant>,
+    connected_at: Option<Instant>,
     /// The CRM was asked already (one lookup per call).
     looked_up: bool,
 }
@@ -155,7 +158,14 @@ impl Hosted {
             busy_agent: None,
             pending_enqueue: None,
             looked_up: false,
+            offered_at: None,
+            connected_at: None,
         }
+    }
+
+    /// When it was queued, first offered to an agent, and connected.
+    pub(super) fn times(&self) -> (Option<Instant>, Option<Instant>, Option<Instant>) {
+        (self.queued_at, self.offered_at, self.connected_at)
     }
 
     /// A click-to-dial call from `agent`'s phone to `dest`.
@@ -1006,18 +1016,15 @@ impl B2bua {
                         agent,
                         outcome: RingOutcome::Failed,
                     });
-                } else if let Some(c) = self.calls.get(&id)
-                    && let Some(h) = c.hosted.as_ref()
-                {
-                    let wait_ms = h
-                        .queued_at
-                        .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+                } else if let Some(h) = self.calls.get_mut(&id).and_then(|c| c.hosted.as_mut()) {
+                    h.offered_at.get_or_insert(now);
                     let kind = crate::cti::event::CallEventKind::Offered {
-                        wait_ms,
+                        wait_ms: h
+                            .queued_at
+                            .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
                         contact: h.contact.clone(),
                     };
-                    let e = self.call_event(now, id, c, kind);
-                    self.push_event(e);
+                    self.emit(now, id, kind);
                 }
             }
             acd::Output::Cancel { call, agent } => {
@@ -1213,6 +1220,7 @@ impl B2bua {
             return;
         };
         h.stage = Stage::Connected;
+        h.connected_at.get_or_insert(now);
         let mut results = Vec::new();
         for o in &mut h.offers {
             if o.reported {

@@ -2184,6 +2184,7 @@ impl B2bua {
             self.push_event(e);
         }
         self.push_event(cleared);
+        let times = hosted.as_ref().map_or((None, None, None), |h| h.times());
         let record = CallRecord {
             id: self.cti_id(&call),
             call_id: call.a.dialog.call_id.clone(),
@@ -2228,6 +2229,9 @@ impl B2bua {
                     .held_since
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)))
             .as_millis() as u64,
+            queued: times.0,
+            offered: times.1,
+            connected: times.2,
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
     }
@@ -3092,6 +3096,9 @@ impl B2bua {
             path: Vec::new(),
             data: Vec::new(),
             held_ms: 0,
+            queued: None,
+            offered: None,
+            connected: None,
         };
         self.out.push_back(CallOutput::Record(Box::new(record)));
         self.counters.calls_unanswered.bump();

@@ -118,6 +118,11 @@ pub struct CallRecord {
     pub data: Vec<(String, String)>,
     /// Time the call spent held over CTI.
     pub held_ms: u64,
+    /// A hosted call: when it entered its (last) queue, when an agent's
+    /// phone first rang for it, and when an agent answered.
+    pub queued: Option<Instant>,
+    pub offered: Option<Instant>,
+    pub connected: Option<Instant>,
 }
 
 /// `k=v;k=v`: how attached data is written in logs and in the
@@ -240,7 +245,17 @@ impl CallRecord {
             "started_ms": unix_ms(self.started),
             "answered_ms": self.answered.map(&unix_ms),
             "ended_ms": unix_ms(self.ended),
-            "talk_ms": self.answered.map(|a| self.ended.saturating_duration_since(a).as_millis() as u64),
+            "queue_ms": self.queued.map(|q| {
+                self.offered.or(self.connected).unwrap_or(self.ended).saturating_duration_since(q).as_millis() as u64
+            }),
+            "ring_ms": self.offered.map(|o| {
+                self.connected.unwrap_or(self.ended).saturating_duration_since(o).as_millis() as u64
+            }),
+            "connected_ms": self.connected.map(&unix_ms),
+            "talk_ms": self
+                .connected
+                .or(self.answered)
+                .map(|a| self.ended.saturating_duration_since(a).as_millis() as u64),
             "held_ms": self.held_ms,
             "cause": self.cause.to_string(),
             "hung_up_by": self.hung_up_by.to_string(),
@@ -248,6 +263,7 @@ impl CallRecord {
             "digits": self.digits,
             "callee_digits": self.callee_digits,
             "recording": self.recording.map(|r| format!("{r:x}")),
+            "recording_url": self.recording.map(|_| format!("/v1/recordings/{id}")),
         })
     }
 }

@@ -213,6 +213,9 @@ mod tests {
             path: queue.map(|q| format!("queue:{q}")).into_iter().collect(),
             data: Vec::new(),
             held_ms: 0,
+            queued: None,
+            offered: None,
+            connected: None,
         }
     }
 
