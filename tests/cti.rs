@@ -61,6 +61,31 @@ fn login_ready(cti: &mut Cti, agent: &str) {
     });
 }
 
+/// An agent's phone (registered `user`) taking one call with `scenario`.
+fn phone(a: &Appliance, user: &str, scenario: &str) -> Phone {
+    Phone::start(a, user, scenario, &["-m", "1", "-timeout", "60s"])
+}
+
+/// An admin CTI client subscribed to everything.
+fn subscribed(a: &Appliance) -> Cti {
+    let mut cti = Cti::connect(a.cti_port, ADMIN);
+    cti.ok(json!({"type": "subscribe"}));
+    cti
+}
+
+/// A customer calling the support queue (200) with `scenario`, connected
+/// to an agent: its SIPp run and the call's id.
+fn queue_call(a: &Appliance, cti: &mut Cti, scenario: &str) -> (SippProc, String) {
+    let caller = Sipp::new(scenario, a.udp_addr(), "u1")
+        .trace_messages()
+        .args(&["-s", "200"])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let established = cti.event("call.established", |e| e["type"] == "call.established");
+    let call = established["call"].as_str().expect("a call id").to_owned();
+    (caller, call)
+}
+
 fn seq(e: &Value) -> u64 {
     e["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {e}"))
 }
@@ -95,7 +120,7 @@ fn a_queue_call_pops_the_directory_record_then_is_established_and_cleared_in_ord
     let mut cti = Cti::connect(a.cti_port, ADMIN);
     let sub = cti.ok(json!({"type": "subscribe"}));
     assert_eq!(sub["subscribed"]["agents"], "*", "{sub}");
-    let phone = Phone::start(&a, "1002", "acd_agent.xml", &["-m", "1", "-timeout", "60s"]);
+    let phone = phone(&a, "1002", "acd_agent.xml");
     login_ready(&mut cti, "1002");
     let snap = cti.ok(json!({"type": "snapshot"}));
     let agents = snap["agents"].as_array().expect("agents in the snapshot");
@@ -198,7 +223,7 @@ fn click_to_dial_rings_the_agent_then_the_customer() {
     let a = cti_appliance();
     let mut cti = Cti::connect(a.cti_port, ADMIN);
     cti.ok(json!({"type": "subscribe", "agents": ["1002"]}));
-    let phone = Phone::start(&a, "1002", "acd_agent.xml", &["-m", "1", "-timeout", "60s"]);
+    let phone = phone(&a, "1002", "acd_agent.xml");
     let port = reserve_ports(1);
     let mut customer = Sipp::new("call_uas_answer.xml", a.udp_addr(), "u1")
         .local_port(port.port(0))
@@ -245,28 +270,11 @@ fn click_to_dial_rings_the_agent_then_the_customer() {
 #[test]
 fn hold_retrieve_and_transfer_over_cti_are_seen_on_the_wire() {
     let a = cti_appliance();
-    let mut cti = Cti::connect(a.cti_port, ADMIN);
-    cti.ok(json!({"type": "subscribe"}));
-    let agent = Phone::start(
-        &a,
-        "1002",
-        "cti_agent_hold.xml",
-        &["-m", "1", "-timeout", "60s"],
-    );
-    let target = Phone::start(
-        &a,
-        "1003",
-        "call_uas_late_offer.xml",
-        &["-m", "1", "-timeout", "60s"],
-    );
+    let mut cti = subscribed(&a);
+    let agent = phone(&a, "1002", "cti_agent_hold.xml");
+    let target = phone(&a, "1003", "call_uas_late_offer.xml");
     login_ready(&mut cti, "1002");
-    let caller = Sipp::new("call_uac_transferred.xml", a.udp_addr(), "u1")
-        .trace_messages()
-        .args(&["-s", "200"])
-        .args(ABORT_UNEXPECTED)
-        .spawn();
-    let established = cti.event("call.established", |e| e["type"] == "call.established");
-    let call = established["call"].as_str().expect("a call id").to_owned();
+    let (caller, call) = queue_call(&a, &mut cti, "call_uac_transferred.xml");
 
     // Agent 1001's token sees neither the call nor may it touch it.
     let mut other = Cti::connect(a.cti_port, AGENT_1001);
@@ -445,9 +453,8 @@ fn the_screen_pop_comes_from_the_crm_over_http_when_configured() {
             ))
             .set("crm.lookup.fields.name=\"contact.name\""),
     );
-    let mut cti = Cti::connect(a.cti_port, ADMIN);
-    cti.ok(json!({"type": "subscribe"}));
-    let phone = Phone::start(&a, "1002", "acd_agent.xml", &["-m", "1", "-timeout", "60s"]);
+    let mut cti = subscribed(&a);
+    let phone = phone(&a, "1002", "acd_agent.xml");
     login_ready(&mut cti, "1002");
     let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
         .args(&["-s", "200"])
@@ -473,28 +480,11 @@ fn the_screen_pop_comes_from_the_crm_over_http_when_configured() {
 #[test]
 fn consult_then_transfer_complete_hands_the_customer_to_the_consulted_party() {
     let a = cti_appliance();
-    let mut cti = Cti::connect(a.cti_port, ADMIN);
-    cti.ok(json!({"type": "subscribe"}));
-    let agent = Phone::start(
-        &a,
-        "1002",
-        "call_uas_answer.xml",
-        &["-m", "1", "-timeout", "60s"],
-    );
-    let target = Phone::start(
-        &a,
-        "1003",
-        "call_uas_answer.xml",
-        &["-m", "1", "-timeout", "60s"],
-    );
+    let mut cti = subscribed(&a);
+    let agent = phone(&a, "1002", "call_uas_answer.xml");
+    let target = phone(&a, "1003", "call_uas_answer.xml");
     login_ready(&mut cti, "1002");
-    let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
-        .trace_messages()
-        .args(&["-s", "200"])
-        .args(ABORT_UNEXPECTED)
-        .spawn();
-    let established = cti.event("call.established", |e| e["type"] == "call.established");
-    let call = established["call"].as_str().expect("a call id").to_owned();
+    let (caller, call) = queue_call(&a, &mut cti, "acd_caller.xml");
     let r = cti.request(json!({"type": "call.transfer_complete", "call": call}));
     assert_eq!(r["error"]["code"], "invalid_state", "{r}");
 
@@ -541,14 +531,8 @@ fn consult_then_transfer_complete_hands_the_customer_to_the_consulted_party() {
 #[test]
 fn call_answer_asks_the_ringing_phone_to_answer_by_itself() {
     let a = cti_appliance();
-    let mut cti = Cti::connect(a.cti_port, ADMIN);
-    cti.ok(json!({"type": "subscribe"}));
-    let agent = Phone::start(
-        &a,
-        "1002",
-        "cti_agent_answer.xml",
-        &["-m", "1", "-timeout", "60s"],
-    );
+    let mut cti = subscribed(&a);
+    let agent = phone(&a, "1002", "cti_agent_answer.xml");
     login_ready(&mut cti, "1002");
     let caller = Sipp::new("acd_caller.xml", a.udp_addr(), "u1")
         .args(&["-s", "200"])

@@ -381,26 +381,8 @@ impl B2bua {
     /// A CTI transfer connected the caller to B leg `target`: the agent's
     /// leg (`referrer`) is hung up, and the ACD hears the agent is free.
     pub(super) fn transfer_done(&mut self, now: Instant, id: u64, referrer: LegId, target: u16) {
-        if let LegId::B(i) = referrer
-            && let Some(b) = self
-                .calls
-                .get_mut(&id)
-                .and_then(|c| c.b.get_mut(usize::from(i)))
-            && b.state == BState::Answered
-        {
-            b.state = BState::Done;
-            let d = b.leg.dialog.clone();
-            let mut leg = std::mem::replace(&mut b.leg, Leg::new(d));
-            self.bye(now, &mut leg);
-            let tag = leg.dialog.local_tag.clone();
-            if let Some(b) = self
-                .calls
-                .get_mut(&id)
-                .and_then(|c| c.b.get_mut(usize::from(i)))
-            {
-                b.leg = leg;
-            }
-            self.dialogs.remove(&tag);
+        if let LegId::B(i) = referrer {
+            self.drop_leg(now, id, i);
         }
         let key = self.call_key(id);
         let freed = self
@@ -513,35 +495,16 @@ impl B2bua {
         let (ct, body) = ob.leg.last_sdp.clone().unzip();
         let body = body.unwrap_or_default();
         let (media, user) = (ob.leg.media, ob.user.clone());
-        let idx = call.b.len() as u16;
-        let tid = self.send_invite(
+        let idx = self.invite_b_leg(
             now,
-            d.clone(),
-            Purpose::BInvite { call: id, leg: idx },
-            max_forwards,
-            &headers,
-            ct.as_deref(),
-            &body,
-        );
-        self.dialogs
-            .insert(d.local_tag.clone(), (id, LegId::B(idx)));
-        let mut leg = Leg::new(d);
-        leg.invite_busy = true;
-        leg.dialog.local_seq += 1;
-        leg.last_sdp = ct.map(|ct| (ct, body));
-        leg.media = media;
-        call.b.push(BLeg {
-            leg,
-            tx: tid,
-            state: BState::Trying,
-            cancel_wanted: false,
+            id,
+            &mut call,
+            d,
+            (max_forwards, &headers),
+            (ct, body),
+            media,
             user,
-            status: None,
-            transfer: false,
-            consult: false,
-            reoffer: false,
-            rseq: None,
-        });
+        );
         if let Some(h) = call.hosted.as_mut() {
             h.ring_instead(old, idx);
         }
@@ -941,21 +904,7 @@ impl B2bua {
             },
         };
         let call_info = format!("<sip:{domain}>;answer-after=0");
-        self.send_invite(
-            now,
-            dialog.clone(),
-            Purpose::Callback { call: id },
-            70,
-            &[("Call-Info", call_info.as_str())],
-            Some("application/sdp"),
-            &offer,
-        );
-        self.dialogs
-            .insert(dialog.local_tag.clone(), (id, LegId::A));
-        let mut a = Leg::new(dialog);
-        a.dialog.local_seq = 1;
-        a.invite_busy = true;
-        a.last_sdp = Some(("application/sdp".into(), offer));
+        let a = self.invite_a_leg(now, id, dialog, &[("Call-Info", call_info.as_str())], offer);
         let mut call = Call {
             hosted: Some(Box::new(hosted::Hosted::click_to_dial(
                 origin, agent_id, dest,

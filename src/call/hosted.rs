@@ -796,21 +796,7 @@ impl B2bua {
             route_set: Vec::new(),
             peer: p.peer,
         };
-        self.send_invite(
-            now,
-            dialog.clone(),
-            Purpose::Callback { call: id },
-            70,
-            &[],
-            Some("application/sdp"),
-            &offer,
-        );
-        self.dialogs
-            .insert(dialog.local_tag.clone(), (id, LegId::A));
-        let mut a = Leg::new(dialog);
-        a.dialog.local_seq = 1;
-        a.invite_busy = true;
-        a.last_sdp = Some(("application/sdp".into(), offer));
+        let a = self.invite_a_leg(now, id, dialog, &[], offer);
         let mut path = p.path;
         path.push("callback".into());
         let mut hosted = Hosted::new(p.origin, Stage::CallingBack(agent));
@@ -824,6 +810,34 @@ impl B2bua {
         self.calls.insert(id, Box::new(call));
         self.counters.calls_active.set(self.calls.len() as u64);
         true
+    }
+
+    /// Sends our INVITE with `offer` opening the A leg of new call `id`
+    /// (a callback's customer, a click-to-dial agent): the leg to keep.
+    pub(super) fn invite_a_leg(
+        &mut self,
+        now: Instant,
+        id: u64,
+        dialog: Dialog,
+        headers: &[(&str, &str)],
+        offer: Bytes,
+    ) -> Leg {
+        self.send_invite(
+            now,
+            dialog.clone(),
+            Purpose::Callback { call: id },
+            70,
+            headers,
+            Some("application/sdp"),
+            &offer,
+        );
+        self.dialogs
+            .insert(dialog.local_tag.clone(), (id, LegId::A));
+        let mut a = Leg::new(dialog);
+        a.dialog.local_seq = 1;
+        a.invite_busy = true;
+        a.last_sdp = Some(("application/sdp".into(), offer));
+        a
     }
 
     /// The customer called back answered (or not).

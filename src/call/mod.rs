@@ -421,6 +421,24 @@ struct BLeg {
     rseq: Option<u32>,
 }
 
+impl BLeg {
+    /// A callee leg whose INVITE (client transaction `tx`) just went out.
+    fn new(leg: Leg, tx: u64, user: String) -> BLeg {
+        BLeg {
+            leg,
+            tx,
+            state: BState::Trying,
+            cancel_wanted: false,
+            user,
+            status: None,
+            transfer: false,
+            consult: false,
+            reoffer: false,
+            rseq: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Ringing the callee(s).
@@ -1303,13 +1321,40 @@ impl B2bua {
         };
         let carried = self.b_invite_headers(call, a_invite);
         let headers: Vec<(&str, &str)> = carried.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let media = call.media.get(1).copied();
+        self.invite_b_leg(
+            now,
+            id,
+            call,
+            dialog,
+            (max_forwards, &headers),
+            (ct, body),
+            media,
+            callee.to_string(),
+        );
+    }
+
+    /// Sends a callee INVITE in `dialog` (`local_seq` one below the CSeq
+    /// to use) and adds its leg to `call`; returns the leg's index.
+    #[allow(clippy::too_many_arguments)]
+    fn invite_b_leg(
+        &mut self,
+        now: Instant,
+        id: u64,
+        call: &mut Call,
+        dialog: Dialog,
+        (max_forwards, headers): (u8, &[(&str, &str)]),
+        (ct, body): (Option<String>, Bytes),
+        media: Option<MediaLeg>,
+        user: String,
+    ) -> u16 {
         let idx = call.b.len() as u16;
         let tid = self.send_invite(
             now,
             dialog.clone(),
             Purpose::BInvite { call: id, leg: idx },
             max_forwards,
-            &headers,
+            headers,
             ct.as_deref(),
             &body,
         );
@@ -1317,21 +1362,11 @@ impl B2bua {
             .insert(dialog.local_tag.clone(), (id, LegId::B(idx)));
         let mut leg = Leg::new(dialog);
         leg.invite_busy = true;
-        leg.dialog.local_seq = 1;
+        leg.dialog.local_seq += 1;
         leg.last_sdp = ct.map(|ct| (ct, body));
-        leg.media = call.media.get(1).copied();
-        call.b.push(BLeg {
-            leg,
-            tx: tid,
-            state: BState::Trying,
-            cancel_wanted: false,
-            user: callee.to_string(),
-            status: None,
-            transfer: false,
-            consult: false,
-            reoffer: false,
-            rseq: None,
-        });
+        leg.media = media;
+        call.b.push(BLeg::new(leg, tid, user));
+        idx
     }
 
     /// The headers of an INVITE to a callee of `call`: those carried from
@@ -2597,16 +2632,8 @@ impl B2bua {
         leg.media = Some(target_media);
         call.media.push(target_media);
         call.b.push(BLeg {
-            leg,
-            tx: u64::MAX,
-            state: BState::Trying,
-            cancel_wanted: false,
-            user: target,
-            status: None,
             transfer: true,
-            consult: false,
-            reoffer: false,
-            rseq: None,
+            ..BLeg::new(leg, u64::MAX, target)
         });
         self.dialogs
             .insert(dialog.local_tag.clone(), (id, LegId::B(idx)));
