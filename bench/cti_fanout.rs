@@ -170,18 +170,17 @@ struct ClientOut {
 }
 
 async fn connect(
-    addr: SocketAddr,
+    url: &str,
+    token: &str,
     subscribe: String,
 ) -> Result<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     String,
 > {
-    let mut req = format!("ws://{addr}/v1/cti")
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
+    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
     req.headers_mut().insert(
         "authorization",
-        format!("Bearer {TOKEN}")
+        format!("Bearer {token}")
             .parse()
             .map_err(|e| format!("{e}"))?,
     );
@@ -223,7 +222,7 @@ async fn client(
 ) -> ClientOut {
     let mut out = ClientOut::default();
     let permit = gate.acquire_owned().await;
-    let ws = match connect(addr, subscribe).await {
+    let ws = match connect(&format!("ws://{addr}/v1/cti"), TOKEN, subscribe).await {
         Ok(ws) => ws,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -784,9 +783,14 @@ fn raise_nofile() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
+    // `cargo bench` passes `--bench`; `--hold ...` is the client side of
+    // bench/cti_fanout/setup_latency.sh (see `mod hold`).
     let _ = epoch();
     raise_nofile();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--hold") {
+        std::process::exit(hold::main(&args[1..]));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("bench-clients")
@@ -855,4 +859,217 @@ fn main() {
         }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
+}
+
+// -------------------------------------------------------------------- hold
+
+/// `cti_fanout --hold N --url URL --token T [--agents all|ID,ID,..]
+/// --stop-file PATH`: N WebSocket clients of an appliance that is already
+/// running (the client side of bench/cti_fanout/setup_latency.sh). Each
+/// connects with `Authorization: Bearer T` and subscribes to everything
+/// (`all`, the default) or to one agent of the list (client `i` to agent
+/// `i mod len`); once all have their `subscribe` answered it prints `ready
+/// N`, then counts what arrives until PATH exists. At the end it prints one
+/// line `hold: ...`: clients subscribed, events received, `lagged` messages
+/// and the events they say were missed, and the delivery latency by the
+/// events' own `ts` (wall clock in ms: receive time - ts).
+mod hold {
+    use super::{CONNECTING, Message, Semaphore, StreamExt, connect, json, mpsc, watch};
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[derive(Default)]
+    struct Counts {
+        events: u64,
+        lagged: u64,
+        missed: u64,
+        lat_ms: Vec<u64>,
+    }
+
+    fn wall_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// The value of `"key":<digits>` in a JSON text, without a full parse.
+    fn num(text: &str, key: &str) -> Option<u64> {
+        let k = format!("\"{key}\":");
+        let at = text.find(&k)? + k.len();
+        let rest = &text[at..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    }
+
+    async fn one(
+        url: String,
+        token: String,
+        subscribe: String,
+        gate: Arc<Semaphore>,
+        ready: mpsc::UnboundedSender<Result<(), String>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Counts {
+        let mut c = Counts::default();
+        let permit = gate.acquire_owned().await;
+        let ws = match connect(&url, &token, subscribe).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return c;
+            }
+        };
+        drop(permit);
+        let _ = ready.send(Ok(()));
+        let (_sink, mut stream) = ws.split();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let t = t.as_str();
+                        if t.starts_with("{\"type\":\"lagged\"") {
+                            c.lagged += 1;
+                            c.missed += num(t, "missed").unwrap_or(0);
+                        } else if let Some(ts) = num(t, "ts") {
+                            c.events += 1;
+                            c.lat_ms.push(wall_ms().saturating_sub(ts));
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+        c
+    }
+
+    fn pct(sorted: &[u64], p: f64) -> u64 {
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    pub fn main(args: &[String]) -> i32 {
+        let n: usize = args.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let (mut url, mut token, mut agents, mut stop_file) = (
+            String::new(),
+            String::new(),
+            "all".to_string(),
+            String::new(),
+        );
+        let mut it = args.iter().skip(1);
+        while let Some(k) = it.next() {
+            let v = it.next().cloned().unwrap_or_default();
+            match k.as_str() {
+                "--url" => url = v,
+                "--token" => token = v,
+                "--agents" => agents = v,
+                "--stop-file" => stop_file = v,
+                _ => {
+                    eprintln!("hold: unknown argument {k}");
+                    return 2;
+                }
+            }
+        }
+        if n == 0 || url.is_empty() || token.is_empty() || stop_file.is_empty() {
+            eprintln!(
+                "usage: cti_fanout --hold N --url URL --token T [--agents all|ID,ID,..] --stop-file PATH"
+            );
+            return 2;
+        }
+        let list: Vec<String> = if agents == "all" {
+            Vec::new()
+        } else {
+            agents.split(',').map(str::to_string).collect()
+        };
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("hold-clients")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("hold: cannot start a runtime: {e}");
+                return 1;
+            }
+        };
+        let gate = Arc::new(Semaphore::new(CONNECTING));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let sub = if list.is_empty() {
+                    json!({"type": "subscribe", "id": 1}).to_string()
+                } else {
+                    json!({"type": "subscribe", "id": 1, "agents": [list[i % list.len()]]})
+                        .to_string()
+                };
+                rt.spawn(one(
+                    url.clone(),
+                    token.clone(),
+                    sub,
+                    gate.clone(),
+                    ready_tx.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        drop(ready_tx);
+        let (mut ok, mut failed) = (0usize, 0usize);
+        rt.block_on(async {
+            while let Some(r) = ready_rx.recv().await {
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        if failed == 0 {
+                            eprintln!("hold: a client failed: {e}");
+                        }
+                        failed += 1;
+                    }
+                }
+                if ok + failed == n {
+                    break;
+                }
+            }
+        });
+        println!("ready {ok} failed {failed}");
+        let _ = std::io::stdout().flush();
+        let stop = std::path::Path::new(&stop_file);
+        rt.block_on(async {
+            while !stop.exists() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let _ = stop_tx.send(true);
+        let mut all = Counts::default();
+        rt.block_on(async {
+            for h in handles {
+                if let Ok(c) = h.await {
+                    all.events += c.events;
+                    all.lagged += c.lagged;
+                    all.missed += c.missed;
+                    all.lat_ms.extend(c.lat_ms);
+                }
+            }
+        });
+        all.lat_ms.sort_unstable();
+        println!(
+            "hold: clients {ok} failed {failed} events {} lagged {} missed {} latency_ms p50 {} p99 {} max {}",
+            all.events,
+            all.lagged,
+            all.missed,
+            pct(&all.lat_ms, 50.0),
+            pct(&all.lat_ms, 99.0),
+            all.lat_ms.last().copied().unwrap_or(0)
+        );
+        rt.shutdown_timeout(Duration::from_secs(1));
+        if failed == 0 { 0 } else { 1 }
+    }
 }
