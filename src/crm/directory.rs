@@ -314,7 +314,9 @@ impl Directory {
                     first: lines[first],
                 });
             }
-            let key = contact.account.to_ascii_lowercase();
+            // Keyed as lookups ask: trimmed (a quoted field keeps its
+            // whitespace), ASCII case folded.
+            let key = contact.account.trim().to_ascii_lowercase();
             let digits = account_digits(&contact.account);
             let clash = dir.by_account.get(&key).copied().or_else(|| {
                 digits
@@ -642,6 +644,21 @@ mod tests {
             parse("+15555550100,A-1,\"Alice,vip\n"),
             Err(DirectoryError::Quote { line: 2, .. })
         ));
+    }
+
+    #[test]
+    fn a_quoted_account_with_whitespace_is_found_as_looked_up() {
+        let dir = parse("+15555550100,\" A-7\r\",Alice,vip\n").unwrap();
+        let c = &dir.contacts()[0];
+        assert_eq!(c.account, " A-7\r");
+        assert_eq!(
+            dir.lookup_account(&c.account).map(|f| f.name.as_str()),
+            Some("Alice")
+        );
+        assert_eq!(
+            dir.lookup_account("a-7").map(|f| f.name.as_str()),
+            Some("Alice")
+        );
     }
 
     #[test]
