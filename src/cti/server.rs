@@ -699,38 +699,74 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         prometheus::render_acd(&stats, &mut body);
     }
     {
-        use std::fmt::Write;
         let hub = lock(&ctx.hub);
-        let _ = write!(
-            body,
-            "# HELP switchboard_cti_clients CTI WebSocket clients connected.\n# TYPE switchboard_cti_clients gauge\nswitchboard_cti_clients {}\n\
-             # HELP switchboard_cti_events_delivered_total CTI events queued to clients.\n# TYPE switchboard_cti_events_delivered_total counter\nswitchboard_cti_events_delivered_total {}\n\
-             # HELP switchboard_cti_events_missed_total CTI events a slow client missed (its queue was full).\n# TYPE switchboard_cti_events_missed_total counter\nswitchboard_cti_events_missed_total {}\n\
-             # HELP switchboard_cti_ring_full_total Times a ring between the engines and the control plane was full.\n# TYPE switchboard_cti_ring_full_total counter\nswitchboard_cti_ring_full_total {}\n",
-            hub.clients(),
+        let out = &mut body;
+        let clients = hub.clients() as u64;
+        prometheus::scalar(
+            out,
+            "cti_clients",
+            "gauge",
+            "CTI WebSocket clients connected.",
+            clients,
+        );
+        prometheus::scalar(
+            out,
+            "cti_events_delivered_total",
+            "counter",
+            "CTI events queued to clients.",
             hub.delivered,
+        );
+        prometheus::scalar(
+            out,
+            "cti_events_missed_total",
+            "counter",
+            "CTI events a slow client missed (its queue was full).",
             hub.missed,
+        );
+        prometheus::scalar(
+            out,
+            "cti_ring_full_total",
+            "counter",
+            "Times a ring between the engines and the control plane was full.",
             ctx.link.full.load(Ordering::Relaxed),
         );
         if let Some(w) = &ctx.webhook {
             let st = w.stats();
-            let _ = write!(
-                body,
-                "# HELP switchboard_webhook_delivered_total Call records the CRM acknowledged.\n# TYPE switchboard_webhook_delivered_total counter\nswitchboard_webhook_delivered_total {}\n\
-                 # HELP switchboard_webhook_failed_attempts_total Webhook POSTs that failed (retried or dead-lettered).\n# TYPE switchboard_webhook_failed_attempts_total counter\nswitchboard_webhook_failed_attempts_total {}\n\
-                 # HELP switchboard_webhook_dead_lettered_total Call records given up on (GET /v1/outbox).\n# TYPE switchboard_webhook_dead_lettered_total counter\nswitchboard_webhook_dead_lettered_total {}\n",
-                st.delivered, st.failed_attempts, st.dead_lettered
-            );
+            for (name, help, value) in [
+                (
+                    "webhook_delivered_total",
+                    "Call records the CRM acknowledged.",
+                    st.delivered,
+                ),
+                (
+                    "webhook_failed_attempts_total",
+                    "Webhook POSTs that failed (retried or dead-lettered).",
+                    st.failed_attempts,
+                ),
+                (
+                    "webhook_dead_lettered_total",
+                    "Call records given up on (GET /v1/outbox).",
+                    st.dead_lettered,
+                ),
+            ] {
+                prometheus::scalar(out, name, "counter", help, value);
+            }
         }
         if let Some(l) = &ctx.lookup {
             let st = l.stats();
-            let _ = write!(
-                body,
-                "# HELP switchboard_crm_lookups_total CRM screen-pop lookups by result.\n# TYPE switchboard_crm_lookups_total counter\n\
-                 switchboard_crm_lookups_total{{result=\"hit\"}} {}\nswitchboard_crm_lookups_total{{result=\"miss\"}} {}\n\
-                 switchboard_crm_lookups_total{{result=\"error\"}} {}\nswitchboard_crm_lookups_total{{result=\"timeout\"}} {}\n\
-                 switchboard_crm_lookups_total{{result=\"cache_hit\"}} {}\nswitchboard_crm_lookups_total{{result=\"breaker_open\"}} {}\n",
-                st.hits, st.misses, st.errors, st.timeouts, st.cache_hits, st.breaker_open
+            prometheus::family(
+                out,
+                "crm_lookups_total",
+                "CRM screen-pop lookups by result.",
+                "result",
+                &[
+                    ("hit", st.hits),
+                    ("miss", st.misses),
+                    ("error", st.errors),
+                    ("timeout", st.timeouts),
+                    ("cache_hit", st.cache_hits),
+                    ("breaker_open", st.breaker_open),
+                ],
             );
         }
     }

@@ -159,7 +159,17 @@ pub fn render_acd(stats: &Stats, out: &mut String) {
     }
 }
 
-fn family<K: std::fmt::Display>(
+/// Appends one scalar `switchboard_{name}` of `kind` (`counter` or
+/// `gauge`) with its help line.
+pub fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP switchboard_{name} {help}");
+    let _ = writeln!(out, "# TYPE switchboard_{name} {kind}");
+    let _ = writeln!(out, "switchboard_{name} {value}");
+}
+
+/// Appends a counter family `switchboard_{name}{label="k"}`, one line per
+/// item.
+pub fn family<K: std::fmt::Display>(
     out: &mut String,
     name: &str,
     help: &str,
