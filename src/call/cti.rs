@@ -211,26 +211,25 @@ impl B2bua {
         self.emit(now, id, CallEventKind::DataSet);
     }
 
-    /// The agent's leg and the far end's of a connected call.
-    fn agent_and_far(call: &Call) -> Option<(LegId, LegId)> {
+    /// Connected call `id`, its agent's leg and the far end's; the error
+    /// a command gets when it has ended or is not connected.
+    fn connected(&self, id: u64) -> Result<(&Call, LegId, LegId), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
         if call.phase != Phase::Answered {
-            return None;
+            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
         }
         let b = LegId::B(call.peer);
-        Some(if call.a_is_agent {
-            (LegId::A, b)
+        Ok(if call.a_is_agent {
+            (call, LegId::A, b)
         } else {
-            (b, LegId::A)
+            (call, b, LegId::A)
         })
     }
 
     fn cti_hold(&mut self, now: Instant, id: u64, on: bool) -> Result<(), ProtoError> {
-        let Some(call) = self.calls.get(&id) else {
-            return Err(err(ErrorCode::NotFound, "the call has ended"));
-        };
-        let Some((agent, far)) = Self::agent_and_far(call) else {
-            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
-        };
+        let (call, agent, far) = self.connected(id)?;
         if call.consult.is_some() {
             return Err(err(
                 ErrorCode::InvalidState,
@@ -319,12 +318,7 @@ impl B2bua {
         to: String,
         location: &LocationService,
     ) -> Result<(), ProtoError> {
-        let Some(call) = self.calls.get(&id) else {
-            return Err(err(ErrorCode::NotFound, "the call has ended"));
-        };
-        let Some((agent, far)) = Self::agent_and_far(call) else {
-            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
-        };
+        let (call, agent, far) = self.connected(id)?;
         if far != LegId::A {
             return Err(err(
                 ErrorCode::Unsupported,
@@ -355,12 +349,7 @@ impl B2bua {
     /// each with 60 ms gaps) to the far end, in place of the agent's voice
     /// while they play.
     fn send_dtmf(&mut self, now: Instant, id: u64, digits: &str) -> Result<(), ProtoError> {
-        let Some(call) = self.calls.get(&id) else {
-            return Err(err(ErrorCode::NotFound, "the call has ended"));
-        };
-        let Some((_, far)) = Self::agent_and_far(call) else {
-            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
-        };
+        let (call, _, far) = self.connected(id)?;
         if call.held {
             return Err(err(ErrorCode::InvalidState, "retrieve the call first"));
         }
@@ -552,12 +541,7 @@ impl B2bua {
         to: String,
         location: &LocationService,
     ) -> Result<(), ProtoError> {
-        let Some(call) = self.calls.get(&id) else {
-            return Err(err(ErrorCode::NotFound, "the call has ended"));
-        };
-        let Some((agent, far)) = Self::agent_and_far(call) else {
-            return Err(err(ErrorCode::InvalidState, "the call is not connected"));
-        };
+        let (call, agent, far) = self.connected(id)?;
         let (LegId::B(_), LegId::A, Some(h)) = (agent, far, call.hosted.as_ref()) else {
             return Err(err(
                 ErrorCode::Unsupported,
