@@ -1658,9 +1658,15 @@ mod tests {
     const MAX_FAILS_SEEN: usize = 16;
 
     fn icmp_errors_on_a_connected_socket_do_not_stop_its_receives(choice: Kind) {
+        // The vanished peer lives on a loopback address of its own (one
+        // per driver kind): its port, released and bound again below, is
+        // never taken meanwhile by another test process binding ephemeral
+        // ports on 127.0.0.1 (which then also got the datagrams sent "into
+        // the void").
+        let peer_ip = [127, 0, 0, 20 + choice as u8];
         let mut d = make(choice, &opts());
         let (id, local) = media_socket_on_named_port(&mut *d);
-        let gone = UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let gone = UdpSocket::bind(SocketAddr::from((peer_ip, 0))).expect("peer");
         let peer_addr = gone.local_addr().expect("addr");
         drop(gone);
         d.connect_udp(id, Some(peer_addr)).expect("connect");
