@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::anchor::{self, AnchorError, Codec, Known, LocalSide, Remote};
+use super::conference::Conference;
 use super::dtmf::{EventReceiver, InbandDetector, TelephoneEvent};
 use super::player::{Clip, Player, PlayerState};
 use super::quality::{MosCodec, ReceiveStats};
@@ -78,6 +79,14 @@ pub struct PortPair {
 /// A leg, with a generation so a stale id never reaches a reused slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LegId {
+    idx: u32,
+    generation: u32,
+}
+
+/// A conference ([`MediaEngine::conference`]), with a generation so a
+/// stale id never reaches a reused slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConfId {
     idx: u32,
     generation: u32,
 }
@@ -165,6 +174,10 @@ pub enum MediaError {
     Anchor(#[from] AnchorError),
     #[error("an answer without an offer")]
     NoOffer,
+    #[error("the leg has agreed no voice codec of ours")]
+    NoCodec,
+    #[error("the conference is full")]
+    ConferenceFull,
 }
 
 /// Per-leg media statistics for the call record.
@@ -334,6 +347,9 @@ struct Leg {
     inband: Option<Box<InbandDetector>>,
     /// What it hears instead of its peer, while a clip plays.
     play: Option<Box<Playback>>,
+    /// The conference it is in (slot of `confs`, member slot): it hears
+    /// the mix of the other members instead of a peer.
+    conf: Option<(u32, u8)>,
     /// Its RTP SSRC (the last packet's).
     rx_ssrc: u32,
     /// Payload octets sent to it (wraps; RTCP sender info).
@@ -470,6 +486,11 @@ pub struct MediaEngine {
     connects: VecDeque<(MediaSock, Option<SocketAddr>)>,
     /// Sweeps so far.
     sweeps: u64,
+    /// Conferences, by slot, and each slot's generation.
+    confs: Vec<Option<Box<Conference>>>,
+    conf_generations: Vec<u32>,
+    /// Conferences open.
+    conferencing: usize,
 }
 
 /// Recorded audio handed to the writer per chunk: 1 s (stereo, 16-bit).
@@ -504,6 +525,9 @@ impl MediaEngine {
             cname,
             connects: VecDeque::new(),
             sweeps: 0,
+            confs: Vec::new(),
+            conf_generations: Vec::new(),
+            conferencing: 0,
         }
     }
 
@@ -607,6 +631,7 @@ impl MediaEngine {
             transcode: None,
             inband: None,
             play: None,
+            conf: None,
             rx_ssrc: 0,
             octets_out: 0,
             reporter: None,
@@ -666,6 +691,7 @@ impl MediaEngine {
         }
         self.set_transcode(id, None);
         self.stop_playing(id);
+        self.leave(id);
         let Some(leg) = self.legs[id.idx as usize].take() else {
             return;
         };
@@ -854,7 +880,16 @@ impl MediaEngine {
         l.offer = Some(answer.narrowed);
         l.voice = answer.voice.as_ref().map(|c| (c.pt, c.known()));
         l.event_pt = answer.events.as_ref().map(|c| c.pt);
+        let member = l.conf;
         self.refresh_decoders(id);
+        if let Some((c, _)) = member {
+            // Its codec may have changed: it joins again with the new one.
+            let conf = ConfId {
+                idx: c,
+                generation: self.conf_generations[c as usize],
+            };
+            let _ = self.join(conf, id);
+        }
         Ok(Bytes::from(answer.sdp))
     }
 
@@ -965,11 +1000,14 @@ impl MediaEngine {
         true
     }
 
-    /// `a` and `b` hear each other (and nobody else hears them).
+    /// `a` and `b` hear each other (and nobody else hears them); a leg in
+    /// a conference leaves it.
     pub fn connect(&mut self, a: LegId, b: LegId) {
         if self.leg(a).is_none() || self.leg(b).is_none() {
             return;
         }
+        self.leave(a);
+        self.leave(b);
         for (x, y) in [(a, b), (b, a)] {
             let old = self.leg(x).and_then(|l| l.peer);
             if let Some(o) = old.filter(|o| *o != y.idx)
@@ -1015,6 +1053,174 @@ impl MediaEngine {
         let current = l.decode.as_ref().map(|d| (d.pt, d.codec));
         if wanted != current {
             l.decode = wanted.and_then(|(pt, k)| Decode::new(pt, k)).map(Box::new);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Conferences
+    // ------------------------------------------------------------------
+
+    /// Puts `legs` in a new conference: from now on each hears the mix of
+    /// the others ([`super::conference`]), encoded in its own codec, instead
+    /// of a peer; their former peers hear nobody until paired again. A leg
+    /// leaves with [`MediaEngine::leave`], [`MediaEngine::pair`],
+    /// [`MediaEngine::connect`] or [`MediaEngine::close_leg`]; the
+    /// conference ends with its last member. A clip playing to a member
+    /// (hold music) stops.
+    pub fn conference(&mut self, legs: &[LegId]) -> Result<ConfId, MediaError> {
+        for &l in legs {
+            match self.leg(l) {
+                None => return Err(MediaError::NoLeg),
+                Some(l) if !matches!(l.voice, Some((_, Some(k))) if k != Known::TelephoneEvent) => {
+                    return Err(MediaError::NoCodec);
+                }
+                Some(_) => {}
+            }
+        }
+        if legs.len() > super::mixer::MAX_PARTICIPANTS {
+            return Err(MediaError::ConferenceFull);
+        }
+        let idx = match self.confs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.confs.push(None);
+                self.conf_generations.push(0);
+                self.confs.len() - 1
+            }
+        };
+        self.confs[idx] = Some(Box::new(Conference::new()));
+        self.conferencing += 1;
+        let id = ConfId {
+            idx: idx as u32,
+            generation: self.conf_generations[idx],
+        };
+        for &l in legs {
+            self.join(id, l)?;
+        }
+        Ok(id)
+    }
+
+    /// Adds leg `id` to conference `conf` (leaving any other; joining its
+    /// own again takes up a changed codec).
+    pub fn join(&mut self, conf: ConfId, id: LegId) -> Result<(), MediaError> {
+        let ssrc = self.random() as u32;
+        let (pt, codec, ptime, peer, old) = {
+            let l = self.leg(id).ok_or(MediaError::NoLeg)?;
+            let Some((pt, Some(codec))) = l.voice else {
+                return Err(MediaError::NoCodec);
+            };
+            let ptime = l.remote.as_ref().and_then(|r| r.ptime).unwrap_or(20);
+            (pt, codec, ptime, l.peer, l.conf)
+        };
+        if self.conf_generations.get(conf.idx as usize) != Some(&conf.generation) {
+            return Err(MediaError::NoLeg);
+        }
+        // Out of its old conference (freed below if that empties it).
+        if let Some((c, slot)) = old
+            && let Some(Some(o)) = self.confs.get_mut(c as usize)
+        {
+            o.remove(usize::from(slot));
+        }
+        if let Some(l) = self.leg_mut(id) {
+            l.conf = None;
+        }
+        let slot = self
+            .confs
+            .get_mut(conf.idx as usize)
+            .and_then(Option::as_mut)
+            .ok_or(MediaError::NoLeg)?
+            .add(id.idx, pt, codec, ptime, ssrc)
+            .ok_or(MediaError::ConferenceFull);
+        if let Some((c, _)) = old {
+            self.free_conference_if_empty(c);
+        }
+        let slot = slot?;
+        // Its peer hears nobody now (and stops transcoding towards it).
+        if let Some(p) = peer
+            && let Some(Some(pl)) = self.legs.get_mut(p as usize)
+            && pl.peer == Some(id.idx)
+        {
+            pl.peer = None;
+            let pid = LegId {
+                idx: p,
+                generation: pl.generation,
+            };
+            self.set_transcode(pid, None);
+        }
+        self.set_transcode(id, None);
+        self.stop_playing(id);
+        if let Some(l) = self.leg_mut(id) {
+            l.peer = None;
+            l.conf = Some((conf.idx, slot as u8));
+        }
+        Ok(())
+    }
+
+    /// Leg `id` leaves its conference (if in one): it hears nobody until
+    /// paired or connected.
+    pub fn leave(&mut self, id: LegId) {
+        let Some((c, slot)) = self.leg_mut(id).and_then(|l| l.conf.take()) else {
+            return;
+        };
+        if let Some(Some(conf)) = self.confs.get_mut(c as usize) {
+            conf.remove(usize::from(slot));
+        }
+        self.free_conference_if_empty(c);
+    }
+
+    fn free_conference_if_empty(&mut self, c: u32) {
+        let i = c as usize;
+        if self
+            .confs
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.is_empty())
+        {
+            self.confs[i] = None;
+            self.conf_generations[i] = self.conf_generations[i].wrapping_add(1);
+            self.conferencing -= 1;
+        }
+    }
+
+    /// Whether leg `id` is in a conference.
+    pub fn in_conference(&self, id: LegId) -> bool {
+        self.leg(id).is_some_and(|l| l.conf.is_some())
+    }
+
+    /// Mixes the due frames of every conference and sends each member its
+    /// mix (unless a clip plays to it); a member recorded on the left
+    /// channel (the caller) has its mix recorded on the right one.
+    fn mix_conferences(&mut self, now: Instant, ms: u64) {
+        let (legs, tx, counters, recs) =
+            (&mut self.legs, &mut self.tx, &self.counters, &mut self.recs);
+        for conf in self.confs.iter_mut().flatten() {
+            conf.tick(ms, &mut |m| {
+                let Some(Some(out)) = legs.get_mut(m.tag as usize) else {
+                    return;
+                };
+                if let Some((slot, Channel::Left)) = out.rec
+                    && let Some(Some(rec)) = recs.get_mut(slot as usize)
+                {
+                    let ts = m.ts / (m.clock / 8000).max(1);
+                    rec.recorder.push(Channel::Right, ms, m.seq, ts, m.pcm);
+                }
+                if out.play.is_some() {
+                    // It hears a clip instead.
+                    return;
+                }
+                let made = Made {
+                    source: (m.tag | 0x2000_0000, m.ssrc),
+                    pt: m.pt,
+                    clock: m.clock,
+                    seq: m.seq,
+                    ts: m.ts,
+                    mark: m.mark,
+                    payload: m.payload,
+                };
+                if tx.push_made(now, out, made, counters) {
+                    counters.rtp_relayed.bump();
+                }
+            });
         }
     }
 
@@ -1346,7 +1552,9 @@ impl MediaEngine {
             && dec.pt == pt
         {
             let n = dec.decode(h.payload(data), &mut self.pcm[..]);
-            if let Some((slot, ch)) = leg.rec
+            // In a conference the right channel records the caller's mix.
+            let mixed = leg.conf.is_some();
+            if let Some((slot, ch)) = leg.rec.filter(|&(_, ch)| !(mixed && ch == Channel::Right))
                 && let Some(Some(rec)) = self.recs.get_mut(slot as usize)
             {
                 let ts = h.timestamp / (clock / 8000).max(1);
@@ -1356,6 +1564,14 @@ impl MediaEngine {
                 self.counters.dtmf_digits.bump();
                 self.events.push_back(leg.digit(idx, digit));
             }
+        }
+        if let Some((c, slot)) = leg.conf {
+            // A member: its voice goes to the mix, nothing is relayed.
+            if let Some(Some(conf)) = self.confs.get_mut(c as usize) {
+                let header = (pt, h.seq, h.timestamp, h.marker);
+                conf.push(usize::from(slot), ms, header, h.payload(data));
+            }
+            return;
         }
         if let Some(tc) = leg.transcode.as_mut()
             && tc.in_pt == pt
@@ -1467,9 +1683,9 @@ impl MediaEngine {
     // ------------------------------------------------------------------
 
     /// Whether a leg needs [`MediaEngine::tick`] every
-    /// [`TICK`] (it is transcoded, or hears a clip).
+    /// [`TICK`] (it is transcoded, hears a clip, or is in a conference).
     pub fn wants_tick(&self) -> bool {
-        self.transcoding > 0 || self.playing > 0
+        self.transcoding > 0 || self.playing > 0 || self.conferencing > 0
     }
 
     /// Sets (or clears) a leg's transcoder, keeping the count.
@@ -1481,12 +1697,15 @@ impl MediaEngine {
         self.transcoding = self.transcoding + usize::from(after) - usize::from(before);
     }
 
-    /// Plays the transcoded legs' due frames to their peers, and the due
-    /// frames of clips playing to legs.
+    /// Plays the transcoded legs' due frames to their peers, the due
+    /// frames of clips playing to legs, and the conferences' mixes.
     pub fn tick(&mut self, now: Instant) {
         let ms = self.ms(now);
         if self.playing > 0 {
             self.play_frames(now, ms);
+        }
+        if self.conferencing > 0 {
+            self.mix_conferences(now, ms);
         }
         for idx in 0..self.legs.len() {
             let Some(Some(leg)) = self.legs.get_mut(idx) else {
@@ -1580,6 +1799,7 @@ impl MediaEngine {
             return false;
         };
         l.play.is_some()
+            || l.conf.is_some()
             || l.peer
                 .and_then(|p| self.legs.get(p as usize)?.as_ref())
                 .is_some_and(|p| p.transcode.is_some())
@@ -1596,7 +1816,7 @@ impl MediaEngine {
             }
             None => ms,
         };
-        if self.transcoding + self.playing + self.reporting == 0 {
+        if self.transcoding + self.playing + self.reporting + self.conferencing == 0 {
             return;
         }
         for idx in 0..self.legs.len() {

@@ -24,10 +24,12 @@
 //! | [`player`] | prompt and music playback |
 //! | [`prompts`] | the `[prompts]` WAV files, decoded once at start |
 //! | [`transcode`] | decoding, and bridging legs that share no codec |
+//! | [`conference`] | a conference of legs: each hears the mix of the others |
 //! | [`engine`] | the shard's media engine: legs, relay, recording, transcoding |
 //! | [`rtp`] | RTP headers |
 
 pub mod anchor;
+pub mod conference;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
@@ -43,6 +45,8 @@ pub mod reports;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+#[cfg(test)]
+pub(crate) mod testaudio;
 pub mod tone;
 pub mod transcode;
 pub mod wav;

@@ -1,10 +1,12 @@
 //! Decoding and transcoding for one leg: what the decoded paths share.
 //!
 //! [`Decode`] turns a leg's voice payloads into 8 kHz PCM (recording,
-//! in-band DTMF). [`Transcode`] bridges two legs that share no codec: the
-//! leg's packets go into an adaptive [`JitterBuffer`]; every frame time the
+//! in-band DTMF). [`Inlet`] makes a leg's packets a steady stream of 20 ms
+//! frames: they go into an adaptive [`JitterBuffer`]; every frame time the
 //! next one is decoded (or concealed: [`Plc`] for G.711, libopus's own for
-//! Opus), and the audio is re-encoded in 20 ms frames for the other leg.
+//! Opus). [`Transcode`] bridges two legs that share no codec: an inlet,
+//! re-encoded in 20 ms frames for the other leg; a conference mixes the
+//! inlets of its members (`super::conference`).
 //!
 //! Everything runs at 8 kHz: G.711 is narrowband, and libopus decodes to
 //! and encodes from 8 kHz directly (its RTP clock stays 48 kHz, RFC 7587
@@ -111,21 +113,15 @@ impl Encode {
 /// payload.
 pub type Emit<'a> = dyn FnMut(u16, u32, bool, &[u8]) + 'a;
 
-/// One direction of a transcoded bridge: this leg's packets in, the other
-/// leg's codec out.
-pub struct Transcode {
-    /// Payload type of the voice packets taken in.
-    pub in_pt: u8,
-    /// Payload type the other leg expects.
-    pub out_pt: u8,
-    /// RTP clock of the output (8000, or 48000 for Opus).
-    pub out_clock: u32,
-    /// SSRC of the encoded stream.
-    pub ssrc: u32,
+/// A leg's received voice made into a steady stream of 20 ms PCM frames:
+/// its packets go into an adaptive [`JitterBuffer`]; every frame time the
+/// next one is decoded, or concealed when lost ([`Plc`] for G.711,
+/// libopus's own for Opus). What a [`Transcode`] re-encodes and a
+/// conference mixes.
+pub(crate) struct Inlet {
     jb: JitterBuffer,
     dec: Decode,
     plc: Plc,
-    enc: Encode,
     frame_ms: u32,
     /// 8 kHz samples of one input frame.
     frame_samples: usize,
@@ -133,76 +129,53 @@ pub struct Transcode {
     fifo: Box<[i16; 4 * MAX_SAMPLES]>,
     fifo_len: usize,
     pcm: Box<[i16; MAX_SAMPLES]>,
-    payload: Box<[u8; 1500]>,
-    seq: u16,
-    ts: u32,
-    /// The next packet starts a talkspurt.
-    mark: bool,
+    /// The stream paused (nothing to play) since the last frame given out.
+    paused: bool,
 }
 
-impl std::fmt::Debug for Transcode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Transcode({:?} pt {} → pt {})",
-            self.dec, self.in_pt, self.out_pt
-        )
-    }
-}
-
-impl Transcode {
-    /// From `input` (payload type `in_pt`, packets of `ptime_ms`) to
-    /// `output` (payload type `out_pt`). None when either is not a voice
-    /// codec of ours.
-    pub fn new(
-        in_pt: u8,
-        input: Known,
-        ptime_ms: u32,
-        out_pt: u8,
-        output: Known,
-        ssrc: u32,
-    ) -> Option<Transcode> {
+impl Inlet {
+    /// For packets of `codec` (payload type `pt`) carrying `ptime_ms`
+    /// each. None when it is not a voice codec of ours.
+    pub(crate) fn new(pt: u8, codec: Known, ptime_ms: u32) -> Option<Inlet> {
         let frame_ms = if (10..=120).contains(&ptime_ms) && ptime_ms.is_multiple_of(10) {
             ptime_ms
         } else {
             20
         };
         let jb = JitterBuffer::new(JitterConfig {
-            clock_rate: input.clock_rate(),
+            clock_rate: codec.clock_rate(),
             frame_ms,
             ..JitterConfig::default()
         });
-        Some(Transcode {
-            in_pt,
-            out_pt,
-            out_clock: output.clock_rate(),
-            ssrc,
+        Some(Inlet {
             jb,
-            dec: Decode::new(in_pt, input)?,
+            dec: Decode::new(pt, codec)?,
             plc: Plc::new(8000),
-            enc: Encode::new(output)?,
             frame_ms,
             frame_samples: (8 * frame_ms) as usize,
             next_ms: None,
             fifo: Box::new([0; 4 * MAX_SAMPLES]),
             fifo_len: 0,
             pcm: Box::new([0; MAX_SAMPLES]),
-            payload: Box::new([0; 1500]),
-            seq: (ssrc >> 16) as u16,
-            ts: ssrc.rotate_left(7),
-            mark: true,
+            paused: true,
         })
     }
 
-    /// A voice packet of this leg.
-    pub fn push(&mut self, now_ms: u64, seq: u16, ts: u32, marker: bool, payload: &[u8]) {
+    /// Payload type of the voice packets taken in.
+    pub(crate) fn pt(&self) -> u8 {
+        self.dec.pt
+    }
+
+    /// A voice packet of the leg.
+    pub(crate) fn push(&mut self, now_ms: u64, seq: u16, ts: u32, marker: bool, payload: &[u8]) {
         self.jb.push(now_ms, seq, ts, marker, payload);
         self.next_ms.get_or_insert(now_ms);
     }
 
-    /// Plays every frame due at `now_ms` and hands each encoded 20 ms
-    /// packet to `emit(seq, ts, marker, payload)`.
-    pub fn tick(&mut self, now_ms: u64, emit: &mut Emit<'_>) {
+    /// Decodes every input frame due at `now_ms` and hands each 20 ms of
+    /// audio to `frame(pcm, after_pause)`; `after_pause` is true for the
+    /// first frame after a pause in the stream (a new talkspurt).
+    pub(crate) fn tick(&mut self, now_ms: u64, frame: &mut dyn FnMut(&[i16], bool)) {
         let Some(mut next) = self.next_ms else { return };
         // Catch up at most a few frames after a stall; skip the rest.
         if now_ms.saturating_sub(next) > u64::from(4 * self.frame_ms) {
@@ -228,8 +201,8 @@ impl Transcode {
                 },
                 Playout::Empty => {
                     // Nothing to play (not started, or a pause in the
-                    // talk): the encoded stream pauses too.
-                    self.mark = true;
+                    // talk): the stream pauses too.
+                    self.paused = true;
                     0
                 }
             };
@@ -238,45 +211,98 @@ impl Transcode {
             self.fifo[self.fifo_len..self.fifo_len + n].copy_from_slice(&self.pcm[..n]);
             self.fifo_len += n;
             while self.fifo_len >= FRAME {
-                let len = self.enc.encode(&self.fifo[..FRAME], &mut self.payload[..]);
+                frame(&self.fifo[..FRAME], std::mem::take(&mut self.paused));
                 self.fifo.copy_within(FRAME..self.fifo_len, 0);
                 self.fifo_len -= FRAME;
-                let ticks = self.out_clock / 50;
-                if len > 0 {
-                    emit(self.seq, self.ts, self.mark, &self.payload[..len]);
-                    self.seq = self.seq.wrapping_add(1);
-                    self.mark = false;
-                }
-                self.ts = self.ts.wrapping_add(ticks);
             }
         }
         self.next_ms = Some(next);
     }
 }
 
+/// One direction of a transcoded bridge: this leg's packets in, the other
+/// leg's codec out.
+pub struct Transcode {
+    /// Payload type of the voice packets taken in.
+    pub in_pt: u8,
+    /// Payload type the other leg expects.
+    pub out_pt: u8,
+    /// RTP clock of the output (8000, or 48000 for Opus).
+    pub out_clock: u32,
+    /// SSRC of the encoded stream.
+    pub ssrc: u32,
+    inlet: Inlet,
+    enc: Encode,
+    payload: Box<[u8; 1500]>,
+    seq: u16,
+    ts: u32,
+}
+
+impl std::fmt::Debug for Transcode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Transcode({:?} pt {} → pt {})",
+            self.inlet.dec, self.in_pt, self.out_pt
+        )
+    }
+}
+
+impl Transcode {
+    /// From `input` (payload type `in_pt`, packets of `ptime_ms`) to
+    /// `output` (payload type `out_pt`). None when either is not a voice
+    /// codec of ours.
+    pub fn new(
+        in_pt: u8,
+        input: Known,
+        ptime_ms: u32,
+        out_pt: u8,
+        output: Known,
+        ssrc: u32,
+    ) -> Option<Transcode> {
+        Some(Transcode {
+            in_pt,
+            out_pt,
+            out_clock: output.clock_rate(),
+            ssrc,
+            inlet: Inlet::new(in_pt, input, ptime_ms)?,
+            enc: Encode::new(output)?,
+            payload: Box::new([0; 1500]),
+            seq: (ssrc >> 16) as u16,
+            ts: ssrc.rotate_left(7),
+        })
+    }
+
+    /// A voice packet of this leg.
+    pub fn push(&mut self, now_ms: u64, seq: u16, ts: u32, marker: bool, payload: &[u8]) {
+        self.inlet.push(now_ms, seq, ts, marker, payload);
+    }
+
+    /// Plays every frame due at `now_ms` and hands each encoded 20 ms
+    /// packet to `emit(seq, ts, marker, payload)`.
+    pub fn tick(&mut self, now_ms: u64, emit: &mut Emit<'_>) {
+        let (enc, payload, seq, ts) = (
+            &mut self.enc,
+            &mut self.payload,
+            &mut self.seq,
+            &mut self.ts,
+        );
+        let ticks = self.out_clock / 50;
+        self.inlet.tick(now_ms, &mut |pcm, mark| {
+            let len = enc.encode(pcm, &mut payload[..]);
+            if len > 0 {
+                emit(*seq, *ts, mark, &payload[..len]);
+                *seq = seq.wrapping_add(1);
+            }
+            *ts = ts.wrapping_add(ticks);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tone(hz: f64, n: usize, phase0: usize) -> Vec<i16> {
-        (0..n)
-            .map(|i| {
-                let t = (phase0 + i) as f64 / 8000.0;
-                (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
-            })
-            .collect()
-    }
-
-    fn goertzel(x: &[i16], hz: f64) -> f64 {
-        let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &v in x {
-            let s = f64::from(v) + 2.0 * w.cos() * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).sqrt() / x.len() as f64 * 2.0
-    }
+    use crate::media::testaudio::{goertzel, tone};
 
     /// Runs 1 s of a 1 kHz tone from `input` through to `output` and
     /// decodes what came out.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::media::{g711, rtcp};
+use std::collections::HashMap;
 
 const CALLER_SDP: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
@@ -875,4 +876,134 @@ fn pair_moves_a_party_to_a_third_leg_and_back() {
     let out = sent(&mut w.m);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1, addr("192.0.2.20:6000"));
+}
+
+/// C: a third party speaking PCMA, answered to an offer made for A.
+fn third_party(w: &mut World) -> LegId {
+    let c = w.m.open_leg(w.now, 1).unwrap();
+    w.m.offer_onward(w.a, c).unwrap_or_default();
+    let c_sdp = "v=0\r\no=c 1 1 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 7000 RTP/AVP 8\r\na=sendrecv\r\n";
+    w.m.accept_local_answer(c, c_sdp.as_bytes()).unwrap();
+    c
+}
+
+#[test]
+fn a_conference_sends_each_member_the_mix_of_the_others_in_its_own_codec() {
+    use crate::media::testaudio::{goertzel, tone};
+    let mut w = world();
+    let c = third_party(&mut w);
+    let rec = w.m.start_recording(w.now, "conf@host", w.a, w.b).unwrap();
+    let conf = w.m.conference(&[w.a, w.b, c]).unwrap();
+    assert!(w.m.in_conference(c) && w.m.wants_tick());
+    // A says 440 Hz, B 1000 Hz, C 1800 Hz (in A-law), for 1 s.
+    let talkers = [
+        (pair(0).rtp, "192.0.2.10:4000", 0u8, 440.0),
+        (pair(1).rtp, "192.0.2.20:6000", 0, 1000.0),
+        (pair(2).rtp, "192.0.2.30:7000", 8, 1800.0),
+    ];
+    let mut heard: HashMap<SocketAddr, (Vec<i16>, Vec<RtpHeader>)> = HashMap::new();
+    for f in 0..50u16 {
+        let t = w.now + Duration::from_millis(20 * u64::from(f));
+        for &(sock, from, pt, hz) in &talkers {
+            let pcm = tone(hz, 160, usize::from(f) * 160);
+            let mut p = rtp(pt, f, 160 * u32::from(f), 0x100 + u32::from(pt));
+            if pt == 8 {
+                g711::encode_alaw(&pcm, &mut p[12..]);
+            } else {
+                g711::encode_ulaw(&pcm, &mut p[12..]);
+            }
+            w.m.handle_packet(t, sock, addr(from), &p);
+        }
+        w.m.tick(t);
+        w.m.tick(t + Duration::from_millis(10));
+        if f % 25 == 24 {
+            sweep_all(&mut w.m, t);
+        }
+        for (_, dst, h, payload) in sent_with_payload(&mut w.m) {
+            let mut pcm = [0i16; 160];
+            if h.payload_type == 8 {
+                g711::decode_alaw(&payload, &mut pcm);
+            } else {
+                g711::decode_ulaw(&payload, &mut pcm);
+            }
+            let e = heard.entry(dst).or_default();
+            e.0.extend_from_slice(&pcm);
+            e.1.push(h);
+        }
+    }
+    for (i, &(_, me, pt, own)) in talkers.iter().enumerate() {
+        let (pcm, headers) = &heard[&addr(me)];
+        assert!(headers.len() >= 45, "{me}: {} packets", headers.len());
+        assert!(
+            headers.iter().all(|h| h.payload_type == pt),
+            "{me}: its own codec"
+        );
+        // One stream: its SSRC, consecutive sequence numbers.
+        assert!(
+            headers
+                .windows(2)
+                .all(|w| w[1].ssrc == w[0].ssrc && w[1].seq == w[0].seq.wrapping_add(1))
+        );
+        let tail = &pcm[pcm.len() / 2..];
+        assert!(goertzel(tail, own) < 300.0, "{me} hears itself");
+        for (j, &(_, _, _, hz)) in talkers.iter().enumerate() {
+            if j != i {
+                let l = goertzel(tail, hz);
+                assert!(l > 3000.0, "{me} misses {hz} Hz: {l:.0}");
+            }
+        }
+    }
+    // The recording: the caller left, what the caller heard (B and C) right.
+    w.m.stop_recording(w.now + Duration::from_secs(1), rec);
+    let mut data = Vec::new();
+    while let Some(op) = w.m.poll_recording() {
+        if let RecordingOp::Data { bytes, .. } = op {
+            data.extend_from_slice(&bytes);
+        }
+    }
+    let ch = |k: usize| -> Vec<i16> {
+        data.chunks_exact(4)
+            .map(|f| i16::from_le_bytes([f[2 * k], f[2 * k + 1]]))
+            .collect()
+    };
+    let (left, right) = (ch(0), ch(1));
+    let (left, right) = (&left[2000..6000], &right[2000..6000]);
+    assert!(goertzel(left, 440.0) > 3000.0 && goertzel(left, 1000.0) < 300.0);
+    assert!(goertzel(right, 1000.0) > 3000.0 && goertzel(right, 1800.0) > 3000.0);
+    assert!(goertzel(right, 440.0) < 300.0);
+
+    // C leaves; A and B are paired again: relayed, the conference gone.
+    w.m.leave(c);
+    assert!(!w.m.in_conference(c) && w.m.in_conference(w.a));
+    assert!(w.m.pair(w.a, w.b));
+    assert!(!w.m.wants_tick(), "no conference, no transcoding left");
+    let t = w.now + Duration::from_secs(2);
+    w.m.handle_packet(
+        t,
+        pair(0).rtp,
+        addr("192.0.2.10:4000"),
+        &rtp(0, 60, 9600, 0x100),
+    );
+    let out = sent(&mut w.m);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1, addr("192.0.2.20:6000"));
+    // A stale id cannot join.
+    assert_eq!(w.m.join(conf, c), Err(MediaError::NoLeg));
+}
+
+#[test]
+fn a_conference_needs_a_codec_and_ends_with_its_last_member() {
+    let mut w = world();
+    let bare = w.m.open_leg(w.now, 1).unwrap();
+    assert_eq!(w.m.conference(&[w.a, bare]), Err(MediaError::NoCodec));
+    let conf = w.m.conference(&[w.a, w.b]).unwrap();
+    assert!(w.m.wants_tick());
+    w.m.close_leg(w.b);
+    assert!(w.m.in_conference(w.a));
+    w.m.leave(w.a);
+    assert!(
+        !w.m.wants_tick(),
+        "the conference ended with its last member"
+    );
+    assert_eq!(w.m.join(conf, w.a), Err(MediaError::NoLeg));
 }
