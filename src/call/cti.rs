@@ -18,7 +18,14 @@
 //! * `call.record` pauses or resumes the call's recording;
 //! * `call.make` (click-to-dial) rings the agent's phone asking it to
 //!   answer at once (`Call-Info: answer-after=0`), then the customer — a
-//!   user, or a `sip:` URI with an IP address.
+//!   user, or a `sip:` URI with an IP address;
+//! * `call.consult` rings a user for the agent while the customer holds;
+//!   `call.transfer_complete` hands the customer over,
+//!   `call.consult_cancel` gives up, and `call.conference` joins all three
+//!   in a conference mixed on the shard (`crate::media::conference`). A
+//!   party who hangs up leaves it and the others talk on; the agent
+//!   leaving frees them for wrap-up, as a transfer does; the customer
+//!   hanging up ends the call for all.
 
 use super::hosted::Dest;
 use super::*;
@@ -48,6 +55,18 @@ impl Consult {
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
     ProtoError::new(code, message)
+}
+
+/// The error of a command a conference does not take (hold, transfer,
+/// consult).
+fn not_conferenced(call: &Call) -> Result<(), ProtoError> {
+    match call.conference {
+        Some(_) => Err(err(
+            ErrorCode::InvalidState,
+            "the call is a conference (its parties leave by hanging up; call.hangup ends it)",
+        )),
+        None => Ok(()),
+    }
 }
 
 impl B2bua {
@@ -188,6 +207,7 @@ impl B2bua {
             CallOp::Consult { to } => self.cti_consult(now, id, to, location).map(|()| None),
             CallOp::ConsultComplete => self.consult_complete(now, id).map(|()| None),
             CallOp::ConsultCancel => self.consult_cancel(now, id).map(|()| None),
+            CallOp::Conference => self.cti_conference(now, id).map(|()| None),
             CallOp::Contact(c) => {
                 self.lookup_answered(now, id, c);
                 Ok(None)
@@ -230,6 +250,7 @@ impl B2bua {
 
     fn cti_hold(&mut self, now: Instant, id: u64, on: bool) -> Result<(), ProtoError> {
         let (call, agent, far) = self.connected(id)?;
+        not_conferenced(call)?;
         if call.consult.is_some() {
             return Err(err(
                 ErrorCode::InvalidState,
@@ -319,6 +340,7 @@ impl B2bua {
         location: &LocationService,
     ) -> Result<(), ProtoError> {
         let (call, agent, far) = self.connected(id)?;
+        not_conferenced(call)?;
         if far != LegId::A {
             return Err(err(
                 ErrorCode::Unsupported,
@@ -542,6 +564,7 @@ impl B2bua {
         location: &LocationService,
     ) -> Result<(), ProtoError> {
         let (call, agent, far) = self.connected(id)?;
+        not_conferenced(call)?;
         let (LegId::B(_), LegId::A, Some(h)) = (agent, far, call.hosted.as_ref()) else {
             return Err(err(
                 ErrorCode::Unsupported,
@@ -794,6 +817,7 @@ impl B2bua {
         }
         let agent_leg = call.peer;
         let ma = call.a.media;
+        let mb = call.b.get(usize::from(agent_leg)).and_then(|b| b.leg.media);
         let mc = call.b.get(usize::from(c.leg)).and_then(|b| b.leg.media);
         if let Some(e) = self.consult_event(
             now,
@@ -824,9 +848,141 @@ impl B2bua {
             self.media.stop_playing(ma);
             self.media.pair(ma, mc);
         }
+        if let (Some(mb), Some(mc)) = (mb, mc) {
+            self.media.hand_recording(mb, mc);
+        }
         self.counters.transfers.bump();
         self.emit(now, id, CallEventKind::Transferred { to: c.target });
         Ok(())
+    }
+
+    /// `call.conference`: the customer, the agent and the consulted party
+    /// in one conference.
+    fn cti_conference(&mut self, now: Instant, id: u64) -> Result<(), ProtoError> {
+        let Some(call) = self.calls.get(&id) else {
+            return Err(err(ErrorCode::NotFound, "the call has ended"));
+        };
+        if call.conference.is_some() {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the call is a conference already",
+            ));
+        }
+        let Some(c) = call.consult.clone() else {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "no consultation in progress (call.consult the third party first)",
+            ));
+        };
+        if !c.answered {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the consulted party has not answered (call.consult_cancel to give up)",
+            ));
+        }
+        let agent_leg = call.peer;
+        let media = |i: u16| call.b.get(usize::from(i)).and_then(|b| b.leg.media);
+        let (Some(ma), Some(mb), Some(mc)) = (call.a.media, media(agent_leg), media(c.leg)) else {
+            return Err(err(ErrorCode::InvalidState, "a party has no media"));
+        };
+        if let Err(e) = self.media.conference(&[ma, mb, mc]) {
+            // Nothing moved: the consultation goes on.
+            return Err(err(ErrorCode::InvalidState, e.to_string()));
+        }
+        if let Some(e) = self.consult_event(
+            now,
+            id,
+            call,
+            CallEventKind::Cleared {
+                cause: "conferenced".into(),
+            },
+        ) {
+            self.push_event(e);
+        }
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.consult = None;
+            call.held = false;
+            if let Some(t) = call.held_since.take() {
+                call.held_total += now.saturating_duration_since(t);
+            }
+            call.conference = Some(vec![agent_leg, c.leg]);
+        }
+        self.counters.conferences.bump();
+        self.emit_conferenced(now, id, &[agent_leg, c.leg]);
+        Ok(())
+    }
+
+    /// Whether B leg `leg` of call `id` is a party of its conference.
+    pub(super) fn conferenced(&self, id: u64, leg: u16) -> bool {
+        self.calls
+            .get(&id)
+            .and_then(|c| c.conference.as_ref())
+            .is_some_and(|legs| legs.contains(&leg))
+    }
+
+    /// `call.conferenced`: the customer and B legs `legs` of call `id` are
+    /// its parties now.
+    fn emit_conferenced(&mut self, now: Instant, id: u64, legs: &[u16]) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let mut parties = vec![call.caller_user.clone()];
+        for &i in legs {
+            if let Some(b) = call.b.get(usize::from(i)) {
+                parties.push(b.user.clone());
+            }
+        }
+        let e = self.call_event(now, id, call, CallEventKind::Conferenced { parties });
+        self.push_event(e);
+    }
+
+    /// B leg `leg` (hung up) leaves call `id`'s conference. The agent
+    /// leaving is freed (wrap-up follows, as after a transfer) and the
+    /// next party takes its place; with one other party left, the
+    /// customer and it are an ordinary call again.
+    pub(super) fn conference_left(&mut self, now: Instant, id: u64, leg: u16) {
+        let key = self.call_key(id);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(legs) = call.conference.as_mut() else {
+            return;
+        };
+        legs.retain(|&l| l != leg);
+        let rest = legs.clone();
+        let media = |i: u16| call.b.get(usize::from(i)).and_then(|b| b.leg.media);
+        let gone = media(leg);
+        let mut freed = None;
+        let mut successor = None;
+        if leg == call.peer
+            && let Some(&next) = rest.first()
+        {
+            successor = media(next);
+            call.peer = next;
+            call.transfers += 1;
+            freed = call.hosted.as_mut().and_then(|h| h.release_agent());
+        }
+        let ma = call.a.media;
+        if rest.len() < 2 {
+            call.conference = None;
+        }
+        let pair = match rest.as_slice() {
+            [one] => call.b.get(usize::from(*one)).and_then(|b| b.leg.media),
+            _ => None,
+        };
+        if let Some(m) = gone {
+            self.media.leave(m);
+            if let Some(s) = successor {
+                self.media.hand_recording(m, s);
+            }
+        }
+        if let (Some(ma), Some(mo)) = (ma, pair) {
+            self.media.pair(ma, mo);
+        }
+        if let Some(agent) = freed {
+            self.tell_acd(crate::acd::Input::CallEnded { call: key, agent });
+        }
+        self.emit_conferenced(now, id, &rest);
     }
 
     /// `call.make`: a new call from `agent`'s phone to `to`.

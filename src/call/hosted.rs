@@ -1338,20 +1338,22 @@ impl B2bua {
         }
     }
 
-    /// A request from a hosted caller not connected to anyone: answered
-    /// here (a re-offer gets our description again).
+    /// A request from a hosted caller not connected to anyone, or from a
+    /// party of a conference (leg `leg`): answered here (a re-offer gets
+    /// our description again).
     pub(super) fn hosted_request(
         &mut self,
         now: Instant,
         id: u64,
+        leg: LegId,
         stx: u64,
         peer: Peer,
         msg: Message,
     ) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(l) = self.calls.get(&id).and_then(|c| c.leg(leg)) else {
             return;
         };
-        let Some(ma) = call.a.media else { return };
+        let Some(ma) = l.media else { return };
         let method = msg.method().clone();
         let (ct, body) = body_of(&msg);
         let offer = matches!(method, Method::Invite | Method::Update)
@@ -1361,13 +1363,13 @@ impl B2bua {
             match self.media.answer_locally(ma, &body) {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    let tag = call.a.dialog.local_tag.clone();
+                    let tag = l.dialog.local_tag.clone();
                     self.refuse_sdp(now, stx, &msg, peer, &tag, &e.to_string());
                     return;
                 }
             }
         } else if method == Method::Invite {
-            call.a.last_sdp.as_ref().map(|(_, b)| b.clone())
+            l.last_sdp.as_ref().map(|(_, b)| b.clone())
         } else {
             None
         };
@@ -1383,16 +1385,16 @@ impl B2bua {
             peer,
             Reply::new(200).headers(&headers).body(&body),
         );
-        if let Some(c) = self.calls.get_mut(&id)
+        if let Some(l) = self.calls.get_mut(&id).and_then(|c| c.leg_mut(leg))
             && !body.is_empty()
         {
-            c.a.last_sdp = Some(("application/sdp".into(), body));
+            l.last_sdp = Some(("application/sdp".into(), body));
         }
         if method == Method::Invite {
-            self.start_ack_wait(now, id, LegId::A, data);
+            self.start_ack_wait(now, id, leg, data);
         }
         if matches!(method, Method::Invite | Method::Update) {
-            self.arm_session(now, id, LegId::A);
+            self.arm_session(now, id, leg);
         }
     }
 }

@@ -509,6 +509,9 @@ struct Call {
     /// `call.answer` asked the agent's phone to answer by itself.
     auto_answer: bool,
     consults: u32,
+    /// In a conference (`call.conference`): the B legs in it with the
+    /// customer, the agent's first.
+    conference: Option<Vec<u16>>,
 }
 
 impl Call {
@@ -552,6 +555,7 @@ impl Call {
             consult: None,
             auto_answer: false,
             consults: 0,
+            conference: None,
         }
     }
 
@@ -1110,6 +1114,11 @@ impl B2bua {
                         self.retire_b(id, i);
                         self.consult_hung_up(now, id);
                     }
+                    // A party of a conference hung up: the others talk on.
+                    (LegId::B(i), _) if self.conferenced(id, i) => {
+                        self.retire_b(id, i);
+                        self.conference_left(now, id, i);
+                    }
                     (LegId::A, Some(Phase::Setup)) => {
                         self.end_call(now, id, EndCause::CallerCancelled, side, Some(487))
                     }
@@ -1120,13 +1129,21 @@ impl B2bua {
                     _ => self.end_call(now, id, EndCause::Normal, side, None),
                 }
             }
+            Method::Refer if self.calls.get(&id).is_some_and(|c| c.conference.is_some()) => {
+                let r = Reply::new(403).reason(Some("Forbidden (the call is a conference)"));
+                self.reply(stx, &msg, peer, r);
+            }
             Method::Refer => self.refer(now, id, leg, stx, peer, msg, location),
             Method::Prack => {
                 // We never send reliable provisionals: nothing to acknowledge.
                 self.reply(stx, &msg, peer, Reply::new(481));
             }
             _ if leg == LegId::A && self.calls.get(&id).is_some_and(|c| hosted::unconnected(c)) => {
-                self.hosted_request(now, id, stx, peer, msg)
+                self.hosted_request(now, id, leg, stx, peer, msg)
+            }
+            // A conference's parties are answered here (the mix is ours).
+            _ if self.calls.get(&id).is_some_and(|c| c.conference.is_some()) => {
+                self.hosted_request(now, id, leg, stx, peer, msg)
             }
             _ => self.relay(now, id, leg, stx, peer, msg),
         }

@@ -49,6 +49,12 @@ pub enum CallEventKind {
     Transferred {
         to: String,
     },
+    /// A conference formed (`call.conference`) or a party left it:
+    /// `parties` are those in it now (the customer's number first, then
+    /// the users); fewer than three is an ordinary call again.
+    Conferenced {
+        parties: Vec<String>,
+    },
     /// A DTMF digit from the caller.
     Dtmf {
         digit: char,
@@ -75,6 +81,7 @@ impl CallEventKind {
             CallEventKind::Held => "call.held",
             CallEventKind::Retrieved => "call.retrieved",
             CallEventKind::Transferred { .. } => "call.transferred",
+            CallEventKind::Conferenced { .. } => "call.conferenced",
             CallEventKind::Dtmf { .. } => "call.dtmf",
             CallEventKind::Recording { .. } => "call.recording",
             CallEventKind::DataSet => "call.data",
@@ -119,6 +126,9 @@ pub enum CallOp {
     ConsultComplete,
     /// `call.consult_cancel`.
     ConsultCancel,
+    /// `call.conference`: the customer, the agent and the consulted party
+    /// talk together.
+    Conference,
     SendDtmf {
         digits: String,
     },

@@ -351,7 +351,7 @@ impl Hub {
         view.data = e.data.clone();
         match &e.kind {
             CallEventKind::Held => view.held = true,
-            CallEventKind::Retrieved => view.held = false,
+            CallEventKind::Retrieved | CallEventKind::Conferenced { .. } => view.held = false,
             CallEventKind::Cleared { .. } => view.ended = true,
             _ => {}
         }
@@ -400,6 +400,9 @@ impl Hub {
             }
             CallEventKind::Transferred { to } => {
                 m.insert("to".into(), to.clone().into());
+            }
+            CallEventKind::Conferenced { parties } => {
+                m.insert("parties".into(), parties.clone().into());
             }
             CallEventKind::Dtmf { digit } => {
                 m.insert("digit".into(), digit.to_string().into());

@@ -465,13 +465,7 @@ async fn execute(
         Command::CallConsultCancel { call } => {
             call_op(ctx, scope, &call, CallOp::ConsultCancel).await
         }
-        Command::CallConference { call } => {
-            call_of(ctx, scope, &call)?;
-            Err(ProtoError::new(
-                ErrorCode::Unsupported,
-                "conference calls are not in this release (docs/cti.md, \"Not yet\"); use call.consult and call.transfer_complete",
-            ))
-        }
+        Command::CallConference { call } => call_op(ctx, scope, &call, CallOp::Conference).await,
         Command::CallWrapUp {
             call,
             disposition,

@@ -973,7 +973,7 @@ impl MediaEngine {
         ) else {
             return false;
         };
-        self.connect(x, y);
+        self.link(x, y, false);
         let relays = xk == yk && xpt == ypt;
         if let Some(l) = self.leg_mut(x) {
             l.pt_out = pt_map(&xr.codecs, &yr.codecs, relays);
@@ -1000,9 +1000,29 @@ impl MediaEngine {
         true
     }
 
+    /// Leg `to` takes `from`'s place in its recording (a party that
+    /// stays after the recorded one left: the consulted party after
+    /// `call.transfer_complete`, or who stays when the agent leaves a
+    /// conference).
+    pub fn hand_recording(&mut self, from: LegId, to: LegId) {
+        let Some(r) = self.leg_mut(from).and_then(|l| l.rec.take()) else {
+            return;
+        };
+        self.refresh_decoders(from);
+        if let Some(l) = self.leg_mut(to) {
+            l.rec = Some(r);
+        }
+        self.refresh_decoders(to);
+    }
+
     /// `a` and `b` hear each other (and nobody else hears them); a leg in
-    /// a conference leaves it.
+    /// a conference leaves it. The party that replaced a former peer (a
+    /// transfer target) takes that peer's place in the recording.
     pub fn connect(&mut self, a: LegId, b: LegId) {
+        self.link(a, b, true);
+    }
+
+    fn link(&mut self, a: LegId, b: LegId, replaces: bool) {
         if self.leg(a).is_none() || self.leg(b).is_none() {
             return;
         }
@@ -1021,7 +1041,7 @@ impl MediaEngine {
             }
             // The party that replaced `old` (a transfer target) takes its
             // place in the recording.
-            if let Some(o) = old.filter(|o| *o != y.idx) {
+            if let Some(o) = old.filter(|o| replaces && *o != y.idx) {
                 let moved = self
                     .legs
                     .get_mut(o as usize)
@@ -1036,6 +1056,7 @@ impl MediaEngine {
             }
         }
     }
+
     /// Gives a leg a decoder when it feeds a recording (and drops it when
     /// it does not), for the voice codec it now sends.
     fn refresh_decoders(&mut self, id: LegId) {
@@ -1066,7 +1087,7 @@ impl MediaEngine {
     /// leaves with [`MediaEngine::leave`], [`MediaEngine::pair`],
     /// [`MediaEngine::connect`] or [`MediaEngine::close_leg`]; the
     /// conference ends with its last member. A clip playing to a member
-    /// (hold music) stops.
+    /// (hold music) stops. On an error nothing has changed.
     pub fn conference(&mut self, legs: &[LegId]) -> Result<ConfId, MediaError> {
         for &l in legs {
             match self.leg(l) {
@@ -1077,7 +1098,8 @@ impl MediaEngine {
                 Some(_) => {}
             }
         }
-        if legs.len() > super::mixer::MAX_PARTICIPANTS {
+        let distinct = legs.iter().enumerate().all(|(i, l)| !legs[..i].contains(l));
+        if legs.len() > super::mixer::MAX_PARTICIPANTS || !distinct {
             return Err(MediaError::ConferenceFull);
         }
         let idx = match self.confs.iter().position(Option::is_none) {

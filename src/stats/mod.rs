@@ -88,6 +88,8 @@ pub struct ShardCounters {
     /// Blind transfers (REFER) executed / refused or failed.
     pub transfers: Counter,
     pub transfers_failed: Counter,
+    /// Conferences formed (`call.conference`).
+    pub conferences: Counter,
     /// RTP packets received on media ports.
     pub rtp_in: Counter,
     /// RTP packets sent on (relayed or generated).
@@ -145,6 +147,7 @@ impl Default for ShardCounters {
             calls_active: Counter::default(),
             transfers: Counter::default(),
             transfers_failed: Counter::default(),
+            conferences: Counter::default(),
             rtp_in: Counter::default(),
             rtp_relayed: Counter::default(),
             rtp_malformed: Counter::default(),
@@ -226,7 +229,7 @@ impl Snapshot {
                 s.parse_errors.push((k.name(), n));
             }
         }
-        let scalars: [(&'static str, Reader); 35] = [
+        let scalars: [(&'static str, Reader); 36] = [
             ("stray_responses", |c| c.stray_responses.get()),
             ("stray_acks", |c| c.stray_acks.get()),
             ("transactions_created", |c| c.transactions_created.get()),
@@ -249,6 +252,7 @@ impl Snapshot {
             ("calls_active", |c| c.calls_active.get()),
             ("transfers", |c| c.transfers.get()),
             ("transfers_failed", |c| c.transfers_failed.get()),
+            ("conferences", |c| c.conferences.get()),
             ("rtp_in", |c| c.rtp_in.get()),
             ("rtp_relayed", |c| c.rtp_relayed.get()),
             ("rtp_malformed", |c| c.rtp_malformed.get()),

@@ -1007,3 +1007,63 @@ fn a_conference_needs_a_codec_and_ends_with_its_last_member() {
     );
     assert_eq!(w.m.join(conf, w.a), Err(MediaError::NoLeg));
 }
+
+/// The right channel's audio over `t0..t0+1 s` while each of `talkers`
+/// (socket, address, payload type, payload byte) sends 50 packets.
+fn right_channel_of(w: &mut World, rec: u64, talkers: &[(MediaSock, &str, u8, u8)]) -> Vec<i16> {
+    for f in 0..50u16 {
+        let t = w.now + Duration::from_millis(20 * u64::from(f));
+        for &(sock, from, pt, byte) in talkers {
+            let mut p = rtp(pt, f, 160 * u32::from(f), u32::from(byte));
+            p[12..].fill(byte);
+            w.m.handle_packet(t, sock, addr(from), &p);
+        }
+        w.m.tick(t);
+    }
+    sent(&mut w.m);
+    w.m.stop_recording(w.now + Duration::from_secs(1), rec);
+    let mut right = Vec::new();
+    while let Some(op) = w.m.poll_recording() {
+        if let RecordingOp::Data { bytes, .. } = op {
+            right.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|f| i16::from_le_bytes([f[2], f[3]])),
+            );
+        }
+    }
+    right
+}
+
+#[test]
+fn the_recording_follows_the_customer_to_the_party_who_stays() {
+    // C speaks A-law.
+    let c_byte = g711::alaw_encode(3000);
+    let c_talks = [(pair(2).rtp, "192.0.2.30:7000", 8, c_byte)];
+    // A consultation completed: B talked to C, then A is paired with C.
+    let mut w = world();
+    let c = third_party(&mut w);
+    let rec = w.m.start_recording(w.now, "r@h", w.a, w.b).unwrap();
+    assert!(w.m.pair(w.b, c) && w.m.pair(w.a, c));
+    w.m.hand_recording(w.b, c);
+    w.m.close_leg(w.b);
+    let right = right_channel_of(&mut w, rec, &c_talks);
+    let c_level = g711::alaw_decode(c_byte);
+    assert!(
+        right.iter().filter(|&&s| s == c_level).count() > 7000,
+        "C on the right"
+    );
+    // A conference the agent left: A and C paired again.
+    let mut w = world();
+    let c = third_party(&mut w);
+    let rec = w.m.start_recording(w.now, "r@h", w.a, w.b).unwrap();
+    w.m.conference(&[w.a, w.b, c]).unwrap();
+    w.m.hand_recording(w.b, c);
+    w.m.close_leg(w.b);
+    assert!(w.m.pair(w.a, c));
+    let right = right_channel_of(&mut w, rec, &c_talks);
+    assert!(
+        right.iter().filter(|&&s| s == c_level).count() > 7000,
+        "C on the right"
+    );
+}
