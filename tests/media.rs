@@ -12,6 +12,10 @@
 //! SIPp phone; the capture shows the phone hearing the configured hold
 //! music in its codec as one continuous stream between the caller's
 //! digits.
+//!
+//! Tone peers: 1001 calls 1002 with a TonePeer (tests/common/rtp.rs) as
+//! each one's audio, a 440 Hz tone and a 1000 Hz one; each hears the
+//! other's tone through the appliance and not its own.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -22,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::phones::{Phone, appliance, assert_runs_succeeded, call, finish};
-use common::{Appliance, Driver, Options, require_tool, wav_files};
+use common::phones::{ABORT_UNEXPECTED, Phone, appliance, assert_runs_succeeded, call, finish};
+use common::rtp::{ABSENT, LISTEN, TONE_AMPLITUDE, TonePeer, traced_media_addr};
+use common::{Appliance, Driver, Options, Sipp, require_tool, wav_files};
 use switchboard::media::wav::{self, WavEncoding};
 
 /// tshark writing the appliance's RTP ports on `lo` to a file.
@@ -501,4 +506,64 @@ fn a_recording_cut_by_kill_9_plays_and_is_repaired_at_the_next_start() {
         "the header names all the audio on disk"
     );
     assert!(fixed.data_len >= cut.data_len);
+}
+
+/// 1001 calls 1002, each party's audio a TonePeer: the caller sends 440 Hz,
+/// the phone 1000 Hz. Each peer is told the appliance's media address from
+/// the SDP its SIPp received; each hears the other's tone (filling the
+/// listening window, so whatever came before is out of it) and not its own
+/// beyond a leak. The phone hangs up after 8 s; both runs succeed.
+#[test]
+fn tone_peers_hear_each_other_through_the_appliance_and_not_themselves() {
+    require_tool("sipp");
+    let a = appliance(Options::new(Driver::Auto));
+    let caller_tone = TonePeer::start(440.0);
+    let phone_tone = TonePeer::start(1000.0);
+    let phone_rtp = phone_tone.port().to_string();
+    let phone = Phone::start(
+        &a,
+        "1002",
+        "tone_phone_hangs_up.xml",
+        &["-set", "rtp", &phone_rtp],
+    );
+    let caller = Sipp::new("tone_caller.xml", a.udp_addr(), "u1")
+        .trace_messages()
+        .args(&["-s", "1002", "-set", "rtp", &caller_tone.port().to_string()])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    // The phone's 8 s before its BYE are for all of this.
+    let deadline = Instant::now() + std::time::Duration::from_secs(6);
+    phone_tone.send_to(traced_media_addr(&phone.proc, deadline));
+    caller_tone.send_to(traced_media_addr(&caller, deadline));
+    let steady = 0.9 * TONE_AMPLITUDE;
+    let heard_1000 = caller_tone.wait_level(1000.0, steady, deadline);
+    let heard_440 = phone_tone.wait_level(440.0, steady, deadline);
+    let (own_440, own_1000) = (
+        caller_tone.level(440.0, LISTEN),
+        phone_tone.level(1000.0, LISTEN),
+    );
+    let freqs = [440.0, 1000.0];
+    println!(
+        "caller hears 1000 Hz at {heard_1000:.1}, its own 440 Hz at {own_440:.1}; \
+         phone hears 440 Hz at {heard_440:.1}, its own 1000 Hz at {own_1000:.1}"
+    );
+    assert!(
+        own_440 < ABSENT,
+        "the caller hears itself: {}",
+        caller_tone.spectrum(&freqs, LISTEN)
+    );
+    assert!(
+        own_1000 < ABSENT,
+        "the phone hears itself: {}",
+        phone_tone.spectrum(&freqs, LISTEN)
+    );
+    let (caller, phones) = finish(caller, vec![phone]);
+    assert_runs_succeeded(&a, &[("caller 1001", &caller), ("phone 1002", &phones[0])]);
+    let stopped = a.stop();
+    assert_eq!(
+        stopped.counters.total("media_legs"),
+        0,
+        "legs closed\n{}",
+        stopped.tail()
+    );
 }

@@ -20,6 +20,7 @@
 pub mod cti;
 pub mod phones;
 pub mod receiver;
+pub mod rtp;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
