@@ -13,6 +13,11 @@
 //!   and `a=sendrecv` re-INVITEs, the customer is re-INVITEd to user 1003
 //!   and the agent hung up; a token scoped to agent 1001 can neither see
 //!   nor hang up the call;
+//! * conference: after a consultation, `call.conference` joins customer,
+//!   agent and consulted user; each party's RTP (a [`TonePeer`] saying its
+//!   own tone) carries the other two's tones and not its own; a party
+//!   hanging up leaves, `call.conferenced` names those left, and the two
+//!   left hear each other only;
 //! * bad input: no token, malformed JSON, unknown commands and oversized
 //!   messages get error replies, and the connection stays usable.
 
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::cti::{Cti, get_json, http};
 use common::phones::{ABORT_UNEXPECTED, Phone, appliance, assert_runs_succeeded, finish};
+use common::rtp::{ABSENT, LISTEN, TonePeer, traced_media_addr};
 use common::{Appliance, Driver, HANG, Options, Sipp, SippProc, reserve_ports};
 use serde_json::{Value, json};
 
@@ -560,4 +566,149 @@ fn call_answer_asks_the_ringing_phone_to_answer_by_itself() {
         invites[1].header("Call-Info")
     );
     a.stop();
+}
+
+/// Who hangs up first in [`conference`].
+#[derive(Clone, Copy, PartialEq)]
+enum Leaves {
+    Agent,
+    Consulted,
+}
+
+/// Polls until `peer` no longer hears `hz` (over [`LISTEN`]).
+fn wait_not_hearing(peer: &TonePeer, hz: f64, who: &str) {
+    let deadline = Instant::now() + HANG;
+    while peer.level(hz, LISTEN) >= ABSENT {
+        assert!(
+            Instant::now() < deadline,
+            "{who} still hears {hz} Hz: {}",
+            peer.spectrum(&[440.0, 1000.0, 1800.0], LISTEN)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A customer (440 Hz) in queue 200 answered by agent 1002 (1000 Hz), who
+/// consults 1003 (1800 Hz) and makes it a conference; `leaves` hangs up
+/// (its SIPp scenario, 8 s after it answered).
+fn conference(leaves: Leaves) {
+    let a = cti_appliance();
+    let mut cti = subscribed(&a);
+    let (customer, agent, consulted) = (
+        TonePeer::start(440.0),
+        TonePeer::start(1000.0),
+        TonePeer::start(1800.0),
+    );
+    let scenario = |who: Leaves| {
+        if who == leaves {
+            "tone_phone_hangs_up.xml"
+        } else {
+            "tone_phone.xml"
+        }
+    };
+    let start = |user: &str, who: Leaves, peer: &TonePeer| {
+        let rtp = peer.port().to_string();
+        let args = ["-m", "1", "-timeout", "60s", "-set", "rtp", rtp.as_str()];
+        Phone::start(&a, user, scenario(who), &args)
+    };
+    let agent_phone = start("1002", Leaves::Agent, &agent);
+    let consulted_phone = start("1003", Leaves::Consulted, &consulted);
+    login_ready(&mut cti, "1002");
+    let caller = Sipp::new("tone_caller.xml", a.udp_addr(), "u1")
+        .trace_messages()
+        .args(&["-s", "200", "-set", "rtp", &customer.port().to_string()])
+        .args(ABORT_UNEXPECTED)
+        .spawn();
+    let established = cti.event("call.established", |e| e["type"] == "call.established");
+    let call = established["call"].as_str().expect("a call id").to_owned();
+    let ani = established["ani"].clone();
+    // Everything up to the hang-up fits in the leaving phone's 8 s.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    customer.send_to(traced_media_addr(&caller, deadline));
+    agent.send_to(traced_media_addr(&agent_phone.proc, deadline));
+    customer.wait_hearing(1000.0, deadline);
+
+    cti.ok(json!({"type": "call.consult", "call": call, "to": "1003"}));
+    let child = format!("{call}-c1");
+    cti.call_event(&child, "call.established");
+    consulted.send_to(traced_media_addr(&consulted_phone.proc, deadline));
+    consulted.wait_hearing(1000.0, deadline);
+    cti.ok(json!({"type": "call.conference", "call": call}));
+    let merged = cti.call_event(&child, "call.cleared");
+    assert_eq!(merged["cause"], "conferenced", "{merged}");
+    let conf = cti.call_event(&call, "call.conferenced");
+    assert_eq!(conf["parties"], json!([ani, "1002", "1003"]), "{conf}");
+    let r = cti.request(json!({"type": "call.hold", "call": call}));
+    assert_eq!(r["error"]["code"], "invalid_state", "{r}");
+    // Each hears the other two, and not itself.
+    let parties = [
+        ("customer", &customer),
+        ("agent", &agent),
+        ("1003", &consulted),
+    ];
+    for (who, peer) in parties {
+        for (_, other) in parties {
+            if !std::ptr::eq(peer, other) {
+                peer.wait_hearing(other.tone_hz(), deadline);
+            }
+        }
+        let own = peer.level(peer.tone_hz(), LISTEN);
+        assert!(
+            own < ABSENT,
+            "{who} hears itself: {}",
+            peer.spectrum(&[440.0, 1000.0, 1800.0], LISTEN)
+        );
+    }
+
+    // One party hangs up: the customer and the other talk on.
+    let (stays, user, gone) = match leaves {
+        Leaves::Agent => (&consulted, "1003", &agent),
+        Leaves::Consulted => (&agent, "1002", &consulted),
+    };
+    let left = cti.call_event(&call, "call.conferenced");
+    assert_eq!(left["parties"], json!([ani, user]), "{left}");
+    assert_eq!(left["agent"], user, "{left}");
+    let deadline = Instant::now() + HANG;
+    customer.wait_hearing(stays.tone_hz(), deadline);
+    stays.wait_hearing(440.0, deadline);
+    wait_not_hearing(&customer, gone.tone_hz(), "the customer");
+    wait_not_hearing(stays, gone.tone_hz(), user);
+    if leaves == Leaves::Agent {
+        // Freed for the ACD, as after a transfer.
+        cti.event("1002 after leaving", |e| {
+            e["type"] == "agent.state" && e["agent"] == "1002" && e["state"] != "on_call"
+        });
+    }
+    cti.ok(json!({"type": "call.hangup", "call": call}));
+    cti.call_event(&call, "call.cleared");
+    let record = get_eventually(&a, &format!("/v1/calls/{call}"));
+    let transfers = u64::from(leaves == Leaves::Agent);
+    assert_eq!(record["transfers"], transfers, "{record}");
+
+    let (caller, phones) = finish(caller, vec![agent_phone, consulted_phone]);
+    assert_runs_succeeded(
+        &a,
+        &[
+            ("customer", &caller),
+            ("agent 1002", &phones[0]),
+            ("consulted 1003", &phones[1]),
+        ],
+    );
+    // Nobody was re-INVITEd: the conference is mixed by the appliance.
+    for (who, run) in [("customer", &caller), ("agent", &phones[0])] {
+        let invites = run.received_requests("INVITE").len();
+        let expected = usize::from(who == "agent");
+        assert_eq!(invites, expected, "{who}: {}", run.trace());
+    }
+    a.stop();
+}
+
+#[test]
+fn a_conference_mixes_all_three_and_the_agent_leaving_leaves_customer_and_colleague() {
+    conference(Leaves::Agent);
+}
+
+#[test]
+fn a_conference_the_consulted_colleague_leaves_is_the_customer_and_agent_again() {
+    conference(Leaves::Consulted);
 }

@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use common::phones::{ABORT_UNEXPECTED, Phone, appliance, assert_runs_succeeded, call, finish};
-use common::rtp::{ABSENT, LISTEN, TONE_AMPLITUDE, TonePeer, traced_media_addr};
+use common::rtp::{ABSENT, LISTEN, TONE_AMPLITUDE, TonePeer, tone_level, traced_media_addr};
 use common::{Appliance, Driver, Options, Sipp, require_tool, wav_files};
 use switchboard::media::wav::{self, WavEncoding};
 
@@ -320,17 +320,6 @@ fn packets_from(file: &Path, ports: (u16, u16)) -> Vec<Packet> {
         .collect()
 }
 
-/// Amplitude of the `hz` component of 8 kHz `pcm` (one DFT bin).
-fn amplitude(pcm: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let (mut re, mut im) = (0.0, 0.0);
-    for (n, &x) in pcm.iter().enumerate() {
-        re += f64::from(x) * (w * n as f64).cos();
-        im += f64::from(x) * (w * n as f64).sin();
-    }
-    2.0 * (re * re + im * im).sqrt() / pcm.len() as f64
-}
-
 /// The caller puts the call on hold with a sendonly re-INVITE: the phone
 /// hears the configured hold music (a 600 Hz tone here) from the
 /// appliance, in its codec (A-law), as the same RTP stream it was hearing
@@ -418,7 +407,7 @@ fn hold_music_test(driver: Driver) {
         switchboard::media::g711::decode_alaw(&p.payload, &mut frame);
         pcm.extend(frame);
     }
-    let (at_600, at_1000) = (amplitude(&pcm, 600.0), amplitude(&pcm, 1000.0));
+    let (at_600, at_1000) = (tone_level(&pcm, 600.0), tone_level(&pcm, 1000.0));
     println!("hold music heard: amplitude {at_600:.1} at 600 Hz, {at_1000:.1} at 1000 Hz");
     assert!(
         at_600 > 5000.0 && at_1000 < 100.0,
