@@ -4,6 +4,10 @@
 //!   read) for N participants who all hear all (the total-minus-own path);
 //! * `mix/tick_whisper/n=<N>`: the same with a whisper matrix (a supervisor
 //!   only the agent hears: the general per-listener path);
+//! * `conference/tick/<codec>/n=<N>`: one conference frame of N members
+//!   ([`switchboard::media::conference`]): each member's packet into its
+//!   jitter buffer, decoded, mixed, and each member's mix encoded — the
+//!   whole per-frame cost of a conference call on a shard;
 //! * `jitter/push_pop`: one packet pushed and one frame popped;
 //! * `recorder/push_poll`: one packet on each channel and one poll.
 //!
@@ -16,7 +20,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use switchboard::media::anchor::Known;
+use switchboard::media::conference::Conference;
+use switchboard::media::g711;
 use switchboard::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use switchboard::media::opus::OpusEncoder;
 use switchboard::media::mixer::Mixer;
 use switchboard::media::recorder::{Channel, Recorder};
 
@@ -49,6 +57,53 @@ fn mix(c: &mut Criterion) {
                     for id in &ids {
                         black_box(m.output(*id));
                     }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn conference(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conference");
+    g.throughput(Throughput::Elements(1));
+    for (codec, pt, sizes) in [(Known::Pcmu, 0u8, &[3usize, 8][..]), (Known::Opus, 96, &[3][..])] {
+        for &n in sizes {
+            let mut conf = Conference::new();
+            let slots: Vec<usize> = (0..n)
+                .map(|i| conf.add(i as u32, pt, codec, 20, 7 + i as u32).expect("room"))
+                .collect();
+            // Each member's 20 ms frame, encoded once.
+            let payloads: Vec<Vec<u8>> = (0..n)
+                .map(|p| {
+                    let pcm = frame(p);
+                    if codec == Known::Opus {
+                        let mut e = OpusEncoder::new(8000, 1).expect("libopus");
+                        let mut out = vec![0u8; 400];
+                        let len = e.encode(&pcm, &mut out).expect("encodes");
+                        out.truncate(len);
+                        out
+                    } else {
+                        let mut out = vec![0u8; FRAME];
+                        g711::encode_ulaw(&pcm, &mut out);
+                        out
+                    }
+                })
+                .collect();
+            let step = codec.clock_rate() / 50;
+            let mut k = 0u64;
+            let name = format!("tick/{}/n={n}", if pt == 0 { "pcmu" } else { "opus" });
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let now = 20 * k;
+                    let header = (pt, k as u16, (k as u32).wrapping_mul(step), false);
+                    for (&s, p) in slots.iter().zip(&payloads) {
+                        conf.push(s, now, header, p);
+                    }
+                    conf.tick(now, &mut |m| {
+                        black_box(m.payload);
+                    });
+                    k += 1;
                 })
             });
         }
@@ -95,5 +150,5 @@ fn recorder(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, mix, jitter, recorder);
+criterion_group!(benches, mix, conference, jitter, recorder);
 criterion_main!(benches);
