@@ -24,8 +24,8 @@ use switchboard::media::anchor::Known;
 use switchboard::media::conference::Conference;
 use switchboard::media::g711;
 use switchboard::media::jitter::{JitterBuffer, JitterConfig, Playout};
-use switchboard::media::opus::OpusEncoder;
 use switchboard::media::mixer::Mixer;
+use switchboard::media::opus::OpusEncoder;
 use switchboard::media::recorder::{Channel, Recorder};
 
 const FRAME: usize = 160;
@@ -67,11 +67,17 @@ fn mix(c: &mut Criterion) {
 fn conference(c: &mut Criterion) {
     let mut g = c.benchmark_group("conference");
     g.throughput(Throughput::Elements(1));
-    for (codec, pt, sizes) in [(Known::Pcmu, 0u8, &[3usize, 8][..]), (Known::Opus, 96, &[3][..])] {
+    for (codec, pt, sizes) in [
+        (Known::Pcmu, 0u8, &[3usize, 8][..]),
+        (Known::Opus, 96, &[3][..]),
+    ] {
         for &n in sizes {
             let mut conf = Conference::new();
             let slots: Vec<usize> = (0..n)
-                .map(|i| conf.add(i as u32, pt, codec, 20, 7 + i as u32).expect("room"))
+                .map(|i| {
+                    conf.add(i as u32, pt, codec, 20, 7 + i as u32)
+                        .expect("room")
+                })
                 .collect();
             // Each member's 20 ms frame, encoded once.
             let payloads: Vec<Vec<u8>> = (0..n)

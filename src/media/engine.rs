@@ -28,6 +28,11 @@
 //! instead of its peer, encoded in its own codec on the 10 ms tick; hold
 //! music plays to a party while the other holds (sendonly/inactive offer).
 //!
+//! **Conferences** ([`MediaEngine::conference`]): legs that each hear the
+//! mix of the others ([`super::conference`]) instead of a peer, in their
+//! own codecs, on the 10 ms tick; a member's packets go to the mix and are
+//! not relayed. A recorded caller's mix is recorded as its other channel.
+//!
 //! **RTCP**: relayed with the SSRC rewritten while RTP is relayed; a leg
 //! that hears a stream made here (a clip, or its peer transcoded) gets our
 //! own SR/RR instead ([`super::reports`]).
@@ -178,6 +183,10 @@ pub enum MediaError {
     NoCodec,
     #[error("the conference is full")]
     ConferenceFull,
+    #[error("unknown conference")]
+    NoConference,
+    #[error("a leg given twice")]
+    Duplicate,
 }
 
 /// Per-leg media statistics for the call record.
@@ -1098,8 +1107,10 @@ impl MediaEngine {
                 Some(_) => {}
             }
         }
-        let distinct = legs.iter().enumerate().all(|(i, l)| !legs[..i].contains(l));
-        if legs.len() > super::mixer::MAX_PARTICIPANTS || !distinct {
+        if legs.iter().enumerate().any(|(i, l)| legs[..i].contains(l)) {
+            return Err(MediaError::Duplicate);
+        }
+        if legs.len() > super::mixer::MAX_PARTICIPANTS {
             return Err(MediaError::ConferenceFull);
         }
         let idx = match self.confs.iter().position(Option::is_none) {
@@ -1135,7 +1146,7 @@ impl MediaEngine {
             (pt, codec, ptime, l.peer, l.conf)
         };
         if self.conf_generations.get(conf.idx as usize) != Some(&conf.generation) {
-            return Err(MediaError::NoLeg);
+            return Err(MediaError::NoConference);
         }
         // Out of its old conference (freed below if that empties it).
         if let Some((c, slot)) = old
@@ -1150,7 +1161,7 @@ impl MediaEngine {
             .confs
             .get_mut(conf.idx as usize)
             .and_then(Option::as_mut)
-            .ok_or(MediaError::NoLeg)?
+            .ok_or(MediaError::NoConference)?
             .add(id.idx, pt, codec, ptime, ssrc)
             .ok_or(MediaError::ConferenceFull);
         if let Some((c, _)) = old {

@@ -988,7 +988,7 @@ fn a_conference_sends_each_member_the_mix_of_the_others_in_its_own_codec() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].1, addr("192.0.2.20:6000"));
     // A stale id cannot join.
-    assert_eq!(w.m.join(conf, c), Err(MediaError::NoLeg));
+    assert_eq!(w.m.join(conf, c), Err(MediaError::NoConference));
 }
 
 #[test]
@@ -1005,7 +1005,8 @@ fn a_conference_needs_a_codec_and_ends_with_its_last_member() {
         !w.m.wants_tick(),
         "the conference ended with its last member"
     );
-    assert_eq!(w.m.join(conf, w.a), Err(MediaError::NoLeg));
+    assert_eq!(w.m.join(conf, w.a), Err(MediaError::NoConference));
+    assert_eq!(w.m.conference(&[w.a, w.a]), Err(MediaError::Duplicate));
 }
 
 /// The right channel's audio over `t0..t0+1 s` while each of `talkers`
