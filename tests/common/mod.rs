@@ -159,10 +159,30 @@ pub fn reserve_rtp_block() -> PortBlock {
 pub const RTP_BLOCK: u16 = 256;
 
 /// `n` consecutive ports, each free for UDP and TCP and claimed for the life
-/// of the returned block. The base comes from the kernel's own free-port
-/// choice (bind to port 0), so it avoids whatever is in use on the box.
+/// of the returned block. They lie above the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), so no client
+/// socket of another test — an HTTP request, a WebSocket, an outgoing TCP
+/// connection, whose local port the kernel picks from that range — can take
+/// one between the reservation and its bind (baresip once failed to bind
+/// its SIP port that way). Where the ephemeral range leaves no room above
+/// it, the base comes from the kernel's own free-port choice instead.
 pub fn reserve_ports(n: u16) -> PortBlock {
+    use std::sync::atomic::{AtomicU32, Ordering};
     assert!(n >= 1);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let first = ephemeral_end().map_or(u32::MAX, |end| end + 1);
+    let room = 65_536u32.saturating_sub(first + u32::from(n));
+    if room >= 64 {
+        let start = std::process::id()
+            .wrapping_mul(97)
+            .wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed));
+        for i in 0..room {
+            let base = (first + (start.wrapping_add(i) % room)) as u16;
+            if let Some(block) = try_block(base, n) {
+                return block;
+            }
+        }
+    }
     for _ in 0..500 {
         let Ok(s) = UdpSocket::bind(("127.0.0.1", 0)) else {
             continue;
@@ -173,22 +193,33 @@ pub fn reserve_ports(n: u16) -> PortBlock {
         if u32::from(base) + u32::from(n) > 65535 {
             continue;
         }
-        let mut locks = Vec::new();
-        for p in base..base + n {
-            match try_lock(p) {
-                Some(l) if probe_free(p) => locks.push(l),
-                _ => break,
-            }
-        }
-        if locks.len() == usize::from(n) {
-            return PortBlock {
-                base,
-                len: n,
-                _locks: locks,
-            };
+        if let Some(block) = try_block(base, n) {
+            return block;
         }
     }
     panic!("could not reserve {n} consecutive free loopback ports");
+}
+
+/// The last port of the kernel's ephemeral range.
+fn ephemeral_end() -> Option<u32> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Ports `base..base + n` if each is free and not claimed, claimed now.
+fn try_block(base: u16, n: u16) -> Option<PortBlock> {
+    let mut locks = Vec::new();
+    for p in base..base + n {
+        match try_lock(p) {
+            Some(l) if probe_free(p) => locks.push(l),
+            _ => return None,
+        }
+    }
+    Some(PortBlock {
+        base,
+        len: n,
+        _locks: locks,
+    })
 }
 
 // ---------------------------------------------------------------------------
