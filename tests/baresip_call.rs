@@ -40,6 +40,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use common::rtp::tone_level_at;
 use common::{
     Appliance, Driver, HANG, LOCALHOST, Options, PortBlock, UdpPeer, require_tool, reserve_ports,
     spawn_baresip, unique, wait_child,
@@ -94,9 +95,9 @@ fn assert_recording(s: &common::Stopped) {
         );
         let mid = &samples[samples.len() / 4..samples.len() * 3 / 4];
         let (want, not, off) = (
-            goertzel_amplitude(mid, tone, RATE),
-            goertzel_amplitude(mid, other, RATE),
-            goertzel_amplitude(mid, TONE_OFF, RATE),
+            tone_level_at(mid, tone, f64::from(RATE)),
+            tone_level_at(mid, other, f64::from(RATE)),
+            tone_level_at(mid, TONE_OFF, f64::from(RATE)),
         );
         let verdict = format!(
             "recording {name}: amplitude {want:.1} at {tone} Hz, {not:.1} at {other} Hz, {off:.1} at {TONE_OFF} Hz"
@@ -422,9 +423,9 @@ fn call(route: Route, codecs: [Codec; 2]) {
             samples.len()
         );
         let mid = &samples[samples.len() / 4..samples.len() * 3 / 4];
-        let heard = goertzel_amplitude(mid, other, rate);
-        let itself = goertzel_amplitude(mid, own, rate);
-        let off = goertzel_amplitude(mid, TONE_OFF, rate);
+        let heard = tone_level_at(mid, other, f64::from(rate));
+        let itself = tone_level_at(mid, own, f64::from(rate));
+        let off = tone_level_at(mid, TONE_OFF, f64::from(rate));
         let verdict = format!(
             "phone {} (sends {own} Hz) heard amplitude {heard:.1} at {other} Hz, \
              {itself:.1} at {own} Hz, {off:.1} at {TONE_OFF} Hz over {} samples",
@@ -843,19 +844,4 @@ fn read_wav(path: &Path) -> (u32, Vec<i16>) {
         pos = body + len + (len & 1);
     }
     panic!("{}: no data chunk", path.display());
-}
-
-/// The amplitude of the `hz` component of `x` (Goertzel): a sine of
-/// amplitude A at `hz` gives about A.
-fn goertzel_amplitude(x: &[i16], hz: f64, rate: u32) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / f64::from(rate);
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s0 = f64::from(v) + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - c * s1 * s2;
-    2.0 * power.max(0.0).sqrt() / x.len() as f64
 }

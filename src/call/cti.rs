@@ -57,6 +57,21 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
     ProtoError::new(code, message)
 }
 
+/// The call's consultation, once the consulted party answered; `none`
+/// is the error's message when there is no consultation.
+fn answered_consult(call: &Call, none: &str) -> Result<Consult, ProtoError> {
+    let Some(c) = call.consult.clone() else {
+        return Err(err(ErrorCode::InvalidState, none));
+    };
+    if !c.answered {
+        return Err(err(
+            ErrorCode::InvalidState,
+            "the consulted party has not answered (call.consult_cancel to give up)",
+        ));
+    }
+    Ok(c)
+}
+
 /// The error of a command a conference does not take (hold, transfer,
 /// consult).
 fn not_conferenced(call: &Call) -> Result<(), ProtoError> {
@@ -288,11 +303,11 @@ impl B2bua {
         let far_media = call.leg(far).and_then(|l| l.media);
         let body = with_direction(&sdp, if on { "inactive" } else { "sendrecv" });
         if let Some(c) = self.calls.get_mut(&id) {
-            c.held = on;
             if on {
+                c.held = true;
                 c.held_since = Some(now);
-            } else if let Some(t) = c.held_since.take() {
-                c.held_total += now.saturating_duration_since(t);
+            } else {
+                c.unhold(now);
             }
             if let Some(l) = c.leg_mut(agent) {
                 l.last_sdp = Some((ct.clone(), body.clone()));
@@ -740,10 +755,7 @@ impl B2bua {
             return;
         };
         call.consult = None;
-        call.held = false;
-        if let Some(t) = call.held_since.take() {
-            call.held_total += now.saturating_duration_since(t);
-        }
+        call.unhold(now);
         let ma = call.a.media;
         let mb = call.b.get(usize::from(call.peer)).and_then(|b| b.leg.media);
         if let (Some(ma), Some(mb)) = (ma, mb) {
@@ -806,37 +818,18 @@ impl B2bua {
         let Some(call) = self.calls.get(&id) else {
             return Err(err(ErrorCode::NotFound, "the call has ended"));
         };
-        let Some(c) = call.consult.clone() else {
-            return Err(err(ErrorCode::InvalidState, "no consultation in progress"));
-        };
-        if !c.answered {
-            return Err(err(
-                ErrorCode::InvalidState,
-                "the consulted party has not answered (call.consult_cancel to give up)",
-            ));
-        }
+        let c = answered_consult(call, "no consultation in progress")?;
         let agent_leg = call.peer;
         let ma = call.a.media;
         let mb = call.b.get(usize::from(agent_leg)).and_then(|b| b.leg.media);
         let mc = call.b.get(usize::from(c.leg)).and_then(|b| b.leg.media);
-        if let Some(e) = self.consult_event(
-            now,
-            id,
-            call,
-            CallEventKind::Cleared {
-                cause: "transferred".into(),
-            },
-        ) {
-            self.push_event(e);
-        }
+        let cause = "transferred".into();
+        self.emit_consult(now, id, CallEventKind::Cleared { cause });
         self.drop_leg(now, id, agent_leg);
         let key = self.call_key(id);
         let freed = self.calls.get_mut(&id).and_then(|call| {
             call.consult = None;
-            call.held = false;
-            if let Some(t) = call.held_since.take() {
-                call.held_total += now.saturating_duration_since(t);
-            }
+            call.unhold(now);
             call.peer = c.leg;
             call.transfers += 1;
             call.hosted.as_mut().and_then(|h| h.release_agent())
@@ -868,18 +861,8 @@ impl B2bua {
                 "the call is a conference already",
             ));
         }
-        let Some(c) = call.consult.clone() else {
-            return Err(err(
-                ErrorCode::InvalidState,
-                "no consultation in progress (call.consult the third party first)",
-            ));
-        };
-        if !c.answered {
-            return Err(err(
-                ErrorCode::InvalidState,
-                "the consulted party has not answered (call.consult_cancel to give up)",
-            ));
-        }
+        let none = "no consultation in progress (call.consult the third party first)";
+        let c = answered_consult(call, none)?;
         let agent_leg = call.peer;
         let media = |i: u16| call.b.get(usize::from(i)).and_then(|b| b.leg.media);
         let (Some(ma), Some(mb), Some(mc)) = (call.a.media, media(agent_leg), media(c.leg)) else {
@@ -889,22 +872,11 @@ impl B2bua {
             // Nothing moved: the consultation goes on.
             return Err(err(ErrorCode::InvalidState, e.to_string()));
         }
-        if let Some(e) = self.consult_event(
-            now,
-            id,
-            call,
-            CallEventKind::Cleared {
-                cause: "conferenced".into(),
-            },
-        ) {
-            self.push_event(e);
-        }
+        let cause = "conferenced".into();
+        self.emit_consult(now, id, CallEventKind::Cleared { cause });
         if let Some(call) = self.calls.get_mut(&id) {
             call.consult = None;
-            call.held = false;
-            if let Some(t) = call.held_since.take() {
-                call.held_total += now.saturating_duration_since(t);
-            }
+            call.unhold(now);
             call.conference = Some(vec![agent_leg, c.leg]);
         }
         self.counters.conferences.bump();

@@ -559,6 +559,14 @@ impl Call {
         }
     }
 
+    /// Off hold at `now`: the time held is added up.
+    fn unhold(&mut self, now: Instant) {
+        self.held = false;
+        if let Some(t) = self.held_since.take() {
+            self.held_total += now.saturating_duration_since(t);
+        }
+    }
+
     fn leg_mut(&mut self, id: LegId) -> Option<&mut Leg> {
         match id {
             LegId::A => Some(&mut self.a),

@@ -31,8 +31,7 @@ const FRAME_MS: u64 = 20;
 /// One member's mix for one tick, encoded.
 #[derive(Debug)]
 pub struct Mixed<'a> {
-    /// The member's slot ([`Conference::add`]) and the engine's tag for it.
-    pub slot: usize,
+    /// The caller's tag of the member ([`Conference::add`]).
     pub tag: u32,
     /// Payload type and RTP clock of its codec.
     pub pt: u8,
@@ -231,8 +230,7 @@ impl Conference {
             }
         }
         self.mixer.mix();
-        for (slot, m) in self.members.iter_mut().enumerate() {
-            let Some(m) = m else { continue };
+        for m in self.members.iter_mut().flatten() {
             let Some(pcm) = self.mixer.output(m.id) else {
                 continue;
             };
@@ -244,7 +242,6 @@ impl Conference {
             }
             m.seq = m.seq.wrapping_add(1);
             out(Mixed {
-                slot,
                 tag: m.tag,
                 pt: m.pt,
                 clock: m.clock,

@@ -396,10 +396,15 @@ fn rtp_payload(d: &[u8]) -> Option<&[u8]> {
 /// frequencies leak in by their sidelobes, about A / (π · Δf · N/8000) at a
 /// distance Δf Hz (≈ 9 for 8000 at 560 Hz over 500 ms). 0 for no samples.
 pub fn tone_level(pcm: &[i16], hz: f64) -> f64 {
+    tone_level_at(pcm, hz, RATE)
+}
+
+/// [`tone_level`] of `pcm` sampled at `rate` Hz.
+pub fn tone_level_at(pcm: &[i16], hz: f64, rate: f64) -> f64 {
     if pcm.is_empty() {
         return 0.0;
     }
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / RATE).cos();
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
     let (mut s1, mut s2) = (0.0_f64, 0.0_f64);
     for &x in pcm {
         let s0 = f64::from(x) + coeff * s1 - s2;
